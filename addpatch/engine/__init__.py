@@ -1,0 +1,1 @@
+"""The patching engine: residual-stream interchange interventions on Hugging Face decoders."""

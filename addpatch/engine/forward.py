@@ -1,0 +1,83 @@
+"""Run a decoder stack layer by layer over part of a sequence, with a KV cache.
+
+Sequences are left-padded. `attention` (batch, total) marks real tokens (1) and pads (0) over
+every position seen so far, cached and new. A call processes the query positions
+`start .. start + q - 1` of that padded sequence.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from addpatch.engine.architecture import DecoderStack
+from addpatch.engine.kv_cache import KVCache
+
+
+def position_ids_from(attention: torch.Tensor) -> torch.Tensor:
+    """(batch, total) 0/1 -> (batch, total) positions counted over real tokens only."""
+    return (attention.long().cumsum(-1) - 1).clamp(min=0)
+
+
+def additive_mask(
+    attention: torch.Tensor,  # (batch, kv) 0/1 over all positions up to the last query
+    start: int,
+    window: int | None,
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """(batch, 1, q, kv) mask: 0 where a query may attend, the dtype's minimum elsewhere."""
+    kv = attention.shape[-1]
+    device = attention.device
+    query_index = torch.arange(start, kv, device=device)[:, None]  # (q, 1)
+    key_index = torch.arange(kv, device=device)[None, :]  # (1, kv)
+    allowed = key_index <= query_index
+    if window is not None:
+        allowed = allowed & (query_index - key_index < window)
+    allowed = allowed[None, None] & attention.bool()[:, None, None, :]
+    mask = torch.zeros(allowed.shape, dtype=dtype, device=device)
+    return mask.masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+def run_layers(
+    stack: DecoderStack,
+    hidden: torch.Tensor,  # (batch, q, d_model): residual stream entering layer `first`
+    attention: torch.Tensor,  # (batch, start + q)
+    start: int,
+    first: int,
+    cache: KVCache,
+    keep_hidden: bool = False,
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Run layers first..N-1 on query positions start..; returns the last layer's output.
+
+    With keep_hidden, also returns each layer's output (batch, q, d_model) from `first` on.
+    """
+    positions = position_ids_from(attention)[:, start:]
+    rotary = stack.position_embeddings(hidden, positions)
+    masks: dict[int | None, torch.Tensor] = {}
+    outputs: list[torch.Tensor] = []
+    for index in range(first, stack.num_layers):
+        window = stack.sliding_windows[index]
+        if window not in masks:
+            masks[window] = additive_mask(attention, start, window, hidden.dtype)
+        hidden = stack.run_layer(index, hidden, masks[window], positions, rotary, cache)
+        if keep_hidden:
+            outputs.append(hidden)
+    return hidden, outputs
+
+
+def greedy_continue(
+    stack: DecoderStack,
+    first_token: torch.Tensor,  # (batch,) the first generated token
+    attention: torch.Tensor,  # (batch, prompt_len)
+    cache: KVCache,  # holds every layer's keys/values for the whole prompt
+    steps: int,
+) -> torch.Tensor:
+    """Generate `steps` more tokens greedily after `first_token`: returns (batch, 1 + steps)."""
+    tokens = [first_token]
+    for _ in range(steps):
+        attention = torch.cat([attention, attention.new_ones(attention.shape[0], 1)], dim=-1)
+        start = attention.shape[-1] - 1
+        positions = position_ids_from(attention)[:, start:]
+        hidden = stack.embed(tokens[-1][:, None], positions)
+        hidden, _ = run_layers(stack, hidden, attention, start, 0, cache)
+        tokens.append(stack.logits(hidden[:, -1:])[:, -1].argmax(-1))
+    return torch.stack(tokens, dim=1)

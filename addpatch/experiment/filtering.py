@@ -1,0 +1,101 @@
+"""Keep the pairs a model answers right: the integer at the start of its greedy answer must
+equal the sum, on the base prompt and on the counterfactual prompt."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+from addpatch.engine.patching import PatchEngine
+from addpatch.engine.positions import PromptLayout, layout_prompt, render_with_spans
+from addpatch.errors import NothingToDo
+from addpatch.experiment.progress import Progress, no_progress
+from addpatch.store import catalog
+from addpatch.store.store import Store
+from addpatch.task.addition import AdditionInput
+from addpatch.task.templates import answer_text, parse_answer
+
+KEEP_RATE_WARNING = 0.5
+
+
+@dataclass(frozen=True)
+class FilterSummary:
+    total: int
+    kept: int
+
+    @property
+    def keep_rate(self) -> float:
+        return self.kept / self.total if self.total else 0.0
+
+    @property
+    def low(self) -> bool:
+        return self.keep_rate < KEEP_RATE_WARNING
+
+
+def layout_of(engine: PatchEngine, inp: AdditionInput) -> PromptLayout:
+    text, spans = render_with_spans(inp.template, list(inp.numbers), inp.prefix, inp.suffix)
+    return layout_prompt(engine.tokenizer, text, spans)
+
+
+def answer_budget(engine: PatchEngine, largest_sum: int) -> int:
+    """New tokens enough for the longest answer this tokenizer can give (a spare for EOS)."""
+    widest = int("9" * len(str(largest_sum)))
+    ids = engine.tokenizer(answer_text(widest), add_special_tokens=False)["input_ids"]
+    return len(ids) + 1
+
+
+def filter_dataset(
+    store: Store,
+    engine: PatchEngine,
+    *,
+    model_id: int,
+    dataset_id: int,
+    batch_size: int,
+    progress: Progress = no_progress,
+) -> FilterSummary:
+    """Answer every prompt once (skipped when the store has this model's answers already)."""
+    from addpatch.experiment.datasets import load_pairs
+
+    task, ids, pairs = load_pairs(store, dataset_id)
+    with store.connect(read_only=True) as conn:
+        done = catalog.has_filter(conn=conn, model_id=model_id, dataset_id=dataset_id)
+    if not done:
+        largest = task.num_addends * (10**task.num_digits - 1)
+        budget = answer_budget(engine, largest)
+        inputs = [p.base for p in pairs] + [p.counterfactual for p in pairs]
+        texts: list[str] = []
+        for start in range(0, len(inputs), batch_size):
+            chunk = inputs[start : start + batch_size]
+            texts += [
+                text for _, text in engine.generate([layout_of(engine, i) for i in chunk], budget)
+            ]
+            progress("filter", min(start + batch_size, len(inputs)), len(inputs))
+        base_texts, cf_texts = texts[: len(pairs)], texts[len(pairs) :]
+        table = pa.table(
+            {
+                "example_id": ids,
+                "base_text": base_texts,
+                "cf_text": cf_texts,
+                "base_correct": [
+                    parse_answer(t) == p.base.total for t, p in zip(base_texts, pairs)
+                ],
+                "cf_correct": [
+                    parse_answer(t) == p.counterfactual.total for t, p in zip(cf_texts, pairs)
+                ],
+            }
+        )
+        with store.connect() as conn:
+            if not catalog.has_filter(conn=conn, model_id=model_id, dataset_id=dataset_id):
+                catalog.insert_filter(
+                    conn=conn, model_id=model_id, dataset_id=dataset_id, results=table
+                )
+    with store.connect(read_only=True) as conn:
+        kept = catalog.kept_example_ids(conn=conn, model_id=model_id, dataset_id=dataset_id)
+    summary = FilterSummary(total=len(ids), kept=len(kept))
+    if summary.kept == 0:
+        raise NothingToDo(
+            f"the model answered none of the {len(ids)} pairs correctly on both prompts, so there is "
+            "nothing to patch; use a model that can add, or fewer digits (--digits)"
+        )
+    return summary

@@ -1,0 +1,38 @@
+"""Counterfactual labels in the store: computed once per (dataset, target), then joined by SQL."""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from addpatch.experiment.datasets import load_pairs
+from addpatch.store import catalog
+from addpatch.store.store import Store
+from addpatch.task.labels import label_many, resolve_target
+
+
+def ensure_labels(store: Store, dataset_id: int, targets: list[str]) -> list[str]:
+    """Store labels for any of `targets` the dataset lacks; returns the canonical target texts."""
+    task, ids, pairs = load_pairs(store, dataset_id)
+    resolved = [(target, *resolve_target(task, target)) for target in targets]
+    canonical = [text for _, _, text in resolved]
+    with store.connect(read_only=True) as conn:
+        have = catalog.labelled_targets(conn=conn, dataset_id=dataset_id)
+    missing = [(model, text) for _, model, text in resolved if text not in have]
+    seen: set[str] = set()
+    for model, text in missing:
+        if text in seen:
+            continue
+        seen.add(text)
+        labels = label_many(task, pairs, text)
+        table = pa.table(
+            {
+                "target": [text] * len(ids),
+                "example_id": ids,
+                "causal_model": [model.id] * len(ids),
+                "label_text": [t for t, _ in labels],
+                "label": [v for _, v in labels],
+            }
+        )
+        with store.connect() as conn:
+            catalog.insert_labels(conn=conn, dataset_id=dataset_id, labels=table)
+    return list(dict.fromkeys(canonical))

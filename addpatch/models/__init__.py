@@ -1,0 +1,1 @@
+"""Loading, listing and training the language models addpatch patches."""

@@ -1,0 +1,168 @@
+"""Resolve `--model` to local files and load it through the standard Hugging Face path.
+
+`--model` takes a shipped model's name (`addpatch model list`), a local directory holding a
+Hugging Face checkpoint, or a Hugging Face id already in the local cache. Nothing is downloaded,
+weights load from safetensors only, and `trust_remote_code` stays off unless asked for.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from addpatch.errors import BadInput, ModelNotFound
+from addpatch.models.weights import sha256_files
+from addpatch.resources import shipped_models_dir
+from addpatch.store.catalog import ModelRecord
+
+DEFAULT_MODEL = "tiny-adder-digits"
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "tokenizer.model",
+    "vocab.json",
+    "merges.txt",
+)
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    name: str
+    path: Path
+    revision: str | None  # HF commit for cached hub models
+
+
+def shipped_models() -> dict[str, Path]:
+    """Shipped model name -> directory."""
+    root = shipped_models_dir()
+    if not root.is_dir():
+        return {}
+    return {p.name: p for p in sorted(root.iterdir()) if (p / "config.json").exists()}
+
+
+def shipped_card(name: str) -> dict:
+    card = shipped_models()[name] / "card.json"
+    return json.loads(card.read_text()) if card.exists() else {}
+
+
+def _weights(path: Path) -> list[Path]:
+    return sorted(path.glob("*.safetensors"))
+
+
+def _from_hf_cache(model_id: str) -> ResolvedModel | None:
+    try:
+        from huggingface_hub import snapshot_download
+
+        folder = Path(snapshot_download(model_id, local_files_only=True))
+    except Exception:
+        return None
+    return ResolvedModel(model_id, folder, folder.name)
+
+
+def resolve_model(spec: str) -> ResolvedModel:
+    shipped = shipped_models()
+    if spec in shipped:
+        return ResolvedModel(spec, shipped[spec], None)
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ModelNotFound(
+                f"{path} has no config.json; point --model at a Hugging Face checkpoint directory"
+            )
+        if not _weights(path):
+            raise ModelNotFound(
+                f"{path} has no *.safetensors weights; addpatch loads safetensors only "
+                "(convert the checkpoint with save_pretrained(..., safe_serialization=True))"
+            )
+        return ResolvedModel(path.resolve().name, path.resolve(), None)
+    if "/" in spec:
+        resolved = _from_hf_cache(spec)
+        if resolved is not None:
+            if not _weights(resolved.path):
+                raise ModelNotFound(
+                    f"{spec} is cached without safetensors weights; addpatch loads safetensors only"
+                )
+            return resolved
+    names = ", ".join(shipped) or "none"
+    raise ModelNotFound(
+        f"model {spec!r} is not a shipped model ({names}), a local directory, or a Hugging Face id "
+        "in the local cache; pass a local path, or download it first where there is internet "
+        f"(`hf download {spec}`)"
+    )
+
+
+def pick_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        chosen = torch.device(device)
+    except RuntimeError:
+        raise BadInput(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto") from None
+    if chosen.type == "cuda" and not torch.cuda.is_available():
+        raise BadInput("--device cuda was asked for but no GPU is visible; use --device cpu")
+    return chosen
+
+
+_DTYPES = {
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+}
+
+
+def pick_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
+    """bf16 on CUDA, fp32 on CPU, unless asked otherwise."""
+    if dtype in (None, "auto"):
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if dtype not in _DTYPES:
+        raise BadInput(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
+    return _DTYPES[dtype]
+
+
+def load_model(
+    resolved: ResolvedModel,
+    device: torch.device,
+    dtype: torch.dtype,
+    trust_remote_code: bool = False,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    tokenizer = AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=trust_remote_code)
+    if not getattr(tokenizer, "is_fast", False):
+        raise BadInput(
+            f"{resolved.name} has no fast tokenizer; addpatch needs character offsets to place "
+            "digits (save a tokenizer.json with the model)"
+        )
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(
+        resolved.path, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
+    )
+    model.to(device).eval()
+    return model, tokenizer
+
+
+def model_record(resolved: ResolvedModel, model: PreTrainedModel) -> ModelRecord:
+    tokenizer_files = [resolved.path / f for f in _TOKENIZER_FILES if (resolved.path / f).exists()]
+    config = model.config
+    return ModelRecord(
+        name=resolved.name,
+        source=str(resolved.path),
+        revision=resolved.revision,
+        weights_sha256=sha256_files(_weights(resolved.path)),
+        tokenizer_sha256=sha256_files(tokenizer_files),
+        architecture=type(model).__name__,
+        num_layers=int(config.num_hidden_layers),
+        hidden_size=int(config.hidden_size),
+    )

@@ -1,0 +1,226 @@
+"""Train the shipped tiny addition models from scratch, deterministically.
+
+A run is fixed by its `TrainConfig` (seed included) and the torch thread count: the same config
+on the same machine and thread count gives bit-identical weights. The result is a Hugging Face
+Llama checkpoint (config, safetensors, tokenizer) plus `card.json` with the training config,
+steps, wall time and measured accuracy per digit width.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from addpatch.models.tiny_tokenizers import DigitGrouping, build_tokenizer
+from addpatch.models.weights import sha256_file
+from addpatch.task.templates import TWO_ADDEND_TEMPLATE, answer_text, parse_answer, render_prompt
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a tiny adder; defaults reproduce `tiny-adder-digits`."""
+
+    name: str = "tiny-adder-digits"
+    grouping: DigitGrouping = "digits"
+    # Each addend's width is drawn independently from these (same-width pairs train far slower).
+    train_widths: tuple[int, ...] = (2, 3, 4)
+    eval_widths: tuple[int, ...] = (2, 3, 4)
+    num_layers: int = 3
+    hidden_size: int = 64
+    num_heads: int = 4
+    ffn_size: int = 256
+    max_positions: int = 64
+    learning_rate: float = 3e-3
+    betas: tuple[float, float] = (0.9, 0.98)
+    batch_size: int = 256
+    warmup_steps: int = 100
+    steps: int = 8000
+    final_lr_fraction: float = 0.1  # cosine decays to this share of the peak rate
+    grad_clip: float = 1.0
+    seed: int = 0
+    threads: int = 1
+    eval_every: int = 500
+    eval_size: int = 1000
+    eval_seed: int = 12345  # held-out prompts come from this seed and are never trained on
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+def _random_addend(rng: random.Random, width: int) -> int:
+    return rng.randint(10 ** (width - 1), 10**width - 1)
+
+
+def held_out_pairs(config: TrainConfig, width: int) -> list[tuple[int, int]]:
+    """The evaluation pairs for one digit width (both addends of that width)."""
+    rng = random.Random(config.eval_seed * 100 + width)
+    return [
+        (_random_addend(rng, width), _random_addend(rng, width)) for _ in range(config.eval_size)
+    ]
+
+
+def _training_batch(
+    config: TrainConfig,
+    rng: random.Random,
+    tokenizer: PreTrainedTokenizerFast,
+    excluded: set[tuple[int, int]],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded prompt+answer ids, attention mask, and labels (-100 off the answer)."""
+    rows: list[list[int]] = []
+    answer_starts: list[int] = []
+    while len(rows) < config.batch_size:
+        a = _random_addend(rng, rng.choice(config.train_widths))
+        b = _random_addend(rng, rng.choice(config.train_widths))
+        if (a, b) in excluded:
+            continue
+        prompt_ids = tokenizer(render_prompt(TWO_ADDEND_TEMPLATE, [a, b]))["input_ids"]
+        answer_ids = tokenizer(answer_text(a + b), add_special_tokens=False)["input_ids"]
+        rows.append(prompt_ids + answer_ids + [tokenizer.eos_token_id])
+        answer_starts.append(len(prompt_ids))
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    for i, (row, start) in enumerate(zip(rows, answer_starts, strict=True)):
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+        labels[i, start : len(row)] = torch.tensor(row[start:])
+    return ids, mask, labels
+
+
+def greedy_accuracy(
+    model: LlamaForCausalLM,
+    tokenizer: PreTrainedTokenizerFast,
+    pairs: list[tuple[int, int]],
+    batch_size: int = 500,
+) -> float:
+    """Share of pairs whose greedy continuation starts with the correct sum."""
+    model.eval()
+    correct = 0
+    max_new = len(tokenizer(answer_text(10**7), add_special_tokens=False)["input_ids"]) + 1
+    with torch.no_grad():
+        for start in range(0, len(pairs), batch_size):
+            chunk = pairs[start : start + batch_size]
+            prompts = [render_prompt(TWO_ADDEND_TEMPLATE, [a, b]) for a, b in chunk]
+            enc = tokenizer(prompts, return_tensors="pt", padding=True)
+            out = model.generate(
+                **enc,
+                max_new_tokens=max_new,
+                do_sample=False,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            texts = tokenizer.batch_decode(
+                out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True
+            )
+            correct += sum(parse_answer(t) == a + b for t, (a, b) in zip(texts, chunk, strict=True))
+    return correct / len(pairs)
+
+
+def _learning_rate(config: TrainConfig, step: int) -> float:
+    if step < config.warmup_steps:
+        return config.learning_rate * (step + 1) / config.warmup_steps
+    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+    floor = config.final_lr_fraction
+    return config.learning_rate * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def build_model(config: TrainConfig, tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
+    torch.manual_seed(config.seed)
+    model_config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=config.hidden_size,
+        intermediate_size=config.ffn_size,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
+        num_key_value_heads=config.num_heads,
+        max_position_embeddings=config.max_positions,
+        rope_theta=10_000.0,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return LlamaForCausalLM(model_config)
+
+
+ProgressCallback = Callable[[int, float, dict[int, float] | None], None]
+
+
+def train_tiny_adder(
+    config: TrainConfig,
+    out_dir: Path,
+    *,
+    progress: ProgressCallback | None = None,
+    steps: int | None = None,
+) -> dict:
+    """Train one tiny adder into `out_dir`; returns the model card written beside the weights.
+
+    `steps` stops early (for tests) without changing the schedule, so a short run is the prefix
+    of the full one.
+    """
+    torch.set_num_threads(config.threads)
+    tokenizer = build_tokenizer(config.grouping)
+    model = build_model(config, tokenizer)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.learning_rate, betas=config.betas, weight_decay=0.0
+    )
+    held_out = {w: held_out_pairs(config, w) for w in config.eval_widths}
+    excluded = {pair for pairs in held_out.values() for pair in pairs}
+    rng = random.Random(config.seed)
+    last_step = config.steps if steps is None else min(steps, config.steps)
+    history: list[dict] = []
+    started = time.perf_counter()
+    for step in range(last_step):
+        model.train()
+        ids, mask, labels = _training_batch(config, rng, tokenizer, excluded)
+        for group in optimizer.param_groups:
+            group["lr"] = _learning_rate(config, step)
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        accuracy = None
+        done = step + 1
+        if done % config.eval_every == 0 or done == last_step:
+            accuracy = {
+                w: greedy_accuracy(model, tokenizer, held_out[w]) for w in config.eval_widths
+            }
+            history.append({"step": done, "loss": loss.item(), "accuracy": accuracy})
+        if progress is not None:
+            progress(done, loss.item(), accuracy)
+    wall = time.perf_counter() - started
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    final = history[-1]["accuracy"] if history else {}
+    card = {
+        "name": config.name,
+        "architecture": "LlamaForCausalLM",
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "tokenizer": config.grouping,
+        "prompt": TWO_ADDEND_TEMPLATE,
+        "answer": "a space, the decimal sum, then <eos>",
+        "train_config": asdict(config),
+        "steps_run": last_step,
+        "wall_time_s": round(wall, 1),
+        "accuracy_by_digits": {str(w): a for w, a in final.items()},
+        "accuracy_history": history,
+        "eval": f"exact-match greedy generation on {config.eval_size} held-out prompts per width",
+        "weights_sha256": sha256_file(out_dir / "model.safetensors"),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "machine": f"{platform.machine()}, {config.threads} torch thread(s)",
+    }
+    (out_dir / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    return card

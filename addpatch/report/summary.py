@@ -1,0 +1,109 @@
+"""Per (run, target) figures computed from the scores frame with polars.
+
+* Best cell: the cell with the highest IIA; ties go to the lowest layer, then the
+  lowest position. Cells whose IIA is null are ignored.
+* Carried by the last token from layer: the smallest layer (``-1`` = embeddings) whose
+  IIA at the run's last token position (the largest position scored for that run and
+  target) is at least `threshold`; null when no layer reaches it.
+* Regions: for each position, the layers whose IIA is at least `threshold`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from addpatch.errors import BadInput
+
+DEFAULT_THRESHOLD = 0.8
+"""IIA at or above which a cell counts as carrying the variable (summary, regions)."""
+
+_KEY = ["run_id", "target"]
+
+
+def check_threshold(threshold: float) -> float:
+    """Return `threshold` as a float if it lies in (0, 1], else raise `BadInput`."""
+    value = float(threshold)
+    if not 0.0 < value <= 1.0:
+        raise BadInput(f"threshold {threshold} is outside (0, 1]; pass e.g. 0.8")
+    return value
+
+
+def target_order(scores: pl.DataFrame) -> list[str]:
+    """Targets in the order they first appear in `scores`."""
+    return scores.get_column("target").unique(maintain_order=True).to_list()
+
+
+def best_cells(scores: pl.DataFrame) -> pl.DataFrame:
+    """One row per (run_id, target): layer, position, position_label, iia, n of the best cell."""
+    return (
+        scores.filter(pl.col("iia").is_not_null())
+        .sort(
+            [*_KEY, "iia", "layer", "position"],
+            descending=[False, False, True, False, False],
+        )
+        .group_by(_KEY, maintain_order=True)
+        .first()
+        .select(*_KEY, "layer", "position", "position_label", "iia", "n")
+    )
+
+
+def carried_from_layer(scores: pl.DataFrame, threshold: float = DEFAULT_THRESHOLD) -> pl.DataFrame:
+    """One row per (run_id, target): last_position, last_label and carried_from (nullable)."""
+    last = scores.group_by(_KEY).agg(pl.col("position").max().alias("last_position"))
+    at_last = scores.join(last, on=_KEY).filter(pl.col("position") == pl.col("last_position"))
+    labels = at_last.group_by(_KEY).agg(pl.col("position_label").first().alias("last_label"))
+    carried = (
+        at_last.filter(pl.col("iia") >= threshold)
+        .group_by(_KEY)
+        .agg(pl.col("layer").min().alias("carried_from"))
+    )
+    return last.join(labels, on=_KEY).join(carried, on=_KEY, how="left")
+
+
+def summary_table(scores: pl.DataFrame, threshold: float = DEFAULT_THRESHOLD) -> pl.DataFrame:
+    """Per (run_id, target): the best cell, its IIA and n, and carried_from.
+
+    Rows are ordered by run_id, then targets in order of first appearance. Columns:
+    run_id, model, num_digits, target, best_layer, best_position, best_label,
+    best_iia, best_n, last_position, last_label, carried_from.
+    """
+    order = {t: i for i, t in enumerate(target_order(scores))}
+    keys = scores.select(*_KEY, "model", "num_digits").unique(subset=_KEY, keep="first")
+    best = best_cells(scores).rename(
+        {
+            "layer": "best_layer",
+            "position": "best_position",
+            "position_label": "best_label",
+            "iia": "best_iia",
+            "n": "best_n",
+        }
+    )
+    return (
+        keys.join(best, on=_KEY, how="left")
+        .join(carried_from_layer(scores, threshold), on=_KEY, how="left")
+        .with_columns(pl.col("target").replace_strict(order, return_dtype=pl.Int64).alias("_o"))
+        .sort("run_id", "_o")
+        .drop("_o")
+    )
+
+
+@dataclass(frozen=True)
+class Region:
+    """Layers (ascending) at one position whose IIA is at least the threshold."""
+
+    position: int
+    position_label: str
+    layers: tuple[int, ...]
+
+
+def regions(scores: pl.DataFrame, threshold: float = DEFAULT_THRESHOLD) -> list[Region]:
+    """Cells of ONE (run, target) with IIA >= `threshold`, grouped by position (ascending)."""
+    hits = (
+        scores.filter(pl.col("iia") >= threshold)
+        .group_by("position")
+        .agg(pl.col("position_label").first(), pl.col("layer").sort())
+        .sort("position")
+    )
+    return [Region(p, lab, tuple(layers)) for p, lab, layers in hits.iter_rows()]

@@ -1,0 +1,59 @@
+"""Scores as polars DataFrames: the Python face of the SQL in `queries/`.
+
+    from addpatch.scoring import scores, best_cells
+    scores(store, run_id=1, targets=["C_1", "raw_output"])   # IIA per cell
+    best_cells(store, run_id=1)                               # best cell per target
+Labels for the requested targets are computed and stored first if the store lacks them.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+from addpatch.experiment.labels import ensure_labels
+from addpatch.queries import get_query, run_query
+from addpatch.store.store import Store
+
+
+def _label_runs(store: Store, run_id: int | None, targets: list[str] | None) -> list[str] | None:
+    """Make sure every selected run's dataset has labels for `targets`; canonical target names."""
+    with store.connect(read_only=True) as conn:
+        sql = "SELECT DISTINCT dataset_id FROM runs" + (
+            " WHERE id = ?" if run_id is not None else ""
+        )
+        datasets = [
+            r[0] for r in conn.execute(sql, [run_id] if run_id is not None else []).fetchall()
+        ]
+    if targets is None:
+        return None
+    canonical: list[str] = []
+    for dataset_id in datasets:
+        canonical = ensure_labels(store, dataset_id, targets)
+    return canonical or targets
+
+
+def _run(
+    store: Store, name: str, run_id: int | None, targets: list[str] | None, **extra: object
+) -> pl.DataFrame:
+    canonical = _label_runs(store, run_id, targets)
+    params: dict[str, object] = dict(extra)
+    if run_id is not None:
+        params["run_id"] = run_id
+    if canonical is not None:
+        params["targets"] = canonical
+    with store.connect(read_only=True) as conn:
+        return run_query(conn, get_query(name), params)
+
+
+def scores(
+    store: Store, *, run_id: int | None = None, targets: list[str] | None = None
+) -> pl.DataFrame:
+    """IIA per (run, target, layer, position), with model, digit width and position labels."""
+    return _run(store, "iia_by_cell", run_id, targets)
+
+
+def best_cells(
+    store: Store, *, run_id: int | None = None, targets: list[str] | None = None, top: int = 1
+) -> pl.DataFrame:
+    """The `top` best cells per (run, target)."""
+    return _run(store, "best_cells", run_id, targets, top=top)

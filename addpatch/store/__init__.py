@@ -1,0 +1,1 @@
+"""The experiment store: a DuckDB catalog plus Parquet files of patched outputs."""

@@ -1,0 +1,261 @@
+"""Reading and writing catalog rows. Every function takes its connection explicitly."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+import duckdb
+import pyarrow as pa
+
+
+def _next_id(conn: duckdb.DuckDBPyConnection, table: str) -> int:
+    return int(conn.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {table}").fetchone()[0])
+
+
+def _now() -> datetime:
+    return datetime.now().replace(microsecond=0)
+
+
+# -- models ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelRecord:
+    name: str
+    source: str
+    revision: str | None
+    weights_sha256: str
+    tokenizer_sha256: str
+    architecture: str
+    num_layers: int
+    hidden_size: int
+
+
+def upsert_model(*, conn: duckdb.DuckDBPyConnection, record: ModelRecord) -> int:
+    """The model's id, registering it the first time its weights are seen."""
+    row = conn.execute(
+        "SELECT id FROM models WHERE weights_sha256 = ?", [record.weights_sha256]
+    ).fetchone()
+    if row:
+        return int(row[0])
+    model_id = _next_id(conn, "models")
+    conn.execute(
+        "INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            model_id,
+            record.name,
+            record.source,
+            record.revision,
+            record.weights_sha256,
+            record.tokenizer_sha256,
+            record.architecture,
+            record.num_layers,
+            record.hidden_size,
+            _now(),
+        ],
+    )
+    return model_id
+
+
+# -- datasets ----------------------------------------------------------------------------------
+def find_dataset(*, conn: duckdb.DuckDBPyConnection, name: str) -> int | None:
+    row = conn.execute("SELECT id FROM datasets WHERE name = ?", [name]).fetchone()
+    return int(row[0]) if row else None
+
+
+def insert_dataset(
+    *,
+    conn: duckdb.DuckDBPyConnection,
+    name: str,
+    kind: str,
+    num_addends: int,
+    num_digits: int,
+    template: str,
+    seed: int,
+    options: dict,
+    examples: pa.Table,
+) -> int:
+    """Register a dataset and its examples in one transaction; returns its id."""
+    dataset_id = _next_id(conn, "datasets")
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        conn.execute(
+            "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                dataset_id,
+                name,
+                kind,
+                num_addends,
+                num_digits,
+                template,
+                examples.num_rows,
+                seed,
+                json.dumps(options, sort_keys=True),
+                _now(),
+            ],
+        )
+        conn.register("new_examples", examples)
+        conn.execute(
+            "INSERT INTO examples SELECT ?, example_id, base_addends, base_prompt, base_sum, "
+            "cf_addends, cf_prompt, cf_sum FROM new_examples",
+            [dataset_id],
+        )
+        conn.unregister("new_examples")
+        conn.execute("COMMIT")
+    except Exception:
+        conn.execute("ROLLBACK")
+        raise
+    return dataset_id
+
+
+# -- filtering ---------------------------------------------------------------------------------
+def has_filter(*, conn: duckdb.DuckDBPyConnection, model_id: int, dataset_id: int) -> bool:
+    row = conn.execute(
+        "SELECT count(*) FROM filter_results WHERE model_id = ? AND dataset_id = ?",
+        [model_id, dataset_id],
+    ).fetchone()
+    return bool(row[0])
+
+
+def insert_filter(
+    *, conn: duckdb.DuckDBPyConnection, model_id: int, dataset_id: int, results: pa.Table
+) -> None:
+    conn.register("new_filter", results)
+    conn.execute(
+        "INSERT INTO filter_results SELECT ?, ?, example_id, base_text, cf_text, base_correct, "
+        "cf_correct FROM new_filter",
+        [model_id, dataset_id],
+    )
+    conn.unregister("new_filter")
+
+
+def kept_example_ids(
+    *, conn: duckdb.DuckDBPyConnection, model_id: int, dataset_id: int
+) -> list[int]:
+    rows = conn.execute(
+        "SELECT example_id FROM filter_results WHERE model_id = ? AND dataset_id = ? "
+        "AND base_correct AND cf_correct ORDER BY example_id",
+        [model_id, dataset_id],
+    ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+# -- labels ------------------------------------------------------------------------------------
+def labelled_targets(*, conn: duckdb.DuckDBPyConnection, dataset_id: int) -> set[str]:
+    rows = conn.execute(
+        "SELECT DISTINCT target FROM labels WHERE dataset_id = ?", [dataset_id]
+    ).fetchall()
+    return {r[0] for r in rows}
+
+
+def insert_labels(*, conn: duckdb.DuckDBPyConnection, dataset_id: int, labels: pa.Table) -> None:
+    """labels columns: target, example_id, causal_model, label_text, label."""
+    conn.register("new_labels", labels)
+    conn.execute(
+        "INSERT INTO labels SELECT ?, target, example_id, causal_model, label_text, label "
+        "FROM new_labels",
+        [dataset_id],
+    )
+    conn.unregister("new_labels")
+
+
+# -- runs --------------------------------------------------------------------------------------
+def find_run(*, conn: duckdb.DuckDBPyConnection, config_sha256: str) -> tuple[int, str] | None:
+    row = conn.execute(
+        "SELECT id, status FROM runs WHERE config_sha256 = ?", [config_sha256]
+    ).fetchone()
+    return (int(row[0]), row[1]) if row else None
+
+
+def insert_run(
+    *,
+    conn: duckdb.DuckDBPyConnection,
+    model_id: int,
+    dataset_id: int,
+    config_sha256: str,
+    layers: list[int],
+    position_set: str,
+    positions: list[tuple[str, str]],
+    max_new_tokens: int,
+    dtype: str,
+    device: str,
+    batch_size: int,
+    seed: int,
+    num_examples: int,
+    num_batches: int,
+    provenance: dict,
+) -> int:
+    run_id = _next_id(conn, "runs")
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        conn.execute(
+            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, "
+            "NULL, NULL, NULL)",
+            [
+                run_id,
+                model_id,
+                dataset_id,
+                config_sha256,
+                json.dumps(layers),
+                position_set,
+                max_new_tokens,
+                dtype,
+                device,
+                batch_size,
+                seed,
+                num_examples,
+                num_batches,
+                json.dumps(provenance, sort_keys=True),
+                _now(),
+            ],
+        )
+        for index, (name, text) in enumerate(positions):
+            conn.execute(
+                "INSERT INTO run_positions VALUES (?, ?, ?, ?)", [run_id, index, name, text]
+            )
+        conn.execute("COMMIT")
+    except Exception:
+        conn.execute("ROLLBACK")
+        raise
+    return run_id
+
+
+def finish_run(
+    *, conn: duckdb.DuckDBPyConnection, run_id: int, wall_time_s: float, interventions_per_s: float
+) -> None:
+    conn.execute(
+        "UPDATE runs SET status = 'complete', finished_at = ?, wall_time_s = ?, "
+        "interventions_per_s = ? WHERE id = ?",
+        [_now(), wall_time_s, interventions_per_s, run_id],
+    )
+
+
+def registered_batches(*, conn: duckdb.DuckDBPyConnection, run_id: int) -> set[int]:
+    rows = conn.execute(
+        "SELECT batch_index FROM output_files WHERE run_id = ?", [run_id]
+    ).fetchall()
+    return {int(r[0]) for r in rows}
+
+
+def register_output_file(
+    *,
+    conn: duckdb.DuckDBPyConnection,
+    run_id: int,
+    batch_index: int,
+    path: str,
+    rows: int,
+    sha256: str,
+) -> None:
+    from addpatch.store.outputs_view import refresh_outputs_view
+
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        conn.execute(
+            "INSERT INTO output_files VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [_next_id(conn, "output_files"), run_id, batch_index, path, rows, sha256, _now()],
+        )
+        refresh_outputs_view(conn)
+        conn.execute("COMMIT")
+    except Exception:
+        conn.execute("ROLLBACK")
+        raise

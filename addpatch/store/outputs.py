@@ -1,0 +1,31 @@
+"""Writing patched outputs as Parquet files that appear atomically."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from addpatch.models.weights import sha256_file
+
+
+def output_relpath(model_id: int, run_id: int, batch_index: int) -> str:
+    """Hive-style partitions by model and run; one file per batch of examples."""
+    return f"outputs/model={model_id}/run={run_id}/batch-{batch_index:05d}.parquet"
+
+
+def write_output_file(root: Path, relpath: str, run_id: int, table: pa.Table) -> tuple[int, str]:
+    """Write `table` (with a run_id column added) to root/relpath atomically; rows and sha256."""
+    table = table.add_column(0, "run_id", pa.array([run_id] * table.num_rows, pa.int32()))
+    final = root / relpath
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = root / "tmp"
+    tmp_dir.mkdir(exist_ok=True)
+    tmp = tmp_dir / f"{final.name}.{os.getpid()}.tmp"
+    pq.write_table(table, tmp, compression="zstd")
+    with tmp.open("rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, final)
+    return table.num_rows, sha256_file(final)

@@ -1,0 +1,34 @@
+"""The `patched_outputs` view: every registered Parquet file of patched outputs, and no other.
+
+Files written but not (yet) registered — a run killed between writing and registering — stay
+invisible to queries. Paths in the view are relative to the store, so a moved store still works
+(addpatch sets DuckDB's file_search_path; in the DuckDB shell, start it inside the store).
+"""
+
+from __future__ import annotations
+
+import duckdb
+
+EMPTY_OUTPUTS = """
+SELECT NULL::INTEGER AS run_id, NULL::BIGINT AS example_id, NULL::SMALLINT AS layer,
+       NULL::SMALLINT AS position, NULL::INTEGER[] AS token_ids, NULL::VARCHAR AS text,
+       NULL::BIGINT AS answer, NULL::INTEGER[] AS top_ids, NULL::FLOAT[] AS top_logprobs
+LIMIT 0
+"""
+
+
+def _quote(path: str) -> str:
+    return "'" + path.replace("'", "''") + "'"
+
+
+def refresh_outputs_view(conn: duckdb.DuckDBPyConnection) -> None:
+    paths = [row[0] for row in conn.execute("SELECT path FROM output_files ORDER BY id").fetchall()]
+    if paths:
+        files = ", ".join(_quote(p) for p in paths)
+        body = (
+            "SELECT run_id, example_id, layer, position, token_ids, text, answer, top_ids, "
+            f"top_logprobs FROM read_parquet([{files}])"
+        )
+    else:
+        body = EMPTY_OUTPUTS
+    conn.execute(f"CREATE OR REPLACE VIEW patched_outputs AS {body}")

@@ -1,0 +1,147 @@
+"""The catalog schema. The only source of truth for the tables: migrations are checked against it.
+
+Ids are assigned by addpatch (one writer at a time), so the tables need no sequences.
+Lists (addends, layers) are stored as JSON text to stay portable across DuckDB versions.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    DateTime,
+    Double,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Model(Base):
+    """A language model, identified by the hash of its weights."""
+
+    __tablename__ = "models"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(String, nullable=False)
+    source: Mapped[str] = mapped_column(String, nullable=False)  # path it was loaded from
+    revision: Mapped[str | None] = mapped_column(String)  # HF commit, when known
+    weights_sha256: Mapped[str] = mapped_column(String, nullable=False, unique=True)
+    tokenizer_sha256: Mapped[str] = mapped_column(String, nullable=False)
+    architecture: Mapped[str] = mapped_column(String, nullable=False)
+    num_layers: Mapped[int] = mapped_column(Integer, nullable=False)
+    hidden_size: Mapped[int] = mapped_column(Integer, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
+
+
+class Dataset(Base):
+    """Counterfactual pairs from one generator call; model-independent."""
+
+    __tablename__ = "datasets"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    name: Mapped[str] = mapped_column(String, nullable=False, unique=True)
+    kind: Mapped[str] = mapped_column(String, nullable=False)
+    num_addends: Mapped[int] = mapped_column(Integer, nullable=False)
+    num_digits: Mapped[int] = mapped_column(Integer, nullable=False)
+    template: Mapped[str] = mapped_column(String, nullable=False)
+    size: Mapped[int] = mapped_column(Integer, nullable=False)
+    seed: Mapped[int] = mapped_column(Integer, nullable=False)
+    options_json: Mapped[str] = mapped_column(Text, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
+
+
+class Example(Base):
+    """One (base, counterfactual) pair of a dataset."""
+
+    __tablename__ = "examples"
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), primary_key=True)
+    example_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    base_addends: Mapped[str] = mapped_column(String, nullable=False)  # JSON list of ints
+    base_prompt: Mapped[str] = mapped_column(String, nullable=False)
+    base_sum: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    cf_addends: Mapped[str] = mapped_column(String, nullable=False)
+    cf_prompt: Mapped[str] = mapped_column(String, nullable=False)
+    cf_sum: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class FilterResult(Base):
+    """Whether a model answers an example's base and counterfactual prompts correctly."""
+
+    __tablename__ = "filter_results"
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), primary_key=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), primary_key=True)
+    example_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    base_text: Mapped[str] = mapped_column(String, nullable=False)
+    cf_text: Mapped[str] = mapped_column(String, nullable=False)
+    base_correct: Mapped[bool] = mapped_column(Boolean, nullable=False)
+    cf_correct: Mapped[bool] = mapped_column(Boolean, nullable=False)
+
+
+class Label(Base):
+    """The counterfactual label of one example for one target variable (set)."""
+
+    __tablename__ = "labels"
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), primary_key=True)
+    target: Mapped[str] = mapped_column(String, primary_key=True)
+    example_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    causal_model: Mapped[str] = mapped_column(String, nullable=False)
+    label_text: Mapped[str] = mapped_column(String, nullable=False)
+    label: Mapped[int] = mapped_column(BigInteger, nullable=False)
+
+
+class Run(Base):
+    """One intervention sweep: a model on a dataset's kept examples over layers x positions."""
+
+    __tablename__ = "runs"
+    __table_args__ = (UniqueConstraint("config_sha256"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id"), nullable=False)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), nullable=False)
+    config_sha256: Mapped[str] = mapped_column(String, nullable=False)  # what makes outputs equal
+    layers_json: Mapped[str] = mapped_column(String, nullable=False)
+    position_set: Mapped[str] = mapped_column(String, nullable=False)
+    max_new_tokens: Mapped[int] = mapped_column(Integer, nullable=False)
+    dtype: Mapped[str] = mapped_column(String, nullable=False)
+    device: Mapped[str] = mapped_column(String, nullable=False)
+    batch_size: Mapped[int] = mapped_column(Integer, nullable=False)
+    seed: Mapped[int] = mapped_column(Integer, nullable=False)
+    num_examples: Mapped[int] = mapped_column(Integer, nullable=False)
+    num_batches: Mapped[int] = mapped_column(Integer, nullable=False)
+    status: Mapped[str] = mapped_column(String, nullable=False)  # running | complete
+    provenance_json: Mapped[str] = mapped_column(Text, nullable=False)
+    started_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime)
+    wall_time_s: Mapped[float | None] = mapped_column(Double)
+    interventions_per_s: Mapped[float | None] = mapped_column(Double)
+
+
+class RunPosition(Base):
+    """The named token positions of a run, in prompt order, with the token text they show."""
+
+    __tablename__ = "run_positions"
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String, nullable=False)
+    token_text: Mapped[str] = mapped_column(String, nullable=False)
+
+
+class OutputFile(Base):
+    """A Parquet file of patched outputs; only registered files are visible to queries."""
+
+    __tablename__ = "output_files"
+    __table_args__ = (UniqueConstraint("run_id", "batch_index"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), nullable=False)
+    batch_index: Mapped[int] = mapped_column(Integer, nullable=False)
+    path: Mapped[str] = mapped_column(String, nullable=False, unique=True)  # relative to store
+    rows: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    sha256: Mapped[str] = mapped_column(String, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)

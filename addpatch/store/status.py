@@ -1,0 +1,38 @@
+"""A summary of what a store holds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import polars as pl
+
+from addpatch.store.store import Store
+
+
+@dataclass
+class StoreStatus:
+    revision: str | None
+    size_mb: float
+    tables: dict[str, pl.DataFrame]
+
+
+def store_status(store: Store) -> StoreStatus:
+    size = sum(p.stat().st_size for p in store.root.rglob("*") if p.is_file())
+    with store.connect(read_only=True) as conn:
+        tables = {
+            "Models": conn.execute(
+                "SELECT id, name, architecture, num_layers, left(weights_sha256, 12) AS weights FROM models ORDER BY id"
+            ).pl(),
+            "Datasets": conn.execute(
+                "SELECT id, name, kind, num_addends AS k, num_digits AS d, size FROM datasets ORDER BY id"
+            ).pl(),
+            "Runs": conn.execute(
+                """SELECT r.id, m.name AS model, d.name AS dataset, r.status, r.num_examples AS examples,
+                          (SELECT count(*) FROM output_files f WHERE f.run_id = r.id) || '/' || r.num_batches AS batches,
+                          (SELECT coalesce(sum(rows), 0) FROM output_files f WHERE f.run_id = r.id) AS output_rows,
+                          r.wall_time_s, r.interventions_per_s
+                   FROM runs r JOIN models m ON m.id = r.model_id JOIN datasets d ON d.id = r.dataset_id
+                   ORDER BY r.id"""
+            ).pl(),
+        }
+    return StoreStatus(store.revision(), size / 1e6, tables)

@@ -1,0 +1,181 @@
+"""Open, create, check and upgrade a store directory.
+
+Layout of a store:
+  catalog.duckdb               the catalog (tables from addpatch.store.schema, alembic-managed)
+  outputs/model=M/run=R/*.parquet
+                               patched outputs, one file per batch of examples
+  tmp/                         files being written; renamed into outputs/ when complete
+  backups/                     catalog copies made before `addpatch store upgrade`
+
+Connections are short-lived: DuckDB lets one process write a file at a time, so addpatch opens
+the catalog for each step and closes it, and readers can get in between.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+from alembic.config import Config
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine
+
+from addpatch.errors import SchemaMismatch, StoreError
+from addpatch.resources import migrations_dir
+
+CATALOG_FILE = "catalog.duckdb"
+STORE_ENV = "ADDPATCH_STORE"
+DEFAULT_STORE = "addpatch-store"
+
+
+def default_store_path() -> Path:
+    """`$ADDPATCH_STORE`, else ./addpatch-store."""
+    return Path(os.environ.get(STORE_ENV) or DEFAULT_STORE)
+
+
+def _alembic_config() -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir()))
+    return config
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+def _upgrade(catalog: Path) -> None:
+    from alembic import command
+
+    engine = create_engine(f"duckdb:///{catalog}")
+    try:
+        with engine.begin() as connection:
+            config = _alembic_config()
+            config.attributes["connection"] = connection
+            command.upgrade(config, "head")
+    finally:
+        engine.dispose()
+
+
+class Store:
+    """A store directory whose catalog is at this addpatch's schema revision."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    @property
+    def catalog(self) -> Path:
+        return self.root / CATALOG_FILE
+
+    @property
+    def outputs_dir(self) -> Path:
+        return self.root / "outputs"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.root / "tmp"
+
+    # -- opening --------------------------------------------------------------------------
+    @classmethod
+    def open(cls, root: Path | str | None = None, *, create: bool = False) -> Store:
+        """Open an existing store (or create it when `create`), checking its schema revision."""
+        store = cls(Path(root) if root is not None else default_store_path())
+        if not store.catalog.exists():
+            if not create:
+                raise StoreError(
+                    f"no store at {store.root}; run `addpatch run` to create one, or pass "
+                    "--store / set ADDPATCH_STORE to an existing store"
+                )
+            store._create()
+            return store
+        store.check_revision()
+        return store
+
+    def _create(self) -> None:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            probe = self.root / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as error:
+            raise StoreError(
+                f"cannot create a store at {self.root} ({error.strerror}); choose a writable "
+                "directory with --store or ADDPATCH_STORE"
+            ) from None
+        _upgrade(self.catalog)
+        with self.connect() as conn:
+            from addpatch.store.outputs_view import refresh_outputs_view
+
+            refresh_outputs_view(conn)
+
+    def revision(self) -> str | None:
+        with self.connect(read_only=True, check=False) as conn:
+            try:
+                row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+            except duckdb.CatalogException:
+                return None
+        return row[0] if row else None
+
+    def check_revision(self) -> None:
+        current, head = self.revision(), head_revision()
+        if current == head:
+            return
+        known = {
+            s.revision for s in ScriptDirectory.from_config(_alembic_config()).walk_revisions()
+        }
+        if current in known:
+            raise SchemaMismatch(
+                f"the store at {self.root} is at schema revision {current}, this addpatch expects "
+                f"{head}; run `addpatch store upgrade --store {self.root}` (it backs the store up first)"
+            )
+        raise SchemaMismatch(
+            f"the store at {self.root} is at schema revision {current}, unknown to this addpatch "
+            f"(expects {head}); it was written by a newer addpatch: upgrade addpatch"
+        )
+
+    def upgrade(self) -> Path | None:
+        """Back the catalog up, then migrate it to head; returns the backup path (None if current)."""
+        current, head = self.revision(), head_revision()
+        if current == head:
+            return None
+        backups = self.root / "backups"
+        backups.mkdir(exist_ok=True)
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        backup = backups / f"catalog-{current}-{stamp}.duckdb"
+        shutil.copy2(self.catalog, backup)
+        _upgrade(self.catalog)
+        with self.connect() as conn:
+            from addpatch.store.outputs_view import refresh_outputs_view
+
+            refresh_outputs_view(conn)
+        return backup
+
+    # -- connections ----------------------------------------------------------------------
+    @contextmanager
+    def connect(
+        self, read_only: bool = False, check: bool = False
+    ) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A DuckDB connection to the catalog; relative Parquet paths resolve inside the store."""
+        if check:
+            self.check_revision()
+        try:
+            conn = duckdb.connect(str(self.catalog), read_only=read_only)
+        except duckdb.IOException as error:
+            message = str(error).splitlines()[0]
+            if "lock" in message.lower():
+                raise StoreError(
+                    f"the store at {self.root} is being written by another process; wait for it "
+                    "to finish (readers can query between its batches)"
+                ) from None
+            raise StoreError(f"cannot open the store at {self.root}: {message}") from None
+        try:
+            conn.execute("SET file_search_path = ?", [str(self.root.resolve())])
+            yield conn
+        finally:
+            conn.close()

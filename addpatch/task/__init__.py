@@ -1,0 +1,1 @@
+"""The addition task: prompts, causal models, counterfactual labels and datasets."""

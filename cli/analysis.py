@@ -1,0 +1,203 @@
+"""Commands that read the store: score, report, query, sql, shell. None of them loads a model."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from addpatch.errors import BadInput, StoreError
+from addpatch.experiment.reporting import report_runs
+from addpatch.queries import available_queries, get_query, parse_param_args, run_query
+from addpatch.scoring import best_cells
+from addpatch.store.store import Store
+from cli.options import STORE_DEFAULT, StoreOption, TargetsOption, split_targets
+from cli.output import console, print_frame, write_frame
+
+FormatOption = Annotated[str, typer.Option("--format", "-f", help="table, csv, json or parquet.")]
+OutputOption = Annotated[str | None, typer.Option("--output", "-o", help="Write to this file.")]
+_FORMATS = ("table", "csv", "json", "parquet")
+
+
+def _check_format(fmt: str, output: str | None) -> None:
+    if fmt not in _FORMATS:
+        raise BadInput(f"unknown format {fmt!r}; use one of {', '.join(_FORMATS)}")
+    if fmt == "parquet" and not output:
+        raise BadInput("--format parquet writes a file: add --output FILE.parquet")
+
+
+def _runs(store: Store, run_id: int | None) -> list[int]:
+    with store.connect(read_only=True) as conn:
+        ids = [r[0] for r in conn.execute("SELECT id FROM runs ORDER BY id").fetchall()]
+    if not ids:
+        raise StoreError(f"the store at {store.root} has no runs yet; run `addpatch run` first")
+    if run_id is not None and run_id not in ids:
+        raise BadInput(f"no run {run_id} in the store; runs: {', '.join(map(str, ids))}")
+    return [run_id] if run_id is not None else ids
+
+
+def score(
+    run_id: Annotated[int | None, typer.Option(help="Run to score (default: every run).")] = None,
+    targets: TargetsOption = None,
+    top: Annotated[int, typer.Option(help="Best cells per target.")] = 1,
+    fmt: FormatOption = "table",
+    output: OutputOption = None,
+    store: StoreOption = STORE_DEFAULT,
+) -> None:
+    """Score target variables on stored outputs with SQL; no model is loaded, nothing re-runs.
+
+    Labels for new targets are computed from the causal models and stored once.
+
+    Example:
+        addpatch score --targets C_1,C_2,O_3
+        addpatch score --run-id 1 --targets digit_0_0+digit_1_0 --top 3 --format csv
+    """
+    _check_format(fmt, output)
+    opened = Store.open(store)
+    target_list = split_targets(targets)
+    frames = []
+    for run in _runs(opened, run_id):
+        if target_list is None:
+            from addpatch.experiment.datasets import load_pairs
+            from addpatch.task.labels import default_targets
+
+            with opened.connect(read_only=True) as conn:
+                dataset_id = conn.execute(
+                    "SELECT dataset_id FROM runs WHERE id = ?", [run]
+                ).fetchone()[0]
+            task, _, _ = load_pairs(opened, dataset_id)
+            run_targets = default_targets(task)
+        else:
+            run_targets = target_list
+        frames.append(best_cells(opened, run_id=run, targets=run_targets, top=top))
+    import polars as pl
+
+    frame = pl.concat(frames)
+    if fmt == "table":
+        print_frame(
+            frame.select(
+                "run_id", "model", "target", "layer", "position", "position_label", "iia", "n"
+            ),
+            title="Best cells",
+        )
+    else:
+        write_frame(frame, fmt, output)
+
+
+def report(
+    run_id: Annotated[
+        int | None, typer.Option(help="Run to report (default: every run, side by side).")
+    ] = None,
+    targets: TargetsOption = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Output directory (default: STORE/reports/...).")
+    ] = None,
+    store: StoreOption = STORE_DEFAULT,
+) -> None:
+    """Write the HTML report (offline, self-contained) and PNG/SVG heatmaps from stored scores.
+
+    Example:
+        addpatch report --run-id 1 --targets C_1,C_2,raw_output --out ./report
+    """
+    opened = Store.open(store)
+    runs = _runs(opened, run_id)
+    target_list = split_targets(targets)
+    if target_list is None:
+        from addpatch.task.addition import AdditionTask
+        from addpatch.task.labels import default_targets
+
+        with opened.connect(read_only=True) as conn:
+            shapes = conn.execute(
+                "SELECT DISTINCT d.num_addends, d.num_digits FROM runs r JOIN datasets d ON d.id = r.dataset_id "
+                "WHERE list_contains(?, r.id)",
+                [runs],
+            ).fetchall()
+        target_list = list(
+            dict.fromkeys(
+                t
+                for k, d in shapes
+                for t in default_targets(AdditionTask(num_addends=k, num_digits=d))
+            )
+        )
+    name = f"run-{runs[0]}" if len(runs) == 1 else "all-runs"
+    files = report_runs(opened, runs, target_list, out or opened.root / "reports" / name)
+    console.print(
+        f"Report: {files.html.resolve()}  (+ {len(files.pngs)} PNG, {len(files.svgs)} SVG)"
+    )
+
+
+def query(
+    name: Annotated[
+        str | None, typer.Argument(help="Query name (a file in queries/); omit to list them.")
+    ] = None,
+    param: Annotated[
+        list[str] | None, typer.Option("--param", "-p", help="name=value; lists as a,b,c.")
+    ] = None,
+    fmt: FormatOption = "table",
+    output: OutputOption = None,
+    store: StoreOption = STORE_DEFAULT,
+) -> None:
+    """Run one of the shipped SQL queries on the store.
+
+    The same .sql file runs unchanged in the DuckDB shell after `SET VARIABLE name = value;`.
+
+    Example:
+        addpatch query                      # list queries and their parameters
+        addpatch query best_cells -p run_id=1 -p targets=C_1,C_2 -p top=3 --format csv
+    """
+    if name is None:
+        for q in available_queries().values():
+            params = ", ".join(f"{p.name} {p.type}" for p in q.params.values()) or "no parameters"
+            console.print(f"[bold]{q.name}[/]: {q.description}  [dim]({params})[/]")
+        return
+    _check_format(fmt, output)
+    chosen = get_query(name)
+    params = parse_param_args(param or [])
+    opened = Store.open(store)
+    with opened.connect(read_only=True) as conn:
+        frame = run_query(conn, chosen, params)
+    write_frame(frame, fmt, output)
+
+
+def sql(
+    statement: Annotated[str, typer.Argument(help="A SQL statement (read-only).")],
+    fmt: FormatOption = "table",
+    output: OutputOption = None,
+    store: StoreOption = STORE_DEFAULT,
+) -> None:
+    """Run ad-hoc SQL on the store (read-only connection).
+
+    Example:
+        addpatch sql "SELECT layer, avg(answer IS NOT NULL) FROM patched_outputs GROUP BY layer"
+    """
+    import duckdb
+
+    _check_format(fmt, output)
+    opened = Store.open(store)
+    with opened.connect(read_only=True) as conn:
+        try:
+            frame = conn.execute(statement).pl()
+        except duckdb.Error as error:
+            raise BadInput(f"the SQL failed: {str(error).splitlines()[0]}") from None
+    write_frame(frame, fmt, output)
+
+
+def shell(store: StoreOption = STORE_DEFAULT) -> None:
+    """Open the DuckDB shell on the store (inside the store directory, so views resolve).
+
+    Example:
+        addpatch shell
+        D SET VARIABLE run_id = 1;
+        D .read queries/best_cells.sql
+    """
+    opened = Store.open(store)
+    duckdb_cli = shutil.which("duckdb")
+    if duckdb_cli is None:
+        raise BadInput(
+            "the duckdb shell is not installed; pip install duckdb-cli (same version as duckdb)"
+        )
+    os.chdir(opened.root)
+    os.execv(duckdb_cli, [duckdb_cli, "catalog.duckdb"])

@@ -1,0 +1,91 @@
+"""`addpatch dataset`: generate counterfactual pairs into the store (and filter them)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from addpatch.experiment.datasets import create_dataset, load_pairs
+from addpatch.experiment.filtering import filter_dataset
+from addpatch.experiment.session import load_into_store
+from addpatch.store.store import Store
+from addpatch.task.addition import AdditionTask
+from addpatch.task.generators import GENERATORS
+from cli.options import (
+    STORE_DEFAULT,
+    AddendsOption,
+    DigitsOption,
+    KindOption,
+    SeedOption,
+    SizeOption,
+    StoreOption,
+)
+from cli.output import console, errors
+
+
+def _options(pairs: list[str]) -> dict[str, object]:
+    from addpatch.errors import BadInput
+
+    options: dict[str, object] = {}
+    for item in pairs:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise BadInput(f"cannot read option {item!r}; write --option name=value")
+        options[name.strip()] = int(value) if value.strip().lstrip("-").isdigit() else value.strip()
+    return options
+
+
+def dataset(
+    kind: KindOption = "random",
+    digits: DigitsOption = 2,
+    addends: AddendsOption = 2,
+    size: SizeOption = 256,
+    seed: SeedOption = 0,
+    option: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--option",
+            "-o",
+            help="Generator option name=value (e.g. column=1, carry=1, addend=0, digit=1, drop_uninformative_for=C_1).",
+        ),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="Also filter: keep the pairs this model answers right."),
+    ] = None,
+    show: Annotated[int, typer.Option(help="Examples to print.")] = 3,
+    store: StoreOption = STORE_DEFAULT,
+) -> None:
+    """Generate counterfactual pairs with a seeded generator and store them.
+
+    Generators: random, sum_to_nine, one_digit, carry_flip (see --option). With --model, also
+    answer every prompt with that model and report the keep rate.
+
+    Example:
+        addpatch dataset --kind one_digit --digits 3 --size 512 -o addend=1 -o digit=2
+        addpatch dataset --kind carry_flip -o carry=1 --model tiny-adder-digits
+    """
+    task = AdditionTask(num_addends=addends, num_digits=digits)
+    opened = Store.open(store, create=True)
+    info = create_dataset(
+        opened, kind=kind, task=task, size=size, seed=seed, options=_options(option or [])
+    )
+    state = "generated" if info.created else "already in the store"
+    console.print(f"Dataset [bold]{info.name}[/] (id {info.id}): {size} pairs, {state}")
+    console.print(f"  generator {kind}: {GENERATORS[kind].description}")
+    _, _, pairs = load_pairs(opened, info.id)
+    for pair in pairs[:show]:
+        console.print(
+            f"  {pair.base.prompt!r} -> {pair.base.answer!r}   cf {pair.counterfactual.prompt!r} -> {pair.counterfactual.answer!r}"
+        )
+    if model:
+        loaded = load_into_store(opened, model)
+        summary = filter_dataset(
+            opened, loaded.engine, model_id=loaded.model_id, dataset_id=info.id, batch_size=256
+        )
+        console.print(
+            f"Filter with {model}: kept {summary.kept}/{summary.total} (keep rate {summary.keep_rate:.1%})"
+        )
+        if summary.low:
+            errors.print(f"Warning: keep rate {summary.keep_rate:.1%} is under 50%")

@@ -1,0 +1,71 @@
+"""`addpatch model ...`: the shipped models, and training them again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from addpatch.models.loading import shipped_card, shipped_models
+from cli.output import console
+
+app = typer.Typer(help="Shipped tiny addition models.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_models() -> None:
+    """List the shipped models with their measured accuracy.
+
+    Example:
+        addpatch model list
+    """
+    for name, path in shipped_models().items():
+        card = shipped_card(name)
+        accuracy = ", ".join(
+            f"{d}-digit {a:.1%}" for d, a in card.get("accuracy_by_digits", {}).items()
+        )
+        console.print(
+            f"[bold]{name}[/]  {card.get('architecture', '?')}, {card.get('parameters', 0):,} parameters, "
+            f"tokenizer: {card.get('tokenizer', '?')}\n  accuracy: {accuracy or 'unknown'}\n  {path}"
+        )
+
+
+@app.command("train-tiny")
+def train_tiny(
+    name: Annotated[
+        str, typer.Option(help="tiny-adder-digits or tiny-adder-chunks.")
+    ] = "tiny-adder-digits",
+    out: Annotated[Path, typer.Option(help="Output directory.")] = Path("tiny-adder"),
+    steps: Annotated[
+        int | None, typer.Option(help="Stop after this many steps (default: the full schedule).")
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(help="Torch threads (weights are bit-identical only for the same count)."),
+    ] = None,
+) -> None:
+    """Train a shipped tiny adder from scratch, deterministically (seed and thread count fixed).
+
+    Example:
+        addpatch model train-tiny --name tiny-adder-digits --out ./retrained
+    """
+    import dataclasses
+
+    from addpatch.errors import BadInput
+    from addpatch.models.recipes import RECIPES
+    from addpatch.models.train_tiny import train_tiny_adder
+
+    if name not in RECIPES:
+        raise BadInput(f"no recipe for {name!r}; choose one of {', '.join(RECIPES)}")
+    config = RECIPES[name]
+    if threads:
+        config = dataclasses.replace(config, threads=threads)
+
+    def progress(step: int, loss: float, accuracy: dict | None) -> None:
+        if accuracy is not None:
+            shown = ", ".join(f"{d}-digit {a:.1%}" for d, a in accuracy.items())
+            console.print(f"step {step}: loss {loss:.4f}, accuracy {shown}")
+
+    card = train_tiny_adder(config, out, progress=progress, steps=steps)
+    console.print(f"Wrote {out} ({card['wall_time_s']} s); accuracy {card['accuracy_by_digits']}")

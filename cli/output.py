@@ -1,0 +1,78 @@
+"""Console output for the CLI: progress bars, tables, errors (the library never prints)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import polars as pl
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+console = Console()
+errors = Console(stderr=True)
+
+
+@contextmanager
+def progress_bars() -> Iterator:
+    """A progress callback (stage, done, total) drawing one bar per stage."""
+    bars = Progress(
+        TextColumn("{task.description:<14}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+        disable=not console.is_terminal,
+    )
+    tasks: dict[str, int] = {}
+
+    def update(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bars.add_task(stage, total=total)
+        bars.update(tasks[stage], completed=done, total=total)
+
+    with bars:
+        yield update
+
+
+def print_frame(frame: pl.DataFrame, title: str | None = None, float_digits: int = 3) -> None:
+    table = Table(title=title, show_lines=False)
+    for column in frame.columns:
+        table.add_column(column, justify="right" if frame[column].dtype.is_numeric() else "left")
+    for row in frame.iter_rows():
+        table.add_row(
+            *[
+                f"{v:.{float_digits}f}"
+                if isinstance(v, float)
+                else repr(v)
+                if isinstance(v, str) and v.strip() != v
+                else str(v)
+                for v in row
+            ]
+        )
+    console.print(table)
+
+
+def write_frame(frame: pl.DataFrame, fmt: str, output: str | None) -> None:
+    """table | csv | json | parquet (parquet needs --output)."""
+    if fmt == "table":
+        print_frame(frame)
+    elif fmt == "csv":
+        text = frame.write_csv()
+        _emit(text, output)
+    elif fmt == "json":
+        _emit(frame.write_json(), output)
+    elif fmt == "parquet":
+        assert output is not None
+        frame.write_parquet(output)
+        console.print(f"wrote {frame.height} rows to {output}")
+
+
+def _emit(text: str, output: str | None) -> None:
+    if output:
+        with open(output, "w") as handle:
+            handle.write(text)
+    else:
+        print(text, end="" if text.endswith("\n") else "\n")

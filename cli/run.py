@@ -1,0 +1,159 @@
+"""`addpatch run`: dataset, filter, interventions, scores and report in one command."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from addpatch.experiment.datasets import create_dataset
+from addpatch.experiment.filtering import filter_dataset
+from addpatch.experiment.interventions import parse_layers, run_interventions
+from addpatch.experiment.reporting import report_runs
+from addpatch.experiment.session import load_into_store
+from addpatch.models.loading import DEFAULT_MODEL
+from addpatch.scoring import best_cells
+from addpatch.store.store import Store
+from addpatch.task.addition import AdditionTask
+from addpatch.task.labels import default_targets
+from cli.options import (
+    STORE_DEFAULT,
+    AddendsOption,
+    BatchOption,
+    DeviceOption,
+    DigitsOption,
+    DtypeOption,
+    KindOption,
+    ModelOption,
+    SeedOption,
+    SizeOption,
+    StoreOption,
+    TargetsOption,
+    split_targets,
+)
+from cli.output import console, errors, print_frame, progress_bars
+
+
+def run(
+    model: ModelOption = DEFAULT_MODEL,
+    digits: DigitsOption = 2,
+    addends: AddendsOption = 2,
+    kind: KindOption = "random",
+    size: SizeOption = 256,
+    seed: SeedOption = 0,
+    layers: Annotated[
+        str, typer.Option(help="all (embeddings as -1, then every layer), or e.g. -1,0,3 or 0-11.")
+    ] = "all",
+    positions: Annotated[
+        str,
+        typer.Option(
+            help="all (every prompt token), numbers, digits, last, or names like a0.d1,last."
+        ),
+    ] = "all",
+    targets: TargetsOption = None,
+    batch_size: BatchOption = 64,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
+    threads: Annotated[int, typer.Option(help="CPU threads for torch (0: torch's default).")] = 0,
+    interventions_only: Annotated[
+        bool,
+        typer.Option(
+            "--interventions-only", help="Stop after storing patched outputs (score later)."
+        ),
+    ] = False,
+    report_dir: Annotated[
+        Path | None, typer.Option(help="Where to write the report (default: STORE/reports/run-ID).")
+    ] = None,
+    trust_remote_code: Annotated[
+        bool, typer.Option(help="Allow the model's own Python code (off by default).")
+    ] = False,
+    store: StoreOption = STORE_DEFAULT,
+) -> None:
+    """Run everything: generate pairs, keep those the model answers right, patch every
+    (layer, position), score the target variables with SQL and write the report.
+
+    Rerunning the same command resumes: finished batches are not recomputed.
+
+    Example:
+        addpatch run                                  # tiny-adder-digits, 2 digits, 256 pairs
+        addpatch run --model ~/models/Llama-3.1-8B --digits 3 --batch-size 256
+    """
+    started = time.perf_counter()
+    task = AdditionTask(num_addends=addends, num_digits=digits)
+    target_list = split_targets(targets) or default_targets(task)
+    opened = Store.open(store, create=True)
+    console.print(f"Loading [bold]{model}[/] ...")
+    loaded = load_into_store(
+        opened,
+        model,
+        device=device,
+        dtype=dtype,
+        threads=threads or None,
+        trust_remote_code=trust_remote_code,
+    )
+    engine = loaded.engine
+    console.print(
+        f"  {loaded.provenance['architecture']}, {engine.num_layers} layers, on {engine.device} "
+        f"({loaded.dtype})"
+    )
+    layer_list = parse_layers(layers, engine.num_layers)
+    info = create_dataset(opened, kind=kind, task=task, size=size, seed=seed)
+    console.print(
+        f"Dataset [bold]{info.name}[/] ({'generated' if info.created else 'already stored'})"
+    )
+    with progress_bars() as progress:
+        summary = filter_dataset(
+            opened,
+            engine,
+            model_id=loaded.model_id,
+            dataset_id=info.id,
+            batch_size=max(batch_size, 256),
+            progress=progress,
+        )
+        console.print(
+            f"Filter: kept {summary.kept}/{summary.total} pairs (keep rate {summary.keep_rate:.1%})"
+        )
+        if summary.low:
+            errors.print(
+                f"Warning: keep rate {summary.keep_rate:.1%} is under 50%; the model often adds wrong"
+            )
+        result = run_interventions(
+            opened,
+            engine,
+            model_id=loaded.model_id,
+            model_provenance=loaded.provenance,
+            dataset_id=info.id,
+            layers=layer_list,
+            position_set=positions,
+            batch_size=batch_size,
+            seed=seed,
+            dtype=loaded.dtype,
+            progress=progress,
+        )
+    console.print(f"Patched: {result.highlighted}")
+    cells = len(result.layers) * len(result.positions)
+    if result.batches_run:
+        console.print(
+            f"Run {result.run_id}: {result.examples} examples x {len(result.layers)} layers x "
+            f"{len(result.positions)} positions = {result.examples * cells:,} interventions, "
+            f"{result.interventions_per_s:,.0f}/s"
+        )
+    else:
+        console.print(f"Run {result.run_id}: already complete in the store, nothing recomputed")
+    if interventions_only:
+        console.print(
+            f"Store: {opened.root}  (score with `addpatch score --run-id {result.run_id}`)"
+        )
+        return
+    best = best_cells(opened, run_id=result.run_id, targets=target_list)
+    print_frame(
+        best.select("target", "layer", "position", "position_label", "iia", "n"),
+        title=f"Best cell per variable (run {result.run_id}, IIA over {result.examples} examples)",
+    )
+    out_dir = report_dir or opened.root / "reports" / f"run-{result.run_id}"
+    files = report_runs(opened, [result.run_id], target_list, out_dir)
+    console.print(f"Store:  {opened.root.resolve()}")
+    console.print(f"Report: {files.html.resolve()}  (+ {len(files.pngs)} PNG heatmaps)")
+    console.print(f"Done in {time.perf_counter() - started:.1f} s")

@@ -1,0 +1,46 @@
+"""Alembic environment for the addpatch catalog (a DuckDB file inside the store directory).
+
+The database URL comes from the caller: `addpatch` passes a connection in
+`config.attributes["connection"]`; the `alembic` command takes `-x store=DIR`.
+"""
+
+from __future__ import annotations
+
+from alembic import context
+from alembic.ddl.impl import DefaultImpl
+from sqlalchemy import create_engine
+
+from addpatch.store.schema import Base
+
+
+class AlembicDuckDBImpl(DefaultImpl):
+    """Lets alembic drive DuckDB (as duckdb-engine's README describes)."""
+
+    __dialect__ = "duckdb"
+
+
+def _run(connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=Base.metadata,
+        compare_type=True,
+        transaction_per_migration=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def main() -> None:
+    connection = context.config.attributes.get("connection")
+    if connection is not None:
+        _run(connection)
+        return
+    store = context.get_x_argument(as_dictionary=True).get("store")
+    if not store:
+        raise SystemExit("pass the store directory: alembic -x store=./addpatch-store upgrade head")
+    engine = create_engine(f"duckdb:///{store}/catalog.duckdb")
+    with engine.begin() as conn:
+        _run(conn)
+
+
+main()

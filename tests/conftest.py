@@ -1,0 +1,87 @@
+"""Shared fixtures: throw-away stores, and tiny random-init models of several architectures."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    Gemma2Config,
+    GPT2Config,
+    GPTNeoXConfig,
+    LlamaConfig,
+    MistralConfig,
+    Olmo2Config,
+    Qwen2Config,
+)
+
+from addpatch.models.tiny_tokenizers import build_tokenizer
+
+
+@pytest.fixture(autouse=True)
+def isolated_store(tmp_path, monkeypatch):
+    """No test touches ./addpatch-store: ADDPATCH_STORE points into the test's tmp dir."""
+    store = tmp_path / "store"
+    monkeypatch.setenv("ADDPATCH_STORE", str(store))
+    return store
+
+
+def _common(tokenizer) -> dict:
+    return {
+        "vocab_size": len(tokenizer),
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+
+
+def tiny_config(family: str, tokenizer):
+    """A 2-layer random-init config of each supported architecture (no downloads)."""
+    common = _common(tokenizer)
+    rope = {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "max_position_embeddings": 64,
+    }
+    if family == "llama":
+        return LlamaConfig(**rope, num_key_value_heads=2, **common)
+    if family == "gemma2":
+        return Gemma2Config(
+            **rope,
+            num_key_value_heads=2,
+            head_dim=8,
+            sliding_window=6,
+            query_pre_attn_scalar=8,
+            **common,
+        )
+    if family == "olmo2":
+        return Olmo2Config(**rope, num_key_value_heads=4, **common)
+    if family == "qwen2":
+        return Qwen2Config(**rope, num_key_value_heads=2, **common)
+    if family == "mistral":
+        return MistralConfig(**rope, num_key_value_heads=2, sliding_window=5, **common)
+    if family == "gpt2":
+        return GPT2Config(n_embd=32, n_layer=2, n_head=4, n_positions=64, **common)
+    if family == "gpt_neox":
+        return GPTNeoXConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=64,
+            rotary_pct=0.5,
+            **common,
+        )
+    raise ValueError(family)
+
+
+FAMILIES = ["llama", "gemma2", "olmo2", "qwen2", "mistral", "gpt2", "gpt_neox"]
+
+
+def tiny_model(family: str, grouping: str = "digits", seed: int = 0):
+    tokenizer = build_tokenizer(grouping)  # type: ignore[arg-type]
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_config(family, tokenizer)).eval()
+    return model, tokenizer

@@ -1,0 +1,110 @@
+"""The engine against the naive loop (fresh counterfactual forward + hooked generate per cell)."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from addpatch.engine.naive import naive_patch
+from addpatch.engine.patching import PatchEngine, PromptPair
+from addpatch.engine.positions import layout_prompt, render_with_spans
+from tests.conftest import FAMILIES, tiny_model
+
+TEMPLATE = "The sum of {num0} and {num1} is"
+
+
+def _pairs(tokenizer, numbers: list[tuple[list[int], list[int]]]) -> list[PromptPair]:
+    return [
+        PromptPair(
+            i,
+            layout_prompt(tokenizer, *render_with_spans(TEMPLATE, base)),
+            layout_prompt(tokenizer, *render_with_spans(TEMPLATE, cf)),
+        )
+        for i, (base, cf) in enumerate(numbers)
+    ]
+
+
+def _mixed_numbers(seed: int, count: int) -> list[tuple[list[int], list[int]]]:
+    """Mixed widths (prompts of different token lengths: left padding), equal addends, and a
+    counterfactual sharing the base's first addend (cells answered from the base run)."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(count):
+        base = [rng.randint(10, 9999), rng.randint(10, 9999)]
+        cf = [rng.randint(10, 9999), rng.randint(10, 9999)]
+        if i == 0:
+            base = [44, 44]
+        if i == 1:
+            cf = [base[0], cf[1]]
+        out.append((base, cf))
+    return out
+
+
+def _compare_all_cells(model, tokenizer, pairs, positions, max_new_tokens=4):
+    engine = PatchEngine(model, tokenizer)
+    layers = list(range(-1, engine.num_layers))
+    compared = 0
+    for table in engine.sweep(pairs, layers, positions, max_new_tokens):
+        for row in table.to_pylist():
+            pair = pairs[row["example_id"]]
+            expected = naive_patch(
+                model, tokenizer, pair, row["layer"], positions[row["position"]], max_new_tokens
+            )
+            assert expected is not None
+            tokens, top_ids, top_logprobs = expected
+            assert row["token_ids"] == tokens, (row, expected)
+            assert row["top_ids"] == top_ids
+            assert row["top_logprobs"] == pytest.approx(top_logprobs, abs=1e-4)
+            compared += 1
+    return compared
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_engine_equals_naive_loop_on_every_cell(family):
+    model, tokenizer = tiny_model(family, "digits")
+    pairs = _pairs(tokenizer, _mixed_numbers(1, 3))
+    positions = list(pairs[0].base.canonical) + ["a1.d0", "last"]
+    compared = _compare_all_cells(model, tokenizer, pairs, positions)
+    # positions that exist in every prompt of the batch: all of them exist in pair 0
+    assert compared >= len(positions) * (model.config.num_hidden_layers + 1)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "gemma2"])
+def test_engine_equals_naive_loop_with_chunked_tokenizer(family):
+    model, tokenizer = tiny_model(family, "chunks", seed=3)
+    pairs = _pairs(tokenizer, _mixed_numbers(2, 5))
+    positions = ["a0.t0", "a0.t1", "a0.d2", "a1.d0", "w1.0", "last"]
+    assert _compare_all_cells(model, tokenizer, pairs, positions) > 0
+
+
+def test_last_layer_last_position_gives_counterfactual_first_token():
+    model, tokenizer = tiny_model("llama", "digits", seed=5)
+    pairs = _pairs(tokenizer, _mixed_numbers(4, 6))
+    engine = PatchEngine(model, tokenizer)
+    last = engine.num_layers - 1
+    [table] = list(engine.sweep(pairs, [last], ["last"], 3))
+    cf_answers = engine.generate([p.counterfactual for p in pairs], 3)
+    for row in table.to_pylist():
+        cf_tokens = engine.tokenizer(cf_answers[row["example_id"]][1], add_special_tokens=False)
+        patched_first = row["top_ids"][0]
+        cf_first = (
+            engine.model(torch.tensor([pairs[row["example_id"]].counterfactual.token_ids]))
+            .logits[0, -1]
+            .argmax()
+            .item()
+        )
+        assert patched_first == cf_first, cf_tokens
+
+
+def test_patching_base_onto_itself_changes_nothing():
+    model, tokenizer = tiny_model("olmo2", "digits", seed=7)
+    numbers = [(b, b) for b, _ in _mixed_numbers(5, 5)]
+    pairs = _pairs(tokenizer, numbers)
+    engine = PatchEngine(model, tokenizer)
+    plain = engine.generate([p.base for p in pairs], 4)
+    positions = list(pairs[0].base.canonical)
+    for table in engine.sweep(pairs, list(range(-1, engine.num_layers)), positions, 4):
+        for row in table.to_pylist():
+            assert row["token_ids"] == plain[row["example_id"]][0]
