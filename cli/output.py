@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -10,8 +11,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-console = Console()
-errors = Console(stderr=True)
+# Piped output is not cut to 80 columns: tables stay whole in logs and files.
+console = Console(width=None if sys.stdout.isatty() else 200)
+errors = Console(stderr=True, width=None if sys.stderr.isatty() else 400)
 
 
 @contextmanager
@@ -40,7 +42,9 @@ def progress_bars() -> Iterator:
 def print_frame(frame: pl.DataFrame, title: str | None = None, float_digits: int = 3) -> None:
     table = Table(title=title, show_lines=False)
     for column in frame.columns:
-        table.add_column(column, justify="right" if frame[column].dtype.is_numeric() else "left")
+        table.add_column(
+            column, justify="right" if frame[column].dtype.is_numeric() else "left", overflow="fold"
+        )
     for row in frame.iter_rows():
         table.add_row(
             *[

@@ -6,6 +6,7 @@ The database URL comes from the caller: `addpatch` passes a connection in
 
 from __future__ import annotations
 
+import sqlalchemy as sa
 from alembic import context
 from alembic.ddl.impl import DefaultImpl
 from sqlalchemy import create_engine
@@ -19,11 +20,26 @@ class AlembicDuckDBImpl(DefaultImpl):
     __dialect__ = "duckdb"
 
 
+def _same_type(context, inspected_column, metadata_column, inspected_type, metadata_type):
+    """duckdb-engine reflects TEXT as VARCHAR and DOUBLE as FLOAT: compare type families."""
+    families = (sa.String, sa.Float, sa.Integer, sa.Boolean, sa.DateTime)
+    for family in families:
+        if isinstance(metadata_type, family):
+            return not isinstance(inspected_type, family)
+    return None  # alembic's default comparison
+
+
+def _include(obj, name, type_, reflected, compare_to) -> bool:
+    """duckdb-engine cannot reflect unique constraints; they are created by the migrations."""
+    return not (type_ == "unique_constraint" and not reflected)
+
+
 def _run(connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=Base.metadata,
-        compare_type=True,
+        compare_type=_same_type,
+        include_object=_include,
         transaction_per_migration=True,
     )
     with context.begin_transaction():

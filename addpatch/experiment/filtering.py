@@ -78,10 +78,11 @@ def filter_dataset(
                 "base_text": base_texts,
                 "cf_text": cf_texts,
                 "base_correct": [
-                    parse_answer(t) == p.base.total for t, p in zip(base_texts, pairs)
+                    parse_answer(t) == p.base.total for t, p in zip(base_texts, pairs, strict=True)
                 ],
                 "cf_correct": [
-                    parse_answer(t) == p.counterfactual.total for t, p in zip(cf_texts, pairs)
+                    parse_answer(t) == p.counterfactual.total
+                    for t, p in zip(cf_texts, pairs, strict=True)
                 ],
             }
         )

@@ -18,6 +18,7 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.utils import logging as hf_logging
 
 from addpatch.errors import BadInput, ModelNotFound
 from addpatch.models.weights import sha256_files
@@ -137,6 +138,7 @@ def load_model(
     dtype: torch.dtype,
     trust_remote_code: bool = False,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    hf_logging.disable_progress_bar()  # addpatch draws its own progress; keep stderr for errors
     tokenizer = AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=trust_remote_code)
     if not getattr(tokenizer, "is_fast", False):
         raise BadInput(

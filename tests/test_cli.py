@@ -1,0 +1,128 @@
+"""The CLI invoked as a user would: `addpatch run` end to end on the shipped model, reruns,
+re-scoring without a model, and one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+
+ADDPATCH = str(Path(sys.executable).parent / "addpatch")
+
+
+def addpatch(*args: str, store: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [ADDPATCH, *args, "--store", str(store)], capture_output=True, text=True, timeout=600
+    )
+
+
+def _counts(store: Path) -> tuple:
+    conn = duckdb.connect(str(store / "catalog.duckdb"), read_only=True)
+    conn.execute("SET file_search_path = ?", [str(store)])
+    try:
+        return (
+            conn.execute("SELECT count(*) FROM runs").fetchone()[0],
+            conn.execute("SELECT count(*) FROM output_files").fetchone()[0],
+            conn.execute("SELECT count(*) FROM patched_outputs").fetchone()[0],
+            conn.execute(
+                "SELECT count(*) FROM (SELECT DISTINCT run_id, example_id, layer, position FROM patched_outputs)"
+            ).fetchone()[0],
+            conn.execute("SELECT count(*) FROM examples").fetchone()[0],
+            conn.execute("SELECT count(*) FROM labels").fetchone()[0],
+        )
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def demo_store(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    store = tmp_path_factory.mktemp("demo") / "store"
+    result = addpatch("run", "--size", "40", "--batch-size", "16", store=store)
+    return store, result
+
+
+def test_run_end_to_end_writes_store_scores_and_report(demo_store):
+    store, result = demo_store
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "Filter: kept" in out and "Best cell per variable" in out
+    for target in ("digit_0_0", "digit_1_1", "C_1", "C_2", "O_1", "O_3", "raw_output"):
+        assert target in out
+    runs, files, rows, distinct, examples, labels = _counts(store)
+    assert runs == 1 and examples == 40
+    assert rows == distinct > 0  # one row per (example, layer, position)
+    report = store / "reports" / "run-1"
+    assert (report / "report.html").exists()
+    assert (report / "heatmap_C_1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert str(store.resolve()) in out
+
+
+def test_rerun_adds_no_rows(demo_store):
+    store, _ = demo_store
+    before = _counts(store)
+    again = addpatch("run", "--size", "40", "--batch-size", "16", store=store)
+    assert again.returncode == 0, again.stderr
+    assert "already complete" in again.stdout
+    assert _counts(store) == before
+
+
+def test_score_other_targets_reuses_outputs_without_loading_a_model(demo_store, monkeypatch):
+    store, _ = demo_store
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("score must not load a model")
+
+    monkeypatch.setattr("addpatch.models.loading.load_model", no_model)
+    monkeypatch.setattr("addpatch.experiment.session.load_model", no_model)
+    result = CliRunner().invoke(
+        app,
+        ["score", "--store", str(store), "--targets", "digit_0_1+digit_1_1,O_2<-C_1", "--format", "csv"],
+    )
+    assert result.exit_code == 0, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[0].startswith("run_id,model,num_digits,target,layer,position")
+    assert {line.split(",")[3] for line in lines[1:]} == {"digit_0_1+digit_1_1", "O_2<-C_1"}
+
+
+def test_store_status_lists_the_run(demo_store):
+    store, _ = demo_store
+    result = addpatch("store", "status", store=store)
+    assert result.returncode == 0, result.stderr
+    assert "tiny-adder-digits" in result.stdout and "complete" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "--digits", "9"], "num_digits must be 1..6"),
+        (["run", "--model", "no-such-model"], "is not a shipped model"),
+        (["run", "--layers", "7"], "is outside -1.."),
+        (["dataset", "--kind", "nonsense"], "unknown generator"),
+        (["score", "--targets", "C_9"], "unknown variable"),
+    ],
+)
+def test_bad_input_is_one_line_naming_the_fix(args, message, demo_store, tmp_path):
+    store = demo_store[0] if args[0] == "score" else tmp_path / "fresh"
+    result = addpatch(*args, store=store)
+    assert result.returncode == 1
+    error_lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(error_lines) == 1 and error_lines[0].startswith("Error: "), result.stderr
+    assert message in error_lines[0]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["run"], ["dataset"], ["score"], ["report"], ["query"], ["sql"], ["shell"],
+     ["store", "status"], ["store", "upgrade"], ["store", "path"], ["model", "list"],
+     ["model", "train-tiny"]],
+)
+def test_every_command_has_help_with_an_example(command):
+    result = CliRunner().invoke(app, [*command, "--help"])
+    assert result.exit_code == 0
+    assert "Example" in result.output

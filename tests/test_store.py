@@ -1,0 +1,197 @@
+"""The store through its real components: DuckDB file, alembic migrations, Parquet files."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from addpatch.errors import SchemaMismatch, StoreError
+from addpatch.store import catalog
+from addpatch.store.outputs import output_relpath, write_output_file
+from addpatch.store.schema import Base
+from addpatch.store.store import CATALOG_FILE, Store, head_revision
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE_0001 = Path(__file__).parent / "data" / "store-0001"
+
+
+def test_blank_store_upgrades_to_head_with_every_model_table(tmp_path):
+    store = Store.open(tmp_path / "s", create=True)
+    assert store.revision() == head_revision()
+    with store.connect(read_only=True) as conn:
+        tables = {
+            r[0]
+            for r in conn.execute("SELECT table_name FROM information_schema.tables").fetchall()
+        }
+        for table in Base.metadata.sorted_tables:
+            columns = {
+                r[0]
+                for r in conn.execute(
+                    "SELECT column_name FROM information_schema.columns WHERE table_name = ?",
+                    [table.name],
+                ).fetchall()
+            }
+            assert columns == {c.name for c in table.columns}, table.name
+        assert "patched_outputs" in tables  # the view, empty but typed
+        assert conn.execute("SELECT count(*) FROM patched_outputs").fetchone() == (0,)
+
+
+def test_alembic_check_finds_no_drift(tmp_path):
+    Store.open(tmp_path / "s", create=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "alembic", "-x", f"store={tmp_path / 's'}", "check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "No new upgrade operations detected" in result.stdout + result.stderr
+
+
+def test_store_written_at_first_revision_upgrades_with_data_intact(tmp_path):
+    copy = tmp_path / "old"
+    shutil.copytree(FIXTURE_0001, copy)
+    before = duckdb.connect(str(copy / CATALOG_FILE), read_only=True)
+    datasets_before = before.execute("SELECT * FROM datasets ORDER BY id").fetchall()
+    examples_before = before.execute("SELECT count(*) FROM examples").fetchone()
+    before.close()
+    store = Store(copy)
+    store.upgrade()
+    assert store.revision() == head_revision()
+    with store.connect(read_only=True) as conn:
+        assert conn.execute("SELECT * FROM datasets ORDER BY id").fetchall() == datasets_before
+        assert conn.execute("SELECT count(*) FROM examples").fetchone() == examples_before
+
+
+def test_store_at_unknown_revision_is_refused_and_untouched(tmp_path):
+    store = Store.open(tmp_path / "s", create=True)
+    with store.connect() as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999'")
+    before = (store.catalog).read_bytes()
+    with pytest.raises(SchemaMismatch, match="newer addpatch"):
+        Store.open(store.root)
+    assert store.catalog.read_bytes() == before
+
+
+def test_store_at_older_revision_names_the_upgrade_command(tmp_path, monkeypatch):
+    store = Store.open(tmp_path / "s", create=True)
+    monkeypatch.setattr("addpatch.store.store.head_revision", lambda: "0002")
+    with pytest.raises(SchemaMismatch, match="addpatch store upgrade"):
+        Store.open(store.root)
+
+
+def test_missing_store_is_a_clear_error(tmp_path):
+    with pytest.raises(StoreError, match="addpatch run"):
+        Store.open(tmp_path / "nowhere")
+
+
+def _make_run(store: Store) -> int:
+    """A model, a one-example dataset and a run, through the catalog functions."""
+    with store.connect() as conn:
+        model_id = catalog.upsert_model(
+            conn=conn,
+            record=catalog.ModelRecord("m", "/m", None, "w" * 64, "t" * 64, "Llama", 2, 8),
+        )
+        examples = pa.table(
+            {
+                "example_id": [0],
+                "base_addends": ["[1, 2]"],
+                "base_prompt": ["p"],
+                "base_sum": [3],
+                "cf_addends": ["[3, 4]"],
+                "cf_prompt": ["q"],
+                "cf_sum": [7],
+            }
+        )
+        dataset_id = catalog.insert_dataset(
+            conn=conn,
+            name="d",
+            kind="random",
+            num_addends=2,
+            num_digits=1,
+            template="t",
+            seed=0,
+            options={},
+            examples=examples,
+        )
+        return catalog.insert_run(
+            conn=conn,
+            model_id=model_id,
+            dataset_id=dataset_id,
+            config_sha256="c",
+            layers=[-1],
+            position_set="all",
+            positions=[("bos", "<bos>")],
+            max_new_tokens=3,
+            dtype="float32",
+            device="cpu",
+            batch_size=1,
+            seed=0,
+            num_examples=1,
+            num_batches=1,
+            provenance={},
+        )
+
+
+def test_registered_files_only_are_visible_and_appear_atomically(tmp_path):
+    store = Store.open(tmp_path / "s", create=True)
+    run_id = _make_run(store)
+    table = pa.table(
+        {
+            "example_id": pa.array([0, 1], pa.int64()),
+            "layer": pa.array([-1, -1], pa.int16()),
+            "position": pa.array([0, 0], pa.int16()),
+            "token_ids": pa.array([[1], [2]], pa.list_(pa.int32())),
+            "text": ["x", "y"],
+            "answer": pa.array([5, None], pa.int64()),
+            "top_ids": pa.array([[1], [2]], pa.list_(pa.int32())),
+            "top_logprobs": pa.array([[0.0], [0.0]], pa.list_(pa.float32())),
+        }
+    )
+    relpath = output_relpath(1, run_id, 0)
+    rows, sha = write_output_file(store.root, relpath, run_id, table)
+    assert rows == 2 and len(sha) == 64
+    assert not list((store.root / "tmp").iterdir())  # nothing half-written left behind
+    with store.connect() as conn:
+        assert conn.execute("SELECT count(*) FROM patched_outputs").fetchone() == (0,)
+        catalog.register_output_file(
+            conn=conn, run_id=run_id, batch_index=0, path=relpath, rows=rows, sha256=sha
+        )
+        assert conn.execute(
+            "SELECT run_id, count(*) FROM patched_outputs GROUP BY 1"
+        ).fetchall() == [(run_id, 2)]
+    assert f"model=1/run={run_id}/" in relpath
+
+
+def test_view_paths_resolve_from_any_directory_and_a_moved_store(tmp_path, monkeypatch):
+    store = Store.open(tmp_path / "s", create=True)
+    run_id = _make_run(store)
+    table = pa.table(
+        {
+            "example_id": pa.array([3], pa.int64()),
+            "layer": pa.array([0], pa.int16()),
+            "position": pa.array([1], pa.int16()),
+            "token_ids": pa.array([[1]], pa.list_(pa.int32())),
+            "text": ["a"],
+            "answer": pa.array([1], pa.int64()),
+            "top_ids": pa.array([[1]], pa.list_(pa.int32())),
+            "top_logprobs": pa.array([[0.0]], pa.list_(pa.float32())),
+        }
+    )
+    relpath = output_relpath(1, run_id, 0)
+    rows, sha = write_output_file(store.root, relpath, run_id, table)
+    with store.connect() as conn:
+        catalog.register_output_file(
+            conn=conn, run_id=run_id, batch_index=0, path=relpath, rows=rows, sha256=sha
+        )
+    moved = tmp_path / "elsewhere"
+    shutil.move(store.root, moved)
+    monkeypatch.chdir("/")
+    with Store.open(moved).connect(read_only=True) as conn:
+        assert conn.execute("SELECT example_id FROM patched_outputs").fetchall() == [(3,)]
