@@ -82,7 +82,15 @@ def test_score_other_targets_reuses_outputs_without_loading_a_model(demo_store, 
     monkeypatch.setattr("addpatch.experiment.session.load_model", no_model)
     result = CliRunner().invoke(
         app,
-        ["score", "--store", str(store), "--targets", "digit_0_1+digit_1_1,O_2<-C_1", "--format", "csv"],
+        [
+            "score",
+            "--store",
+            str(store),
+            "--targets",
+            "digit_0_1+digit_1_1,O_2<-C_1",
+            "--format",
+            "csv",
+        ],
     )
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
@@ -118,9 +126,20 @@ def test_bad_input_is_one_line_naming_the_fix(args, message, demo_store, tmp_pat
 
 @pytest.mark.parametrize(
     "command",
-    [["run"], ["dataset"], ["score"], ["report"], ["query"], ["sql"], ["shell"],
-     ["store", "status"], ["store", "upgrade"], ["store", "path"], ["model", "list"],
-     ["model", "train-tiny"]],
+    [
+        ["run"],
+        ["dataset"],
+        ["score"],
+        ["report"],
+        ["query"],
+        ["sql"],
+        ["shell"],
+        ["store", "status"],
+        ["store", "upgrade"],
+        ["store", "path"],
+        ["model", "list"],
+        ["model", "train-tiny"],
+    ],
 )
 def test_every_command_has_help_with_an_example(command):
     result = CliRunner().invoke(app, [*command, "--help"])

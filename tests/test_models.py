@@ -1,0 +1,92 @@
+"""The shipped tiny adders: loaded through the public loading path, they really add."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import random
+
+import pytest
+import torch
+
+from addpatch.engine.patching import PatchEngine
+from addpatch.errors import ModelNotFound
+from addpatch.experiment.filtering import layout_of
+from addpatch.models.loading import load_model, model_record, resolve_model, shipped_models
+from addpatch.models.train_tiny import TrainConfig, train_tiny_adder
+from addpatch.models.weights import sha256_file
+from addpatch.task.addition import AdditionTask
+from addpatch.task.templates import parse_answer
+
+SHIPPED = sorted(shipped_models())
+
+
+def test_the_default_model_is_shipped():
+    assert "tiny-adder-digits" in SHIPPED
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_model_adds_on_200_prompts_per_width(name):
+    resolved = resolve_model(name)
+    card = json.loads((resolved.path / "card.json").read_text())
+    model, tokenizer = load_model(resolved, torch.device("cpu"), torch.float32)
+    engine = PatchEngine(model, tokenizer)
+    rng = random.Random(2024)
+    for width in card["train_config"]["eval_widths"]:
+        task = AdditionTask(num_addends=2, num_digits=width)
+        inputs = [
+            task.make_input([rng.randint(10 ** (width - 1), 10**width - 1) for _ in range(2)])
+            for _ in range(200)
+        ]
+        answers = engine.generate([layout_of(engine, i) for i in inputs], max_new_tokens=width + 3)
+        correct = sum(
+            parse_answer(text) == i.total for (_, text), i in zip(answers, inputs, strict=True)
+        )
+        assert correct / len(inputs) >= 0.99, (name, width, correct)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_model_card_matches_the_weights(name):
+    resolved = resolve_model(name)
+    card = json.loads((resolved.path / "card.json").read_text())
+    model, _ = load_model(resolved, torch.device("cpu"), torch.float32)
+    assert card["weights_sha256"] == sha256_file(resolved.path / "model.safetensors")
+    assert card["parameters"] == sum(p.numel() for p in model.parameters())
+    assert card["steps_run"] == card["train_config"]["steps"]
+    assert all(acc >= 0.99 for acc in card["accuracy_by_digits"].values())
+    assert card["wall_time_s"] > 0
+    record = model_record(resolved, model)
+    assert record.architecture == "LlamaForCausalLM"
+    assert not list(resolved.path.glob("*.bin")) and not list(resolved.path.glob("*.pkl"))
+
+
+def test_shipped_models_stay_under_20_mb():
+    total = sum(p.stat().st_size for name in SHIPPED for p in shipped_models()[name].iterdir())
+    assert total < 20 * 1024 * 1024
+
+
+def test_same_seed_gives_identical_weights(tmp_path):
+    config = dataclasses.replace(
+        TrainConfig(),
+        hidden_size=16,
+        ffn_size=32,
+        num_layers=1,
+        batch_size=16,
+        steps=50,
+        eval_every=1000,
+        eval_size=10,
+        threads=1,
+    )
+    first = train_tiny_adder(config, tmp_path / "a", steps=3)
+    second = train_tiny_adder(config, tmp_path / "b", steps=3)
+    assert first["weights_sha256"] == second["weights_sha256"]
+    other = train_tiny_adder(dataclasses.replace(config, seed=1), tmp_path / "c", steps=3)
+    assert other["weights_sha256"] != first["weights_sha256"]
+
+
+def test_unknown_model_names_the_ways_to_get_one(tmp_path):
+    with pytest.raises(ModelNotFound, match="shipped model"):
+        resolve_model("meta-llama/Not-In-Cache")
+    (tmp_path / "config.json").write_text("{}")
+    with pytest.raises(ModelNotFound, match="safetensors"):
+        resolve_model(str(tmp_path))

@@ -1,0 +1,135 @@
+"""Each query in queries/ against the same computation done independently in polars."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from addpatch.errors import BadInput
+from addpatch.experiment.datasets import create_dataset
+from addpatch.experiment.filtering import filter_dataset
+from addpatch.experiment.interventions import run_interventions
+from addpatch.experiment.session import load_into_store
+from addpatch.queries import get_query, run_query
+from addpatch.scoring import best_cells, scores
+from addpatch.store.store import Store
+from addpatch.task.addition import AdditionTask
+from addpatch.task.generators import generate_pairs
+from addpatch.task.labels import label_many
+
+TARGETS = ["digit_0_1", "C_1", "O_2", "raw_output", "digit_0_0+digit_1_1"]
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    store = Store.open(tmp_path_factory.mktemp("q") / "store", create=True)
+    loaded = load_into_store(store, "tiny-adder-digits")
+    task = AdditionTask(num_addends=2, num_digits=2)
+    info = create_dataset(store, kind="random", task=task, size=24, seed=3)
+    filter_dataset(
+        store, loaded.engine, model_id=loaded.model_id, dataset_id=info.id, batch_size=64
+    )
+    summary = run_interventions(
+        store,
+        loaded.engine,
+        model_id=loaded.model_id,
+        model_provenance=loaded.provenance,
+        dataset_id=info.id,
+        layers=[-1, 0, 1],
+        position_set="all",
+        batch_size=10,
+        seed=3,
+        dtype=loaded.dtype,
+    )
+    return store, task, summary.run_id
+
+
+def _outputs(store: Store) -> pl.DataFrame:
+    with store.connect(read_only=True) as conn:
+        paths = [
+            store.root / r[0] for r in conn.execute("SELECT path FROM output_files").fetchall()
+        ]
+    return pl.concat([pl.read_parquet(p) for p in paths])
+
+
+def _labels(task: AdditionTask, target: str) -> pl.DataFrame:
+    pairs = generate_pairs("random", task, 24, 3)
+    return pl.DataFrame(
+        {
+            "example_id": list(range(len(pairs))),
+            "label": [v for _, v in label_many(task, pairs, target)],
+        }
+    )
+
+
+def _expected_iia(store: Store, task: AdditionTask) -> pl.DataFrame:
+    outputs = _outputs(store)
+    frames = []
+    for target in TARGETS:
+        joined = outputs.join(_labels(task, target), on="example_id")
+        frames.append(
+            joined.group_by("layer", "position")
+            .agg(
+                ((pl.col("answer") == pl.col("label")).fill_null(False)).mean().alias("iia"),
+                pl.len().alias("n"),
+            )
+            .with_columns(pl.lit(target).alias("target"))
+        )
+    return pl.concat(frames)
+
+
+def test_iia_by_cell_equals_polars(small_run):
+    store, task, run_id = small_run
+    got = scores(store, run_id=run_id, targets=TARGETS)
+    expected = _expected_iia(store, task)
+    merged = got.join(expected, on=["target", "layer", "position"], suffix="_polars")
+    assert merged.height == expected.height == got.height
+    assert (merged["iia"] - merged["iia_polars"]).abs().max() < 1e-12
+    assert (merged["n"] == merged["n_polars"]).all()
+
+
+def test_best_cells_equals_polars(small_run):
+    store, task, run_id = small_run
+    got = best_cells(store, run_id=run_id, targets=TARGETS, top=1)
+    expected = (
+        _expected_iia(store, task)
+        .sort(["target", "iia", "layer", "position"], descending=[False, True, False, False])
+        .group_by("target", maintain_order=True)
+        .first()
+    )
+    merged = got.join(expected, on="target", suffix="_polars")
+    assert merged.height == len(TARGETS)
+    assert (merged["layer"] == merged["layer_polars"]).all()
+    assert (merged["position"] == merged["position_polars"]).all()
+
+
+def test_keep_rates_equals_polars(small_run):
+    store, task, _ = small_run
+    with store.connect(read_only=True) as conn:
+        got = run_query(conn, get_query("keep_rates"), {"model": "tiny-adder-digits"})
+        filt = conn.execute("SELECT base_correct, cf_correct FROM filter_results").pl()
+    kept = filt.filter(pl.col("base_correct") & pl.col("cf_correct")).height
+    assert got["kept"].to_list() == [kept]
+    assert got["keep_rate"].to_list() == [round(kept / filt.height, 4)]
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"run_id": "1; DROP TABLE runs"}, "must be integer"),
+        ({"nope": "1"}, "has no parameter"),
+        ({"top": "x"}, "must be integer"),
+    ],
+)
+def test_malformed_parameters_are_rejected_before_any_sql(small_run, params, message):
+    store, _, _ = small_run
+    with store.connect(read_only=True) as conn, pytest.raises(BadInput, match=message):
+        run_query(conn, get_query("best_cells"), params)
+
+
+def test_string_parameters_are_bound_not_pasted(small_run):
+    store, _, _ = small_run
+    with store.connect(read_only=True) as conn:
+        frame = run_query(conn, get_query("keep_rates"), {"model": "x' OR '1'='1"})
+        assert frame.height == 0
+        assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 1
