@@ -70,10 +70,17 @@ def greedy_continue(
     attention: torch.Tensor,  # (batch, prompt_len)
     cache: KVCache,  # holds every layer's keys/values for the whole prompt
     steps: int,
+    eos_id: int | None = None,
 ) -> torch.Tensor:
-    """Generate `steps` more tokens greedily after `first_token`: returns (batch, 1 + steps)."""
+    """Generate `steps` more tokens greedily after `first_token`: returns (batch, 1 + steps).
+
+    Once every row has produced `eos_id`, the remaining steps are filled with it unrun.
+    """
     tokens = [first_token]
-    for _ in range(steps):
+    for step in range(steps):
+        if eos_id is not None and bool((torch.stack(tokens, 1) == eos_id).any(1).all()):
+            tokens += [torch.full_like(first_token, eos_id)] * (steps - step)
+            break
         attention = torch.cat([attention, attention.new_ones(attention.shape[0], 1)], dim=-1)
         start = attention.shape[-1] - 1
         positions = position_ids_from(attention)[:, start:]

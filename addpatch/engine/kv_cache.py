@@ -41,6 +41,19 @@ class KVCache:
         twin.keys, twin.values = list(self.keys), list(self.values)
         return twin
 
+    @staticmethod
+    def concat(caches: list[KVCache]) -> KVCache:
+        """Caches of equal length stacked along the batch."""
+        if len(caches) == 1:
+            return caches[0]
+        joined = KVCache(len(caches[0].keys))
+        for layer in range(len(joined.keys)):
+            keys = [c.keys[layer] for c in caches]
+            values = [c.values[layer] for c in caches]
+            assert all(k is not None for k in keys) and all(v is not None for v in values)
+            joined.seed(layer, torch.cat(keys), torch.cat(values))  # type: ignore[arg-type]
+        return joined
+
     def get_seq_length(self, layer_idx: int = 0) -> int:
         keys = self.keys[layer_idx]
         return 0 if keys is None else keys.shape[-2]

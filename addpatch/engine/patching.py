@@ -15,7 +15,7 @@ base answer without any compute. Layer -1 is the embedding output (the stream en
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 import torch
@@ -115,7 +115,7 @@ class PatchEngine:
         logprobs = torch.log_softmax(last_logits.float(), dim=-1)
         top = logprobs.topk(TOP_K, dim=-1)
         first = last_logits.argmax(-1)
-        tokens = greedy_continue(self.stack, first, attention, cache, steps - 1)
+        tokens = greedy_continue(self.stack, first, attention, cache, steps - 1, self.eos_id)
         return _Answers(tokens, top.indices, top.values)
 
     @staticmethod
@@ -155,8 +155,14 @@ class PatchEngine:
         layers: list[int],
         positions: list[str],
         max_new_tokens: int,
+        max_decode_rows: int = 4096,
     ) -> Iterator[pa.Table]:
-        """Patched outputs of every (layer, position) cell for one batch, one table per layer."""
+        """Patched outputs of every (layer, position) cell for one batch, one table per layer.
+
+        The prompt part of each cell runs on its own (its own first token and layer); then the
+        answers of all cells of a layer are decoded together, at most `max_decode_rows` rows at
+        a time, since their caches all have the prompt's length.
+        """
         base = self._forward([p.base for p in pairs], keep_cache=True)
         counterfactual = self._forward([p.counterfactual for p in pairs], keep_cache=False)
         assert base.cache is not None
@@ -164,99 +170,67 @@ class PatchEngine:
             base.last_logits, base.attention, base.cache.copy(), max_new_tokens
         )
         base_decoded = [self._decode(row) for row in base_answers.tokens.tolist()]
-        example_ids = [p.example_id for p in pairs]
         for layer in layers:
             if not -1 <= layer < self.num_layers:
                 raise ValueError(f"layer {layer} outside -1..{self.num_layers - 1}")
             columns: dict[str, list] = {name: [] for name in OUTPUT_SCHEMA.names}
+            pending: list[_PatchedPrompt] = []
             for position_index, name in enumerate(positions):
-                self._cell(
-                    pairs,
-                    base,
-                    counterfactual,
-                    base_answers,
-                    base_decoded,
-                    layer,
-                    name,
-                    max_new_tokens,
-                    position_index,
-                    example_ids,
-                    columns,
-                )
+                cell = self._cell_rows(pairs, base, name)
+                for row in cell.unchanged:
+                    tokens, text = base_decoded[row]
+                    self._append(
+                        columns,
+                        pairs[row].example_id,
+                        layer,
+                        position_index,
+                        tokens,
+                        text,
+                        base_answers.top_ids[row].tolist(),
+                        base_answers.top_logprobs[row].tolist(),
+                    )
+                if cell.active:
+                    prompt = self._patch_prompt(base, counterfactual, cell, layer)
+                    prompt.position_index = position_index
+                    pending.append(prompt)
+            self._decode_pending(pairs, pending, layer, max_new_tokens, max_decode_rows, columns)
             yield pa.table(columns, schema=OUTPUT_SCHEMA)
 
-    def _cell(
-        self,
-        pairs: list[PromptPair],
-        base: _Run,
-        counterfactual: _Run,
-        base_answers: _Answers,
-        base_decoded: list[tuple[list[int], str]],
-        layer: int,
-        name: str,
-        max_new_tokens: int,
-        position_index: int,
-        example_ids: list[int],
-        columns: dict[str, list],
-    ) -> None:
-        active: list[int] = []
-        base_at: list[int] = []
-        cf_at: list[int] = []
-        unchanged: list[int] = []
+    @staticmethod
+    def _append(columns, example_id, layer, position, tokens, text, top_ids, top_logprobs) -> None:
+        columns["example_id"].append(example_id)
+        columns["layer"].append(layer)
+        columns["position"].append(position)
+        columns["token_ids"].append(tokens)
+        columns["text"].append(text)
+        columns["answer"].append(parse_answer(text))
+        columns["top_ids"].append(top_ids)
+        columns["top_logprobs"].append(top_logprobs)
+
+    def _cell_rows(self, pairs: list[PromptPair], base: _Run, name: str) -> _CellRows:
+        """Which rows have the position, and which of those can change at all."""
+        cell = _CellRows()
         for row, pair in enumerate(pairs):
             b, c = pair.base.index(name), pair.counterfactual.index(name)
             if b is None or c is None:
                 continue  # this prompt has no such position: no output for the cell
             if b == c and pair.base.token_ids[: b + 1] == pair.counterfactual.token_ids[: c + 1]:
-                unchanged.append(row)
+                cell.unchanged.append(row)  # same prefix: the same vector, the base's answer
                 continue
-            active.append(row)
-            base_at.append(base.pad[row] + b)
-            cf_at.append(counterfactual.pad[row] + c)
+            cell.active.append(row)
+            cell.base_at.append(base.pad[row] + b)
+            cell.cf_at.append(c)
+        return cell
 
-        results: dict[int, tuple[list[int], str, list[int], list[float]]] = {}
-        for row in unchanged:
-            tokens, text = base_decoded[row]
-            results[row] = (
-                tokens,
-                text,
-                base_answers.top_ids[row].tolist(),
-                base_answers.top_logprobs[row].tolist(),
-            )
-        if active:
-            rows = torch.tensor(active, device=self.device)
-            patched = self._patched_answers(
-                base, counterfactual, rows, base_at, cf_at, layer, max_new_tokens
-            )
-            for i, row in enumerate(active):
-                tokens, text = self._decode(patched.tokens[i].tolist())
-                results[row] = (
-                    tokens,
-                    text,
-                    patched.top_ids[i].tolist(),
-                    patched.top_logprobs[i].tolist(),
-                )
-        for row in sorted(results):
-            tokens, text, top_ids, top_logprobs = results[row]
-            columns["example_id"].append(example_ids[row])
-            columns["layer"].append(layer)
-            columns["position"].append(position_index)
-            columns["token_ids"].append(tokens)
-            columns["text"].append(text)
-            columns["answer"].append(parse_answer(text))
-            columns["top_ids"].append(top_ids)
-            columns["top_logprobs"].append(top_logprobs)
-
-    def _patched_answers(
-        self,
-        base: _Run,
-        counterfactual: _Run,
-        rows: torch.Tensor,  # (R,) batch rows to patch
-        base_at: list[int],  # (R,) padded index of the position in the base prompt
-        cf_at: list[int],  # (R,) padded index of the same-named position in the counterfactual
-        layer: int,
-        max_new_tokens: int,
-    ) -> _Answers:
+    def _patch_prompt(
+        self, base: _Run, counterfactual: _Run, cell: _CellRows, layer: int
+    ) -> _PatchedPrompt:
+        """Run the patched prompt from the patched token and layer on; first answer token."""
+        rows = torch.tensor(cell.active, device=self.device)
+        base_at = cell.base_at
+        cf_at = [
+            counterfactual.pad[row] + c for row, c in zip(cell.active, cell.cf_at, strict=True)
+        ]
         start = min(base_at)
         stream = layer + 1  # index into hidden: 0 = embeddings, L + 1 = output of layer L
         hidden = base.hidden[stream][rows, start:].clone()  # (R, T - start, d_model)
@@ -269,4 +243,67 @@ class PatchEngine:
         attention = base.attention[rows]
         out, _ = run_layers(self.stack, hidden, attention, start, layer + 1, cache)
         last_logits = self.stack.logits(out[:, -1:])[:, -1].float()
-        return self._answers_from(last_logits, attention, cache, max_new_tokens)
+        logprobs = torch.log_softmax(last_logits, dim=-1)
+        top = logprobs.topk(TOP_K, dim=-1)
+        return _PatchedPrompt(
+            cell.active, last_logits.argmax(-1), top.indices, top.values, attention, cache
+        )
+
+    def _decode_pending(
+        self,
+        pairs: list[PromptPair],
+        pending: list[_PatchedPrompt],
+        layer: int,
+        max_new_tokens: int,
+        max_rows: int,
+        columns: dict[str, list],
+    ) -> None:
+        """Greedy answers of many cells at once (their caches all span the whole prompt)."""
+        group: list[_PatchedPrompt] = []
+        for prompt in [*pending, None]:
+            rows_in_group = sum(len(p.rows) for p in group)
+            if group and (prompt is None or rows_in_group + len(prompt.rows) > max_rows):
+                first = torch.cat([p.first for p in group])
+                attention = torch.cat([p.attention for p in group])
+                cache = KVCache.concat([p.cache for p in group])
+                tokens = greedy_continue(
+                    self.stack, first, attention, cache, max_new_tokens - 1, self.eos_id
+                ).tolist()
+                offset = 0
+                for p in group:
+                    top_ids, top_logprobs = p.top_ids.tolist(), p.top_logprobs.tolist()
+                    for i, row in enumerate(p.rows):
+                        kept, text = self._decode(tokens[offset + i])
+                        self._append(
+                            columns,
+                            pairs[row].example_id,
+                            layer,
+                            p.position_index,
+                            kept,
+                            text,
+                            top_ids[i],
+                            top_logprobs[i],
+                        )
+                    offset += len(p.rows)
+                group = []
+            if prompt is not None:
+                group.append(prompt)
+
+
+@dataclass
+class _CellRows:
+    active: list[int] = field(default_factory=list)  # rows to patch
+    base_at: list[int] = field(default_factory=list)  # padded index of the position in the base
+    cf_at: list[int] = field(default_factory=list)  # unpadded index in the counterfactual
+    unchanged: list[int] = field(default_factory=list)  # rows answered by the base run
+
+
+@dataclass
+class _PatchedPrompt:
+    rows: list[int]
+    first: torch.Tensor  # (R,) first answer token
+    top_ids: torch.Tensor  # (R, TOP_K)
+    top_logprobs: torch.Tensor  # (R, TOP_K)
+    attention: torch.Tensor  # (R, T)
+    cache: KVCache  # every layer holds the whole patched prompt
+    position_index: int = -1

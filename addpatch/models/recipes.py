@@ -1,9 +1,26 @@
-"""The training recipes of the shipped models (see their card.json for what they reached)."""
+"""The training recipes of the shipped models (see their card.json for what they reached).
+
+`tiny-adder-digits` is one model for 2-4 digit addends (each addend's width drawn on its own);
+the chunked tokenizer trains far slower, so `tiny-adder-chunks` ships one checkpoint per width.
+"""
 
 from __future__ import annotations
 
 from addpatch.models.train_tiny import TrainConfig
 
+_CHUNKS = dict(
+    grouping="chunks", num_layers=2, hidden_size=128, num_heads=4, ffn_size=512, eval_every=500
+)
+
 RECIPES: dict[str, TrainConfig] = {
     "tiny-adder-digits": TrainConfig(),
+    "tiny-adder-chunks-d2": TrainConfig(
+        name="tiny-adder-chunks-d2", train_widths=(2,), eval_widths=(2,), steps=4000, **_CHUNKS
+    ),
+    "tiny-adder-chunks-d3": TrainConfig(
+        name="tiny-adder-chunks-d3", train_widths=(3,), eval_widths=(3,), steps=8000, **_CHUNKS
+    ),
+    "tiny-adder-chunks-d4": TrainConfig(
+        name="tiny-adder-chunks-d4", train_widths=(4,), eval_widths=(4,), steps=8000, **_CHUNKS
+    ),
 }
