@@ -5,15 +5,14 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+if TYPE_CHECKING:
+    from addpatch.store.store import Store
+
 from addpatch.errors import BadInput, StoreError
-from addpatch.experiment.reporting import report_runs
-from addpatch.queries import available_queries, get_query, parse_param_args, run_query
-from addpatch.scoring import best_cells
-from addpatch.store.store import Store
 from cli.options import STORE_DEFAULT, StoreOption, TargetsOption, split_targets
 from cli.output import console, print_frame, write_frame
 
@@ -51,10 +50,14 @@ def score(
 
     Labels for new targets are computed from the causal models and stored once.
 
+    \b
     Example:
         addpatch score --targets C_1,C_2,O_3
         addpatch score --run-id 1 --targets digit_0_0+digit_1_0 --top 3 --format csv
     """
+    from addpatch.scoring import best_cells
+    from addpatch.store.store import Store
+
     _check_format(fmt, output)
     opened = Store.open(store)
     target_list = split_targets(targets)
@@ -99,9 +102,13 @@ def report(
 ) -> None:
     """Write the HTML report (offline, self-contained) and PNG/SVG heatmaps from stored scores.
 
+    \b
     Example:
         addpatch report --run-id 1 --targets C_1,C_2,raw_output --out ./report
     """
+    from addpatch.experiment.reporting import report_runs
+    from addpatch.store.store import Store
+
     opened = Store.open(store)
     runs = _runs(opened, run_id)
     target_list = split_targets(targets)
@@ -144,10 +151,14 @@ def query(
 
     The same .sql file runs unchanged in the DuckDB shell after `SET VARIABLE name = value;`.
 
+    \b
     Example:
         addpatch query                      # list queries and their parameters
         addpatch query best_cells -p run_id=1 -p targets=C_1,C_2 -p top=3 --format csv
     """
+    from addpatch.queries import available_queries, get_query, parse_param_args, run_query
+    from addpatch.store.store import Store
+
     if name is None:
         for q in available_queries().values():
             params = ", ".join(f"{p.name} {p.type}" for p in q.params.values()) or "no parameters"
@@ -170,10 +181,13 @@ def sql(
 ) -> None:
     """Run ad-hoc SQL on the store (read-only connection).
 
+    \b
     Example:
         addpatch sql "SELECT layer, avg(answer IS NOT NULL) FROM patched_outputs GROUP BY layer"
     """
     import duckdb
+
+    from addpatch.store.store import Store
 
     _check_format(fmt, output)
     opened = Store.open(store)
@@ -188,11 +202,14 @@ def sql(
 def shell(store: StoreOption = STORE_DEFAULT) -> None:
     """Open the DuckDB shell on the store (inside the store directory, so views resolve).
 
+    \b
     Example:
         addpatch shell
         D SET VARIABLE run_id = 1;
         D .read queries/best_cells.sql
     """
+    from addpatch.store.store import Store
+
     opened = Store.open(store)
     duckdb_cli = shutil.which("duckdb")
     if duckdb_cli is None:

@@ -6,12 +6,6 @@ from typing import Annotated
 
 import typer
 
-from addpatch.experiment.datasets import create_dataset, load_pairs
-from addpatch.experiment.filtering import filter_dataset
-from addpatch.experiment.session import load_into_store
-from addpatch.store.store import Store
-from addpatch.task.addition import AdditionTask
-from addpatch.task.generators import GENERATORS
 from cli.options import (
     STORE_DEFAULT,
     AddendsOption,
@@ -62,10 +56,18 @@ def dataset(
     Generators: random, sum_to_nine, one_digit, carry_flip (see --option). With --model, also
     answer every prompt with that model and report the keep rate.
 
+    \b
     Example:
         addpatch dataset --kind one_digit --digits 3 --size 512 -o addend=1 -o digit=2
         addpatch dataset --kind carry_flip -o carry=1 --model tiny-adder-digits
     """
+    from addpatch.experiment.datasets import create_dataset, load_pairs
+    from addpatch.experiment.filtering import filter_dataset
+    from addpatch.experiment.session import load_into_store
+    from addpatch.store.store import Store
+    from addpatch.task.addition import AdditionTask
+    from addpatch.task.generators import GENERATORS
+
     task = AdditionTask(num_addends=addends, num_digits=digits)
     opened = Store.open(store, create=True)
     info = create_dataset(

@@ -12,6 +12,7 @@ from cli import analysis, dataset, model, run, store
 from cli.output import errors
 
 app = typer.Typer(
+    rich_markup_mode=None,
     help="Where does a language model add? Interchange interventions, stored and scored with SQL.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

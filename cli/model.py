@@ -7,19 +7,21 @@ from typing import Annotated
 
 import typer
 
-from addpatch.models.loading import shipped_card, shipped_models
 from cli.output import console
 
-app = typer.Typer(help="Shipped tiny addition models.", no_args_is_help=True)
+app = typer.Typer(rich_markup_mode=None, help="Shipped tiny addition models.", no_args_is_help=True)
 
 
 @app.command("list")
 def list_models() -> None:
     """List the shipped models with their measured accuracy.
 
+    \b
     Example:
         addpatch model list
     """
+    from addpatch.models.loading import shipped_card, shipped_models
+
     for name, path in shipped_models().items():
         card = shipped_card(name)
         accuracy = ", ".join(
@@ -47,6 +49,7 @@ def train_tiny(
 ) -> None:
     """Train a shipped tiny adder from scratch, deterministically (seed and thread count fixed).
 
+    \b
     Example:
         addpatch model train-tiny --name tiny-adder-digits --out ./retrained
     """

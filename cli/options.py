@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from addpatch.store.store import DEFAULT_STORE, STORE_ENV
+from addpatch.settings import DEFAULT_STORE, STORE_ENV
 
 StoreOption = Annotated[
     Path,

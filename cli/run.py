@@ -8,16 +8,8 @@ from typing import Annotated
 
 import typer
 
-from addpatch.experiment.datasets import create_dataset
-from addpatch.experiment.filtering import filter_dataset
-from addpatch.experiment.interventions import parse_layers, run_interventions
-from addpatch.experiment.reporting import report_runs
-from addpatch.experiment.session import load_into_store
-from addpatch.models.loading import DEFAULT_MODEL
-from addpatch.scoring import best_cells
-from addpatch.store.store import Store
-from addpatch.task.addition import AdditionTask
-from addpatch.task.labels import default_targets
+from addpatch.errors import BadInput
+from addpatch.settings import DEFAULT_MODEL
 from cli.options import (
     STORE_DEFAULT,
     AddendsOption,
@@ -71,18 +63,44 @@ def run(
     ] = False,
     store: StoreOption = STORE_DEFAULT,
 ) -> None:
-    """Run everything: generate pairs, keep those the model answers right, patch every
-    (layer, position), score the target variables with SQL and write the report.
+    """Run everything: pairs, filter, patching, SQL scores and the report.
+
+    Generates counterfactual pairs, keeps those the model answers right on both prompts,
+    patches every (layer, position) cell, streams each example's patched answer into the
+    store, scores the target variables with SQL and writes the report.
 
     Rerunning the same command resumes: finished batches are not recomputed.
 
+    \b
     Example:
         addpatch run                                  # tiny-adder-digits, 2 digits, 256 pairs
         addpatch run --model ~/models/Llama-3.1-8B --digits 3 --batch-size 256
     """
+    from addpatch.task.addition import AdditionTask
+    from addpatch.task.generators import GENERATORS
+    from addpatch.task.labels import default_targets, resolve_target
+
     started = time.perf_counter()
+    # Check everything that needs no model first: bad input fails fast and touches nothing.
     task = AdditionTask(num_addends=addends, num_digits=digits)
     target_list = split_targets(targets) or default_targets(task)
+    for target in target_list:
+        resolve_target(task, target)
+    if kind not in GENERATORS:
+        raise BadInput(f"unknown generator {kind!r}; choose one of: {', '.join(GENERATORS)}")
+    if size < 1 or batch_size < 1:
+        raise BadInput("--size and --batch-size must be at least 1")
+
+    from addpatch.experiment.datasets import create_dataset
+    from addpatch.experiment.filtering import filter_dataset
+    from addpatch.experiment.interventions import parse_layers, run_interventions
+    from addpatch.experiment.reporting import report_runs
+    from addpatch.experiment.session import load_into_store
+    from addpatch.models.loading import resolve_model
+    from addpatch.scoring import best_cells
+    from addpatch.store.store import Store
+
+    resolve_model(model)  # a model that is not there fails before the store is created
     opened = Store.open(store, create=True)
     console.print(f"Loading [bold]{model}[/] ...")
     loaded = load_into_store(

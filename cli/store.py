@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import typer
 
-from addpatch.store.status import store_status
-from addpatch.store.store import Store
 from cli.options import STORE_DEFAULT, StoreOption
 from cli.output import console, print_frame
 
-app = typer.Typer(help="Inspect and maintain the store.", no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode=None, help="Inspect and maintain the store.", no_args_is_help=True
+)
 
 
 @app.command("path")
 def path(store: StoreOption = STORE_DEFAULT) -> None:
     """Print the store directory.
 
+    \b
     Example:
         ADDPATCH_STORE=/data/patching addpatch store path
     """
@@ -26,9 +27,13 @@ def path(store: StoreOption = STORE_DEFAULT) -> None:
 def status(store: StoreOption = STORE_DEFAULT) -> None:
     """What the store holds: schema revision, models, datasets, runs and output files.
 
+    \b
     Example:
         addpatch store status --store ./addpatch-store
     """
+    from addpatch.store.status import store_status
+    from addpatch.store.store import Store
+
     opened = Store.open(store)
     report = store_status(opened)
     console.print(
@@ -45,10 +50,11 @@ def status(store: StoreOption = STORE_DEFAULT) -> None:
 def upgrade(store: StoreOption = STORE_DEFAULT) -> None:
     """Back the catalog up, then migrate it to this addpatch's schema.
 
+    \b
     Example:
         addpatch store upgrade --store ./addpatch-store
     """
-    from addpatch.store.store import head_revision
+    from addpatch.store.store import Store, head_revision
 
     opened = Store(store)
     if not opened.catalog.exists():

@@ -27,10 +27,9 @@ from sqlalchemy import create_engine
 
 from addpatch.errors import SchemaMismatch, StoreError
 from addpatch.resources import migrations_dir
+from addpatch.settings import DEFAULT_STORE, STORE_ENV
 
 CATALOG_FILE = "catalog.duckdb"
-STORE_ENV = "ADDPATCH_STORE"
-DEFAULT_STORE = "addpatch-store"
 
 
 def default_store_path() -> Path:

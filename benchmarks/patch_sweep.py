@@ -1,0 +1,209 @@
+"""Engine vs naive loop: interventions per second, measured speed-up, and the FLOP-bound ratio.
+
+    python benchmarks/patch_sweep.py                 # both models, CPU (CUDA when present)
+    python benchmarks/patch_sweep.py --examples 8 --models tiny
+
+For each model, on the same examples and every (layer, position) cell:
+  naive   for every cell, a fresh counterfactual forward and a hooked `generate` on the base
+          (what TransformerLens' patching utilities and pyvene with dynamic indices do);
+  engine  addpatch's PatchEngine.sweep.
+Both must give identical answer tokens. The FLOP-bound ratio is naive FLOPs / engine FLOPs,
+counted from the model's shapes for exactly the work each does (cells the engine answers from
+the base run count zero for it): the speed-up a perfect implementation of each would show.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+from dataclasses import dataclass
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from addpatch.engine.naive import naive_patch
+from addpatch.engine.patching import PatchEngine, PromptPair
+from addpatch.experiment.filtering import answer_budget, layout_of
+from addpatch.models.loading import load_model, resolve_model
+from addpatch.models.tiny_tokenizers import build_tokenizer
+from addpatch.task.addition import AdditionTask
+from addpatch.task.generators import generate_pairs
+
+
+@dataclass
+class Shapes:
+    layers: int
+    d_model: int
+    d_ffn: int
+    vocab: int
+    kv_dim: int  # key/value width (grouped-query attention makes it smaller than d_model)
+
+    def layer_flops(self, query_tokens: int, key_tokens: int) -> float:
+        """Multiply-adds x 2 of one decoder layer over `query_tokens` new tokens."""
+        projections = (
+            2 * query_tokens * (2 * self.d_model * self.d_model + 2 * self.d_model * self.kv_dim)
+        )
+        mlp = 2 * query_tokens * 3 * self.d_model * self.d_ffn
+        attention = 2 * 2 * query_tokens * key_tokens * self.d_model
+        return projections + mlp + attention
+
+    def head_flops(self, positions: int) -> float:
+        return 2 * positions * self.d_model * self.vocab
+
+
+def shapes_of(model) -> Shapes:
+    c = model.config
+    kv_heads = getattr(c, "num_key_value_heads", c.num_attention_heads)
+    return Shapes(
+        c.num_hidden_layers,
+        c.hidden_size,
+        c.intermediate_size,
+        c.vocab_size,
+        c.hidden_size // c.num_attention_heads * kv_heads,
+    )
+
+
+def forward_flops(
+    s: Shapes, tokens: int, first_layer: int, start: int, head_positions: int
+) -> float:
+    """Layers first_layer.. over query tokens start..tokens-1 (keys 0..tokens-1), plus the head."""
+    return sum(
+        s.layer_flops(tokens - start, tokens) for _ in range(first_layer, s.layers)
+    ) + s.head_flops(head_positions)
+
+
+def decode_flops(s: Shapes, prompt: int, steps: int) -> float:
+    return sum(forward_flops(s, prompt + t + 1, 0, prompt + t, 1) for t in range(steps))
+
+
+def flop_counts(
+    s: Shapes, pairs: list[PromptPair], layers: list[int], positions: list[str], new_tokens: int
+):
+    naive = engine = 0.0
+    for pair in pairs:
+        t_base, t_cf = len(pair.base.token_ids), len(pair.counterfactual.token_ids)
+        engine += forward_flops(s, t_base, 0, 0, 1) + forward_flops(s, t_cf, 0, 0, 1)
+        engine += decode_flops(s, t_base, new_tokens - 1)
+        for layer in layers:
+            for name in positions:
+                b, c = pair.base.index(name), pair.counterfactual.index(name)
+                # naive: a full counterfactual forward (logits at every position), then generate
+                naive += forward_flops(s, t_cf, 0, 0, t_cf) + forward_flops(s, t_base, 0, 0, 1)
+                naive += decode_flops(s, t_base, new_tokens - 1)
+                if (
+                    b == c
+                    and pair.base.token_ids[: b + 1] == pair.counterfactual.token_ids[: c + 1]
+                ):
+                    continue  # answered from the base run
+                engine += forward_flops(s, t_base, layer + 1, b, 1) + decode_flops(
+                    s, t_base, new_tokens - 1
+                )
+    return naive, engine
+
+
+def bench(label: str, model, tokenizer, examples: int, new_tokens: int | None, digits: int) -> dict:
+    engine = PatchEngine(model, tokenizer)
+    task = AdditionTask(num_addends=2, num_digits=digits)
+    pairs = [
+        PromptPair(i, layout_of(engine, p.base), layout_of(engine, p.counterfactual))
+        for i, p in enumerate(generate_pairs("random", task, examples, seed=0))
+    ]
+    layers = list(range(-1, engine.num_layers))
+    positions = list(pairs[0].base.canonical)
+    steps = new_tokens or answer_budget(engine, 2 * (10**digits - 1))
+    cells = len(pairs) * len(layers) * len(positions)
+
+    engine.sweep(pairs[:2], layers[:1], positions[:1], steps)  # warm-up
+    started = time.perf_counter()
+    engine_rows = [r for t in engine.sweep(pairs, layers, positions, steps) for r in t.to_pylist()]
+    if engine.device.type == "cuda":
+        torch.cuda.synchronize()
+    engine_s = time.perf_counter() - started
+
+    started = time.perf_counter()
+    naive_out = {}
+    for pair in pairs:
+        for layer in layers:
+            for index, name in enumerate(positions):
+                naive_out[(pair.example_id, layer, index)] = naive_patch(
+                    model, tokenizer, pair, layer, name, steps
+                )[0]
+    naive_s = time.perf_counter() - started
+    mismatches = sum(
+        naive_out[(r["example_id"], r["layer"], r["position"])] != r["token_ids"]
+        for r in engine_rows
+    )
+    assert len(engine_rows) == cells
+
+    naive_flops, engine_flops = flop_counts(shapes_of(model), pairs, layers, positions, steps)
+    bound = naive_flops / engine_flops
+    speedup = naive_s / engine_s
+    return {
+        "model": label,
+        "device": str(engine.device),
+        "cells": cells,
+        "identical": mismatches == 0,
+        "mismatches": mismatches,
+        "engine_per_s": cells / engine_s,
+        "naive_per_s": cells / naive_s,
+        "speedup": speedup,
+        "flop_bound": bound,
+        "share_of_bound": speedup / bound,
+    }
+
+
+def random_llama(tokenizer, device: torch.device) -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=768,
+        intermediate_size=3072,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        num_key_value_heads=12,
+        max_position_embeddings=128,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return LlamaForCausalLM(config).to(device).eval()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="tiny,llama-12x768", help="tiny, llama-12x768, or both")
+    parser.add_argument("--examples", type=int, default=16, help="examples per model (tiny)")
+    parser.add_argument(
+        "--examples-large", type=int, default=4, help="examples for the 12-layer model"
+    )
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
+    results = []
+    if "tiny" in args.models:
+        model, tokenizer = load_model(resolve_model("tiny-adder-digits"), device, torch.float32)
+        results.append(bench("tiny-adder-digits", model, tokenizer, args.examples, None, 2))
+    if "llama-12x768" in args.models:
+        tokenizer = build_tokenizer("digits")
+        model = random_llama(tokenizer, device)
+        results.append(
+            bench("llama-12x768 (random init)", model, tokenizer, args.examples_large, 3, 2)
+        )
+    header = f"{'model':<28} {'device':<6} {'cells':>6} {'identical':>9} {'naive/s':>9} {'engine/s':>9} {'speed-up':>9} {'FLOP bound':>10} {'share':>6}"
+    print(header)
+    for r in results:
+        print(
+            f"{r['model']:<28} {r['device']:<6} {r['cells']:>6} {str(r['identical']):>9} "
+            f"{r['naive_per_s']:>9.1f} {r['engine_per_s']:>9.1f} {r['speedup']:>8.1f}x "
+            f"{r['flop_bound']:>9.1f}x {r['share_of_bound']:>6.0%}"
+        )
+
+
+if __name__ == "__main__":
+    random.seed(0)
+    main()
