@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from addpatch.settings import DEFAULT_MODEL
 from cli.options import (
     STORE_DEFAULT,
     AddendsOption,
@@ -45,33 +46,44 @@ def dataset(
         ),
     ] = None,
     model: Annotated[
-        str | None,
-        typer.Option("--model", "-m", help="Also filter: keep the pairs this model answers right."),
-    ] = None,
+        str, typer.Option("--model", "-m", help="Model whose answers filter the pairs.")
+    ] = DEFAULT_MODEL,
+    filter_pairs: Annotated[
+        bool,
+        typer.Option("--filter/--no-filter", help="Answer every prompt and report the keep rate."),
+    ] = True,
     show: Annotated[int, typer.Option(help="Examples to print.")] = 3,
     store: StoreOption = STORE_DEFAULT,
 ) -> None:
     """Generate counterfactual pairs with a seeded generator and store them.
 
-    Generators: random, sum_to_nine, one_digit, carry_flip (see --option). With --model, also
-    answer every prompt with that model and report the keep rate.
+    Generators: random, sum_to_nine, one_digit, carry_flip (see --option). Then the model
+    (--model, default the shipped tiny adder) answers every prompt, and the keep rate (pairs
+    answered right on both prompts) is printed; --no-filter skips that.
 
     \b
     Example:
         addpatch dataset --kind one_digit --digits 3 --size 512 -o addend=1 -o digit=2
         addpatch dataset --kind carry_flip -o carry=1 --model tiny-adder-digits
+        addpatch dataset --kind sum_to_nine -o column=1 --no-filter
     """
     from addpatch.experiment.datasets import create_dataset, load_pairs
     from addpatch.experiment.filtering import filter_dataset
     from addpatch.experiment.session import load_into_store
     from addpatch.store.store import Store
     from addpatch.task.addition import AdditionTask
-    from addpatch.task.generators import GENERATORS
+    from addpatch.task.generators import GENERATORS, generate_pairs
 
     task = AdditionTask(num_addends=addends, num_digits=digits)
+    options = _options(option or [])
+    pairs = generate_pairs(kind, task, size, seed, **options)  # bad input fails before the store
+    if filter_pairs:
+        from addpatch.models.loading import resolve_model
+
+        resolve_model(model)
     opened = Store.open(store, create=True)
     info = create_dataset(
-        opened, kind=kind, task=task, size=size, seed=seed, options=_options(option or [])
+        opened, kind=kind, task=task, size=size, seed=seed, options=options, pairs=pairs
     )
     state = "generated" if info.created else "already in the store"
     console.print(f"Dataset [bold]{info.name}[/] (id {info.id}): {size} pairs, {state}")
@@ -81,7 +93,7 @@ def dataset(
         console.print(
             f"  {pair.base.prompt!r} -> {pair.base.answer!r}   cf {pair.counterfactual.prompt!r} -> {pair.counterfactual.answer!r}"
         )
-    if model:
+    if filter_pairs:
         loaded = load_into_store(opened, model)
         summary = filter_dataset(
             opened, loaded.engine, model_id=loaded.model_id, dataset_id=info.id, batch_size=256

@@ -145,3 +145,37 @@ def test_every_command_has_help_with_an_example(command):
     result = CliRunner().invoke(app, [*command, "--help"])
     assert result.exit_code == 0
     assert "Example" in result.output
+
+
+@pytest.mark.parametrize(
+    ("kind", "options"),
+    [
+        ("random", []),
+        ("sum_to_nine", ["-o", "column=1"]),
+        ("one_digit", ["-o", "addend=0", "-o", "digit=1"]),
+        ("carry_flip", ["-o", "carry=1"]),
+        ("random", ["-o", "drop_uninformative_for=C_1"]),
+    ],
+)
+def test_every_generator_is_reachable_from_the_cli(kind, options, tmp_path):
+    store = tmp_path / "s"
+    result = CliRunner().invoke(
+        app, ["dataset", "--kind", kind, *options, "--size", "16", "--store", str(store)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "16 pairs, generated" in result.output
+    assert "keep rate" in result.output
+    assert result.output.count("cf 'The sum of") == 3  # a few examples shown
+    conn = duckdb.connect(str(store / "catalog.duckdb"), read_only=True)
+    try:
+        assert conn.execute("SELECT count(*) FROM examples").fetchone()[0] == 16
+        assert conn.execute("SELECT count(*) FROM filter_results").fetchone()[0] == 16
+    finally:
+        conn.close()
+
+
+def test_bad_generator_option_leaves_no_store(tmp_path):
+    store = tmp_path / "s"
+    result = addpatch("dataset", "--kind", "sum_to_nine", "-o", "column=5", store=store)
+    assert result.returncode == 1 and result.stderr.startswith("Error: column must be")
+    assert not store.exists()

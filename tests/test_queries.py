@@ -133,3 +133,64 @@ def test_string_parameters_are_bound_not_pasted(small_run):
         frame = run_query(conn, get_query("keep_rates"), {"model": "x' OR '1'='1"})
         assert frame.height == 0
         assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 1
+
+
+def test_target_across_models_equals_polars(small_run):
+    store, task, run_id = small_run
+    with store.connect(read_only=True) as conn:
+        got = run_query(conn, get_query("target_across_models"), {"target": "C_1"})
+    expected = _expected_iia(store, task).filter(pl.col("target") == "C_1")
+    assert got.height == 1
+    assert got["best_iia"][0] == pytest.approx(expected["iia"].max())
+    assert got["mean_iia"][0] == pytest.approx(expected["iia"].mean())
+    assert got["run_id"][0] == run_id
+
+
+def _digit_credit(answer: int | None, label: int) -> float:
+    got, want = ("" if answer is None else str(answer)), str(label)
+    hits = sum(1 for i in range(1, len(want) + 1) if i <= len(got) and got[-i] == want[-i])
+    return hits / len(want)
+
+
+def test_digit_partial_credit_equals_python(small_run):
+    store, task, run_id = small_run
+    with store.connect(read_only=True) as conn:
+        got = run_query(
+            conn, get_query("digit_partial_credit"), {"run_id": run_id, "targets": "O_2"}
+        )
+    outputs = _outputs(store).join(_labels(task, "O_2"), on="example_id")
+    expected = (
+        outputs.with_columns(
+            pl.struct("answer", "label")
+            .map_elements(lambda r: _digit_credit(r["answer"], r["label"]), return_dtype=pl.Float64)
+            .alias("credit")
+        )
+        .group_by("layer", "position")
+        .agg(pl.col("credit").mean())
+    )
+    merged = got.join(expected, on=["layer", "position"])
+    assert merged.height == expected.height == got.height
+    assert (merged["digit_credit"] - merged["credit"]).abs().max() < 1e-12
+
+
+def test_distinguishability_equals_the_causal_model(small_run):
+    from addpatch.task.labels import distinguishability, resolve_target
+
+    store, task, _ = small_run
+    scores(store, targets=["C_1", "O_2"])  # stores both targets' labels
+    with store.connect(read_only=True) as conn:
+        dataset_id = conn.execute("SELECT id FROM datasets").fetchone()[0]
+        got = run_query(
+            conn,
+            get_query("distinguishability"),
+            {"dataset_id": dataset_id, "target_a": "C_1", "target_b": "O_2"},
+        )
+        against_base = run_query(
+            conn, get_query("distinguishability"), {"dataset_id": dataset_id, "target_a": "C_1"}
+        )
+    model, _ = resolve_target(task, "C_1")
+    pairs = generate_pairs("random", task, 24, 3)
+    share, count = distinguishability(model, pairs, "C_1", "O_2")
+    assert got["differ"][0] == count and got["share_differ"][0] == pytest.approx(share)
+    share_base, count_base = distinguishability(model, pairs, "C_1")
+    assert against_base["differ"][0] == count_base

@@ -52,15 +52,21 @@ def create_dataset(
     size: int,
     seed: int,
     options: dict | None = None,
+    pairs: list[CounterfactualPair] | None = None,
 ) -> DatasetInfo:
-    """Generate `size` pairs with generator `kind` (or find the identical dataset in the store)."""
+    """Generate `size` pairs with generator `kind` (or find the identical dataset in the store).
+
+    `pairs`, when given, must be what `generate_pairs` returns for these arguments (a caller
+    that generated them to validate its input passes them on instead of generating twice).
+    """
     options = {k: v for k, v in (options or {}).items() if v is not None}
     name = dataset_name(kind, task, size, seed, options)
     with store.connect() as conn:
         existing = catalog.find_dataset(conn=conn, name=name)
     if existing is not None:
         return DatasetInfo(existing, name, kind, task, size, seed, options, created=False)
-    pairs = generate_pairs(kind, task, size, seed, **options)
+    if pairs is None:
+        pairs = generate_pairs(kind, task, size, seed, **options)
     with store.connect() as conn:
         dataset_id = catalog.insert_dataset(
             conn=conn,
