@@ -66,3 +66,41 @@ def upgrade(store: StoreOption = STORE_DEFAULT) -> None:
         console.print(f"Store already at schema {head_revision()}")
     else:
         console.print(f"Backed up to {backup}; store now at schema {head_revision()}")
+
+
+@app.command("verify")
+def verify(
+    repair: bool = typer.Option(False, "--repair", help="Delete files that no run owns."),
+    store: StoreOption = STORE_DEFAULT,
+) -> None:
+    """Check every registered output file (exists, row count, hash) and list orphans.
+
+    Exit code 1 when something is missing or corrupt, or orphans remain.
+
+    \b
+    Example:
+        addpatch store verify
+        addpatch store verify --repair      # remove files left by an interrupted run
+    """
+    from addpatch.store.store import Store
+    from addpatch.store.verify import verify_store
+
+    result = verify_store(Store.open(store), repair=repair)
+    console.print(f"Checked {result.checked} registered files")
+    for label, paths in (("missing", result.missing), ("corrupt", result.corrupt)):
+        for path in paths:
+            console.print(f"  {label}: {path}")
+    for path in result.orphans:
+        state = (
+            "removed" if path in result.removed else "orphan (no run owns it; --repair removes it)"
+        )
+        console.print(f"  {state}: {path}")
+    remaining = [p for p in result.orphans if p not in result.removed]
+    if result.missing or result.corrupt or remaining:
+        from addpatch.errors import StoreError
+
+        raise StoreError(
+            f"{len(result.missing)} missing, {len(result.corrupt)} corrupt, {len(remaining)} orphan "
+            "files; rerun the run to recompute missing batches, `--repair` removes orphans"
+        )
+    console.print("Store is consistent")

@@ -85,6 +85,8 @@ class Store:
     def open(cls, root: Path | str | None = None, *, create: bool = False) -> Store:
         """Open an existing store (or create it when `create`), checking its schema revision."""
         store = cls(Path(root) if root is not None else default_store_path())
+        if store.catalog.exists() and store._is_blank():
+            store.catalog.unlink()  # creation was interrupted before the first migration committed
         if not store.catalog.exists():
             if not create:
                 raise StoreError(
@@ -112,6 +114,12 @@ class Store:
             from addpatch.store.outputs_view import refresh_outputs_view
 
             refresh_outputs_view(conn)
+
+    def _is_blank(self) -> bool:
+        """A catalog file holding no table at all (DuckDB rolled back an interrupted creation)."""
+        with self.connect(read_only=True) as conn:
+            count = conn.execute("SELECT count(*) FROM information_schema.tables").fetchone()
+        return bool(count and count[0] == 0)
 
     def revision(self) -> str | None:
         with self.connect(read_only=True, check=False) as conn:
