@@ -82,24 +82,25 @@ def dataset(
 
         resolve_model(model)
     opened = Store.open(store, create=True)
-    info = create_dataset(
-        opened, kind=kind, task=task, size=size, seed=seed, options=options, pairs=pairs
-    )
-    state = "generated" if info.created else "already in the store"
-    console.print(f"Dataset [bold]{info.name}[/] (id {info.id}): {size} pairs, {state}")
-    console.print(f"  generator {kind}: {GENERATORS[kind].description}")
-    _, _, pairs = load_pairs(opened, info.id)
-    for pair in pairs[:show]:
-        console.print(
-            f"  {pair.base.prompt!r} -> {pair.base.answer!r}   cf {pair.counterfactual.prompt!r} -> {pair.counterfactual.answer!r}"
+    with opened.writer():
+        info = create_dataset(
+            opened, kind=kind, task=task, size=size, seed=seed, options=options, pairs=pairs
         )
-    if filter_pairs:
-        loaded = load_into_store(opened, model)
-        summary = filter_dataset(
-            opened, loaded.engine, model_id=loaded.model_id, dataset_id=info.id, batch_size=256
-        )
-        console.print(
-            f"Filter with {model}: kept {summary.kept}/{summary.total} (keep rate {summary.keep_rate:.1%})"
-        )
-        if summary.low:
-            errors.print(f"Warning: keep rate {summary.keep_rate:.1%} is under 50%")
+        state = "generated" if info.created else "already in the store"
+        console.print(f"Dataset [bold]{info.name}[/] (id {info.id}): {size} pairs, {state}")
+        console.print(f"  generator {kind}: {GENERATORS[kind].description}")
+        _, _, pairs = load_pairs(opened, info.id)
+        for pair in pairs[:show]:
+            console.print(
+                f"  {pair.base.prompt!r} -> {pair.base.answer!r}   cf {pair.counterfactual.prompt!r} -> {pair.counterfactual.answer!r}"
+            )
+        if filter_pairs:
+            loaded = load_into_store(opened, model)
+            summary = filter_dataset(
+                opened, loaded.engine, model_id=loaded.model_id, dataset_id=info.id, batch_size=256
+            )
+            console.print(
+                f"Filter with {model}: kept {summary.kept}/{summary.total} (keep rate {summary.keep_rate:.1%})"
+            )
+            if summary.low:
+                errors.print(f"Warning: keep rate {summary.keep_rate:.1%} is under 50%")

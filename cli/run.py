@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from addpatch.store.store import Store
+    from addpatch.task.addition import AdditionTask
 
 from addpatch.errors import BadInput
 from addpatch.settings import DEFAULT_MODEL
@@ -91,17 +95,61 @@ def run(
     if size < 1 or batch_size < 1:
         raise BadInput("--size and --batch-size must be at least 1")
 
+    from addpatch.models.loading import resolve_model
+    from addpatch.store.store import Store
+
+    resolve_model(model)  # a model that is not there fails before the store is created
+    opened = Store.open(store, create=True)
+    with opened.writer():
+        _run_locked(
+            opened,
+            model=model,
+            device=device,
+            dtype=dtype,
+            threads=threads,
+            trust_remote_code=trust_remote_code,
+            layers=layers,
+            kind=kind,
+            task=task,
+            size=size,
+            seed=seed,
+            positions=positions,
+            batch_size=batch_size,
+            interventions_only=interventions_only,
+            target_list=target_list,
+            report_dir=report_dir,
+            started=started,
+        )
+
+
+def _run_locked(
+    opened: Store,
+    *,
+    model: str,
+    device: str,
+    dtype: str,
+    threads: int,
+    trust_remote_code: bool,
+    layers: str,
+    kind: str,
+    task: AdditionTask,
+    size: int,
+    seed: int,
+    positions: str,
+    batch_size: int,
+    interventions_only: bool,
+    target_list: list[str],
+    report_dir: Path | None,
+    started: float,
+) -> None:
+    """The steps of `run`, while this process holds the store's writer lock."""
     from addpatch.experiment.datasets import create_dataset
     from addpatch.experiment.filtering import filter_dataset
     from addpatch.experiment.interventions import parse_layers, run_interventions
     from addpatch.experiment.reporting import report_runs
     from addpatch.experiment.session import load_into_store
-    from addpatch.models.loading import resolve_model
     from addpatch.scoring import best_cells
-    from addpatch.store.store import Store
 
-    resolve_model(model)  # a model that is not there fails before the store is created
-    opened = Store.open(store, create=True)
     console.print(f"Loading [bold]{model}[/] ...")
     loaded = load_into_store(
         opened,

@@ -13,8 +13,10 @@ the catalog for each step and closes it, and readers can get in between.
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -30,6 +32,7 @@ from addpatch.resources import migrations_dir
 from addpatch.settings import DEFAULT_STORE, STORE_ENV
 
 CATALOG_FILE = "catalog.duckdb"
+LOCK_WAIT_S = 120.0
 
 
 def default_store_path() -> Path:
@@ -166,23 +169,61 @@ class Store:
     # -- connections ----------------------------------------------------------------------
     @contextmanager
     def connect(
-        self, read_only: bool = False, check: bool = False
+        self, read_only: bool = False, check: bool = False, wait_s: float = LOCK_WAIT_S
     ) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A DuckDB connection to the catalog; relative Parquet paths resolve inside the store."""
+        """A DuckDB connection to the catalog; relative Parquet paths resolve inside the store.
+
+        DuckDB lets one process at a time open the file for writing (and none read meanwhile),
+        so addpatch keeps connections short and waits up to `wait_s` for another to close.
+        """
         if check:
             self.check_revision()
-        try:
-            conn = duckdb.connect(str(self.catalog), read_only=read_only)
-        except duckdb.IOException as error:
-            message = str(error).splitlines()[0]
-            if "lock" in message.lower():
-                raise StoreError(
-                    f"the store at {self.root} is being written by another process; wait for it "
-                    "to finish (readers can query between its batches)"
-                ) from None
-            raise StoreError(f"cannot open the store at {self.root}: {message}") from None
+        deadline = time.monotonic() + wait_s
+        delay = 0.02
+        while True:
+            try:
+                conn = duckdb.connect(str(self.catalog), read_only=read_only)
+                break
+            except duckdb.IOException as error:
+                message = str(error).splitlines()[0]
+                if "lock" not in message.lower():
+                    raise StoreError(f"cannot open the store at {self.root}: {message}") from None
+                if time.monotonic() >= deadline:
+                    raise StoreError(
+                        f"the store at {self.root} stayed open in another process for {wait_s:.0f} s "
+                        "(a DuckDB shell or a long query?); close it and retry"
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.5)
         try:
             conn.execute("SET file_search_path = ?", [str(self.root.resolve())])
             yield conn
         finally:
             conn.close()
+
+    @contextmanager
+    def writer(self) -> Iterator[None]:
+        """Hold the store's writer lock: one `addpatch run`/`dataset` per store at a time."""
+        lock_path = self.root / "writer.lock"
+        handle = lock_path.open("a+")
+        try:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                handle.seek(0)
+                owner = handle.read().strip() or "another process"
+                raise StoreError(
+                    f"the store at {self.root} is being written by {owner}; wait for it to finish "
+                    "or use another --store (queries keep working meanwhile)"
+                ) from None
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"addpatch pid {os.getpid()}")
+            handle.flush()
+            try:
+                yield
+            finally:
+                handle.seek(0)
+                handle.truncate()
+        finally:
+            handle.close()
