@@ -15,7 +15,7 @@ from pathlib import Path
 import duckdb
 import polars as pl
 
-from addpatch.errors import BadInput
+from addpatch.errors import BadInput, StoreError
 from addpatch.resources import queries_dir
 
 _PARAM = re.compile(r"^--\s*param\s+(\w+)\s+([A-Z]+(?:\[\])?)\s*(.*)$")
@@ -104,7 +104,16 @@ def run_query(
         conn.execute(f"RESET VARIABLE {name}")
     for name, value in values.items():
         conn.execute(f"SET VARIABLE {name} = ?", [value])
-    return conn.execute(query.sql).pl()
+    try:
+        return conn.execute(query.sql).pl()
+    except duckdb.Error as error:
+        message = str(error).splitlines()[0]
+        if "parquet" in message.lower() or isinstance(error, duckdb.IOException):
+            raise StoreError(
+                f"query {query.name} could not read the stored outputs ({message}); "
+                "run `addpatch store verify` to find the damaged file"
+            ) from None
+        raise
 
 
 def parse_param_args(pairs: list[str]) -> dict[str, str]:

@@ -95,10 +95,19 @@ def run(
     if size < 1 or batch_size < 1:
         raise BadInput("--size and --batch-size must be at least 1")
 
-    from addpatch.models.loading import resolve_model
+    from addpatch.experiment.preflight import preflight
     from addpatch.store.store import Store
 
-    resolve_model(model)  # a model that is not there fails before the store is created
+    # a model that is not there, or layers/positions it does not have, fail before any writing
+    preflight(
+        model=model,
+        task=task,
+        layers=layers,
+        positions=positions,
+        device=device,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+    )
     opened = Store.open(store, create=True)
     with opened.writer():
         _run_locked(

@@ -187,7 +187,10 @@ class Store:
             except duckdb.IOException as error:
                 message = str(error).splitlines()[0]
                 if "lock" not in message.lower():
-                    raise StoreError(f"cannot open the store at {self.root}: {message}") from None
+                    raise StoreError(
+                        f"cannot open the store at {self.root} ({message}); check that the "
+                        "directory and catalog.duckdb are readable and writable"
+                    ) from None
                 if time.monotonic() >= deadline:
                     raise StoreError(
                         f"the store at {self.root} stayed open in another process for {wait_s:.0f} s "
@@ -205,7 +208,13 @@ class Store:
     def writer(self) -> Iterator[None]:
         """Hold the store's writer lock: one `addpatch run`/`dataset` per store at a time."""
         lock_path = self.root / "writer.lock"
-        handle = lock_path.open("a+")
+        try:
+            handle = lock_path.open("a+")
+        except OSError as error:
+            raise StoreError(
+                f"the store at {self.root} is read-only ({error.strerror}); pass a writable "
+                "--store, or copy the store somewhere writable to add to it"
+            ) from None
         try:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)

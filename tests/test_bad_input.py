@@ -1,0 +1,145 @@
+"""Bad input of every kind, through the CLI as a user types it: one line `Error: ...` that
+names the fix, exit code 1 (2 for usage errors), and the store left byte-for-byte unchanged."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+ADDPATCH = str(Path(sys.executable).parent / "addpatch")
+
+
+def _snapshot(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("bad") / "store"
+    done = subprocess.run(
+        [ADDPATCH, "run", "--size", "12", "--store", str(root), "--targets", "C_1"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    return root
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("models")
+    empty = base / "empty"
+    empty.mkdir()
+    no_weights = base / "no-weights"
+    no_weights.mkdir()
+    (no_weights / "config.json").write_text('{"model_type": "llama"}')
+    return {"empty": empty, "no_weights": no_weights}
+
+
+# (arguments, expected text in the one error line). {empty}/{no_weights} are model dirs.
+CASES = [
+    (["run", "--digits", "0"], "num_digits must be 1..6"),
+    (["run", "--digits", "7"], "num_digits must be 1..6"),
+    (["run", "--addends", "1"], "num_addends must be 2..4"),
+    (["run", "--addends", "5"], "num_addends must be 2..4"),
+    (["run", "--size", "0"], "must be at least 1"),
+    (["run", "--batch-size", "0"], "must be at least 1"),
+    (["run", "--kind", "bogus"], "unknown generator"),
+    (["run", "--model", "no-such-model"], "is not a shipped model"),
+    (["run", "--model", "org/not-in-the-cache"], "download it first"),
+    (["run", "--model", "{empty}"], "has no config.json"),
+    (["run", "--model", "{no_weights}"], "safetensors"),
+    (["run", "--targets", "C_9"], "unknown variable 'C_9'"),
+    (["run", "--targets", "digit_0_0<-"], "malformed term"),
+    (["run", "--targets", "C_1+output_digit_0"], "mixes basic-model variable"),
+    (["run", "--layers", "99"], "is outside -1.."),
+    (["run", "--layers", "abc"], "cannot read layers"),
+    (["run", "--positions", "a7.t0"], "unknown position 'a7.t0'"),
+    (["run", "--dtype", "float8"], "unknown dtype"),
+    (["run", "--device", "tpu"], "unknown device"),
+    (["run", "--device", "cuda"], "no GPU is visible"),
+    (["dataset", "--kind", "sum_to_nine", "-o", "column=9"], "column must be"),
+    (["dataset", "-o", "noequals"], "write --option name=value"),
+    (["dataset", "-o", "bogus=1"], "has no option 'bogus'"),
+    (["score", "--targets", "C_9"], "unknown variable"),
+    (["score", "--run-id", "99"], "no run 99"),
+    (["query", "nope"], "unknown query 'nope'"),
+    (["query", "best_cells", "-p", "run_id=abc"], "must be integer"),
+    (["query", "best_cells", "-p", "run_id=1; DROP TABLE runs"], "must be integer"),
+    (["query", "best_cells", "-p", "bogus=1"], "has no parameter 'bogus'"),
+    (["query", "best_cells", "-p", "noequals"], "write --param name=value"),
+    (["query", "best_cells", "--format", "xml"], "unknown format"),
+    (["query", "best_cells", "--format", "parquet"], "add --output"),
+    (["sql", "DROP TABLE runs"], "the SQL failed"),
+    (["sql", "SELEC 1"], "the SQL failed"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), CASES, ids=[" ".join(a) for a, _ in CASES])
+def test_bad_input_leaves_the_store_unchanged(store, model_dirs, args, message):
+    args = [a.format(**model_dirs) for a in args]
+    before = _snapshot(store)
+    result = subprocess.run(
+        [ADDPATCH, *args, "--store", str(store)], capture_output=True, text=True
+    )
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert message in lines[0]
+    assert _snapshot(store) == before
+
+
+def _copy(store: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "copy"
+    shutil.copytree(store, copy)
+    return copy
+
+
+def _one_error(args: list[str]) -> str:
+    result = subprocess.run([ADDPATCH, *args], capture_output=True, text=True)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_corrupt_parquet_file_names_verify(store, tmp_path):
+    copy = _copy(store, tmp_path)
+    damaged = next((copy / "outputs").rglob("*.parquet"))
+    damaged.write_bytes(b"not parquet")
+    before = _snapshot(copy)
+    line = _one_error(["score", "--targets", "C_1", "--store", str(copy)])
+    assert "addpatch store verify" in line
+    assert _snapshot(copy) == before
+
+
+def test_store_at_another_revision_is_refused(store, tmp_path):
+    copy = _copy(store, tmp_path)
+    conn = duckdb.connect(str(copy / "catalog.duckdb"))
+    conn.execute("UPDATE alembic_version SET version_num = '9999'")
+    conn.close()
+    before = _snapshot(copy)
+    line = _one_error(["score", "--store", str(copy)])
+    assert "upgrade addpatch" in line
+    assert _snapshot(copy) == before
+
+
+def test_read_only_store_directory(store, tmp_path):
+    copy = _copy(store, tmp_path)
+    before = _snapshot(copy)
+    subprocess.run(["chattr", "-R", "+i", str(copy)], check=True)  # read-only, even for root
+    try:
+        line = _one_error(["run", "--size", "12", "--store", str(copy)])
+        assert "read-only" in line and "writable --store" in line
+    finally:
+        subprocess.run(["chattr", "-R", "-i", str(copy)], check=True)
+    assert _snapshot(copy) == before
