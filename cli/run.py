@@ -224,7 +224,7 @@ def _run_locked(
         return
     best = best_cells(opened, run_id=result.run_id, targets=target_list)
     print_frame(
-        best.select("target", "layer", "position", "position_label", "iia", "n"),
+        best.select("target", "layer", "position", "position_label", "iia", "baseline", "n"),
         title=f"Best cell per variable (run {result.run_id}, IIA over {result.examples} examples)",
     )
     out_dir = report_dir or opened.root / "reports" / f"run-{result.run_id}"

@@ -62,8 +62,9 @@ def test_store_written_at_first_revision_upgrades_with_data_intact(tmp_path):
     examples_before = before.execute("SELECT count(*) FROM examples").fetchone()
     before.close()
     store = Store(copy)
-    store.upgrade()
-    assert store.revision() == head_revision()
+    backup = store.upgrade()
+    assert backup is not None and backup.exists()
+    assert store.revision() == head_revision() != "0001"
     with store.connect(read_only=True) as conn:
         assert conn.execute("SELECT * FROM datasets ORDER BY id").fetchall() == datasets_before
         assert conn.execute("SELECT count(*) FROM examples").fetchone() == examples_before
@@ -79,11 +80,13 @@ def test_store_at_unknown_revision_is_refused_and_untouched(tmp_path):
     assert store.catalog.read_bytes() == before
 
 
-def test_store_at_older_revision_names_the_upgrade_command(tmp_path, monkeypatch):
-    store = Store.open(tmp_path / "s", create=True)
-    monkeypatch.setattr("addpatch.store.store.head_revision", lambda: "0002")
+def test_store_at_older_revision_names_the_upgrade_command(tmp_path):
+    copy = tmp_path / "old"
+    shutil.copytree(FIXTURE_0001, copy)
+    before = (copy / CATALOG_FILE).read_bytes()
     with pytest.raises(SchemaMismatch, match="addpatch store upgrade"):
-        Store.open(store.root)
+        Store.open(copy)
+    assert (copy / CATALOG_FILE).read_bytes() == before
 
 
 def test_missing_store_is_a_clear_error(tmp_path):

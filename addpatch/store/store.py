@@ -58,6 +58,8 @@ def _upgrade(catalog: Path) -> None:
     engine = create_engine(f"duckdb:///{catalog}")
     try:
         with engine.begin() as connection:
+            # views and macros bind the store's relative Parquet paths when created
+            connection.exec_driver_sql(f"SET file_search_path = '{catalog.parent.resolve()}'")
             config = _alembic_config()
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
@@ -159,7 +161,14 @@ class Store:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         backup = backups / f"catalog-{current}-{stamp}.duckdb"
         shutil.copy2(self.catalog, backup)
-        _upgrade(self.catalog)
+        try:
+            _upgrade(self.catalog)
+        except Exception as error:  # DuckDB rolls the failed migration back
+            message = str(error).splitlines()[0]
+            raise StoreError(
+                f"upgrading the store failed ({message}); it is unchanged, and a copy of its "
+                f"catalog is at {backup}; run `addpatch store verify`, then retry"
+            ) from None
         with self.connect() as conn:
             from addpatch.store.outputs_view import refresh_outputs_view
 
