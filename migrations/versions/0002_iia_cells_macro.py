@@ -9,6 +9,10 @@ join in a view) so that the .sql files in queries/ stay short and run unchanged 
     SELECT * FROM iia_cells(run_id, ['C_1', 'raw_output'])    -- NULL means every run / target
 Each cell's IIA is the share of examples whose patched answer equals the label; `baseline` is
 the IIA of a patch that changes nothing (the share whose label is the base answer).
+
+Speed: every output is joined once with the labels it could match, and the matches of up to
+five targets are summed together, each in its own 24-bit lane of a HUGEINT (so a cell may hold
+up to 16.7 million examples); no row is made per (output, target).
 """
 
 from __future__ import annotations
@@ -22,56 +26,50 @@ depends_on = None
 
 IIA_CELLS = """
 CREATE OR REPLACE MACRO iia_cells(run_filter, target_filter) AS TABLE
-WITH outputs AS (
-    SELECT o.run_id, r.dataset_id, o.example_id, o.layer, o.position, o.answer
-    FROM patched_outputs AS o
-    JOIN runs AS r ON r.id = o.run_id
-    WHERE run_filter IS NULL OR o.run_id = run_filter
+WITH run_labels AS (  -- each run's labels: (run, example, target) -> label
+    SELECT r.id AS run_id, r.model_id, r.dataset_id, l.example_id, l.target, l.label
+    FROM runs AS r
+    JOIN labels AS l ON l.dataset_id = r.dataset_id
+    WHERE (run_filter IS NULL OR r.id = run_filter)
+      AND (target_filter IS NULL OR list_contains(target_filter, l.target))
 ),
-chosen_labels AS (
-    SELECT dataset_id, example_id, target, label
-    FROM labels
-    WHERE target_filter IS NULL OR list_contains(target_filter, target)
+targets AS (  -- target t of a run counts in 24-bit lane t % 5 of packed sum t // 5
+    SELECT run_id, target, row_number() OVER (PARTITION BY run_id ORDER BY target) - 1 AS idx
+    FROM (SELECT DISTINCT run_id, target FROM run_labels)
 ),
-targets AS (  -- each target of a dataset gets a bit: word idx // 64, bit idx % 64
-    SELECT dataset_id, target, row_number() OVER (PARTITION BY dataset_id ORDER BY target) - 1 AS idx
-    FROM (SELECT DISTINCT dataset_id, target FROM chosen_labels)
-),
-label_masks AS (  -- per example and answer value: which targets that answer would match
-    SELECT l.dataset_id, l.example_id, l.label, t.idx // 64 AS word,
-           bit_or(1::UBIGINT << (t.idx % 64)::UBIGINT) AS mask
-    FROM chosen_labels AS l
-    JOIN targets AS t ON t.dataset_id = l.dataset_id AND t.target = l.target
+packed_labels AS (  -- per example and answer value: the lanes of the targets it would match
+    SELECT l.run_id, l.example_id, l.label, t.idx // 5 AS lane_group,
+           sum(1::HUGEINT << (24 * (t.idx % 5))::INTEGER) AS packed
+    FROM run_labels AS l
+    JOIN targets AS t ON t.run_id = l.run_id AND t.target = l.target
     GROUP BY ALL
 ),
 cells AS (
-    SELECT run_id, dataset_id, layer, position, count(*) AS n
-    FROM outputs
+    SELECT run_id, layer, position, count(*) AS n
+    FROM patched_outputs
+    WHERE run_filter IS NULL OR run_id = run_filter
     GROUP BY ALL
 ),
-cell_masks AS (  -- one pass over the outputs: how many answers per cell match each mask
-    SELECT o.run_id, o.dataset_id, o.layer, o.position, m.word, m.mask, count(*) AS k
-    FROM outputs AS o
-    JOIN label_masks AS m
-        ON m.dataset_id = o.dataset_id AND m.example_id = o.example_id AND m.label = o.answer
-    GROUP BY ALL
-),
-baselines AS (  -- IIA of a patch that changes nothing: the share whose label is the base answer
-    SELECT r.id AS run_id, l.target, avg(CASE WHEN l.label = e.base_sum THEN 1.0 ELSE 0.0 END) AS baseline
-    FROM runs AS r
-    JOIN filter_results AS f
-        ON f.model_id = r.model_id AND f.dataset_id = r.dataset_id AND f.base_correct AND f.cf_correct
-    JOIN examples AS e ON e.dataset_id = f.dataset_id AND e.example_id = f.example_id
-    JOIN chosen_labels AS l ON l.dataset_id = e.dataset_id AND l.example_id = e.example_id
-    WHERE run_filter IS NULL OR r.id = run_filter
+lane_sums AS (  -- one join per output (no row per matched target), summed lane-wise per cell
+    SELECT o.run_id, o.layer, o.position, p.lane_group, sum(p.packed) AS lanes
+    FROM patched_outputs AS o
+    JOIN packed_labels AS p
+        ON p.run_id = o.run_id AND p.example_id = o.example_id AND p.label = o.answer
     GROUP BY ALL
 ),
 hits AS (
-    SELECT c.run_id, t.target, c.layer, c.position, sum(c.k) AS hits
-    FROM cell_masks AS c
-    JOIN targets AS t
-        ON t.dataset_id = c.dataset_id AND t.idx // 64 = c.word
-       AND (c.mask >> (t.idx % 64)::UBIGINT) & 1::UBIGINT = 1::UBIGINT
+    SELECT s.run_id, t.target, s.layer, s.position,
+           ((s.lanes >> (24 * (t.idx % 5))::INTEGER) & 16777215)::BIGINT AS hits
+    FROM lane_sums AS s
+    JOIN targets AS t ON t.run_id = s.run_id AND t.idx // 5 = s.lane_group
+),
+baselines AS (  -- IIA of a patch that changes nothing: the share whose label is the base answer
+    SELECT l.run_id, l.target, avg(CASE WHEN l.label = e.base_sum THEN 1.0 ELSE 0.0 END) AS baseline
+    FROM run_labels AS l
+    JOIN filter_results AS f
+        ON f.model_id = l.model_id AND f.dataset_id = l.dataset_id AND f.example_id = l.example_id
+       AND f.base_correct AND f.cf_correct
+    JOIN examples AS e ON e.dataset_id = l.dataset_id AND e.example_id = l.example_id
     GROUP BY ALL
 )
 SELECT
@@ -87,7 +85,7 @@ SELECT
     c.n,
     b.baseline
 FROM cells AS c
-JOIN targets AS t ON t.dataset_id = c.dataset_id
+JOIN targets AS t ON t.run_id = c.run_id
 LEFT JOIN hits AS h
     ON h.run_id = c.run_id AND h.target = t.target AND h.layer = c.layer AND h.position = c.position
 LEFT JOIN baselines AS b ON b.run_id = c.run_id AND b.target = t.target
