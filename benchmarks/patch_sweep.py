@@ -4,8 +4,8 @@
     python benchmarks/patch_sweep.py --examples 8 --models tiny
 
 For each model, on the same examples and every (layer, position) cell:
-  naive   for every cell, a fresh counterfactual forward and a hooked `generate` on the base
-          (what TransformerLens' patching utilities and pyvene with dynamic indices do);
+  naive   for every cell, a fresh counterfactual forward over the batch and a hooked `generate`
+          over the batch (what TransformerLens' patching utilities do, batched over examples);
   engine  addpatch's PatchEngine.sweep.
 Both must give identical answer tokens. The FLOP-bound ratio is naive FLOPs / engine FLOPs,
 counted from the model's shapes for exactly the work each does (cells the engine answers from
@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from addpatch.engine.naive import naive_patch
+from addpatch.engine.naive import naive_patch_batch
 from addpatch.engine.patching import PatchEngine, PromptPair
 from addpatch.experiment.filtering import answer_budget, layout_of
 from addpatch.models.loading import load_model, resolve_model
@@ -123,12 +123,11 @@ def bench(label: str, model, tokenizer, examples: int, new_tokens: int | None, d
 
     started = time.perf_counter()
     naive_out = {}
-    for pair in pairs:
-        for layer in layers:
-            for index, name in enumerate(positions):
-                naive_out[(pair.example_id, layer, index)] = naive_patch(
-                    model, tokenizer, pair, layer, name, steps
-                )[0]
+    for layer in layers:
+        for index, name in enumerate(positions):
+            answers = naive_patch_batch(model, tokenizer, pairs, layer, name, steps)
+            for pair, tokens in zip(pairs, answers, strict=True):
+                naive_out[(pair.example_id, layer, index)] = tokens
     naive_s = time.perf_counter() - started
     mismatches = sum(
         naive_out[(r["example_id"], r["layer"], r["position"])] != r["token_ids"]
@@ -173,7 +172,7 @@ def random_llama(tokenizer, device: torch.device) -> LlamaForCausalLM:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="tiny,llama-12x768", help="tiny, llama-12x768, or both")
-    parser.add_argument("--examples", type=int, default=16, help="examples per model (tiny)")
+    parser.add_argument("--examples", type=int, default=64, help="examples for the tiny adder")
     parser.add_argument(
         "--examples-large", type=int, default=4, help="examples for the 12-layer model"
     )
