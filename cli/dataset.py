@@ -67,10 +67,6 @@ def dataset(
         addpatch dataset --kind carry_flip -o carry=1 --model tiny-adder-digits
         addpatch dataset --kind sum_to_nine -o column=1 --no-filter
     """
-    from addpatch.experiment.datasets import create_dataset, load_pairs
-    from addpatch.experiment.filtering import filter_dataset
-    from addpatch.experiment.session import load_into_store
-    from addpatch.store.store import Store
     from addpatch.task.addition import AdditionTask
     from addpatch.task.generators import GENERATORS, generate_pairs
 
@@ -81,6 +77,11 @@ def dataset(
         from addpatch.models.loading import resolve_model
 
         resolve_model(model)
+    from addpatch.experiment.datasets import create_dataset, load_pairs
+    from addpatch.experiment.filtering import filter_dataset
+    from addpatch.experiment.session import load_into_store
+    from addpatch.store.store import Store
+
     opened = Store.open(store, create=True)
     with opened.writer():
         info = create_dataset(

@@ -198,3 +198,45 @@ def test_view_paths_resolve_from_any_directory_and_a_moved_store(tmp_path, monke
     monkeypatch.chdir("/")
     with Store.open(moved).connect(read_only=True) as conn:
         assert conn.execute("SELECT example_id FROM patched_outputs").fetchall() == [(3,)]
+
+
+def test_verify_reports_missing_corrupt_and_orphan_files_and_repairs_orphans(tmp_path):
+    from addpatch.store.verify import verify_store
+
+    store = Store.open(tmp_path / "s", create=True)
+    run_id = _make_run(store)
+    table = pa.table(
+        {
+            "example_id": pa.array([0], pa.int64()),
+            "layer": pa.array([0], pa.int16()),
+            "position": pa.array([0], pa.int16()),
+            "token_ids": pa.array([[1]], pa.list_(pa.int32())),
+            "text": ["a"],
+            "answer": pa.array([1], pa.int64()),
+            "top_ids": pa.array([[1]], pa.list_(pa.int32())),
+            "top_logprobs": pa.array([[0.0]], pa.list_(pa.float32())),
+        }
+    )
+    paths = []
+    for index in range(3):
+        relpath = output_relpath(1, run_id, index)
+        rows, sha = write_output_file(store.root, relpath, run_id, table)
+        with store.connect() as conn:
+            catalog.register_output_file(
+                conn=conn, run_id=run_id, batch_index=index, path=relpath, rows=rows, sha256=sha
+            )
+        paths.append(relpath)
+    assert verify_store(store).ok
+    (store.root / paths[0]).unlink()  # missing
+    (store.root / paths[1]).write_bytes(b"garbage")  # corrupt
+    orphan = store.root / output_relpath(1, run_id, 9)  # written, never registered
+    write_output_file(store.root, output_relpath(1, run_id, 9), run_id, table)
+    (store.root / "tmp" / "half.parquet.1.tmp").write_bytes(b"partial")
+    result = verify_store(store)
+    assert result.missing == [paths[0]] and result.corrupt == [paths[1]]
+    assert sorted(result.orphans) == sorted(
+        [orphan.relative_to(store.root).as_posix(), "tmp/half.parquet.1.tmp"]
+    )
+    repaired = verify_store(store, repair=True)
+    assert sorted(repaired.removed) == sorted(result.orphans)
+    assert not orphan.exists() and (store.root / paths[2]).exists()
