@@ -143,3 +143,30 @@ def test_read_only_store_directory(store, tmp_path):
     finally:
         subprocess.run(["chattr", "-R", "-i", str(copy)], check=True)
     assert _snapshot(copy) == before
+
+
+def test_tokenizer_that_cannot_place_a_digit(store, tmp_path):
+    """A fast tokenizer that drops digits: no token holds them, so no digit position exists."""
+    from tokenizers import Regex, normalizers, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from addpatch.models.tiny_tokenizers import build_tokenizer
+
+    tokenizer = build_tokenizer("digits")
+    tokenizer.backend_tokenizer.normalizer = normalizers.Replace(Regex(r"\d"), "")
+    tokenizer.backend_tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=64,
+    )
+    model_dir = tmp_path / "digit-blind"
+    LlamaForCausalLM(config).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    before = _snapshot(store)
+    line = _one_error(["run", "--model", str(model_dir), "--store", str(store)])
+    assert "gives no token for digit" in line
+    assert _snapshot(store) == before

@@ -21,6 +21,23 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_0001 = Path(__file__).parent / "data" / "store-0001"
 
 
+def _outputs_table(example_ids: list[int], answers: list[int | None]) -> pa.Table:
+    """Patched-output rows in the engine's schema (one token each)."""
+    n = len(example_ids)
+    return pa.table(
+        {
+            "example_id": pa.array(example_ids, pa.int64()),
+            "layer": pa.array([0] * n, pa.int16()),
+            "position": pa.array([0] * n, pa.int16()),
+            "token_ids": pa.array([[1]] * n, pa.list_(pa.int32())),
+            "text": ["x"] * n,
+            "answer": pa.array(answers, pa.int64()),
+            "top_ids": pa.array([[1]] * n, pa.list_(pa.int32())),
+            "top_logprobs": pa.array([[0.0]] * n, pa.list_(pa.float32())),
+        }
+    )
+
+
 def test_blank_store_upgrades_to_head_with_every_model_table(tmp_path):
     store = Store.open(tmp_path / "s", create=True)
     assert store.revision() == head_revision()
@@ -145,18 +162,7 @@ def _make_run(store: Store) -> int:
 def test_registered_files_only_are_visible_and_appear_atomically(tmp_path):
     store = Store.open(tmp_path / "s", create=True)
     run_id = _make_run(store)
-    table = pa.table(
-        {
-            "example_id": pa.array([0, 1], pa.int64()),
-            "layer": pa.array([-1, -1], pa.int16()),
-            "position": pa.array([0, 0], pa.int16()),
-            "token_ids": pa.array([[1], [2]], pa.list_(pa.int32())),
-            "text": ["x", "y"],
-            "answer": pa.array([5, None], pa.int64()),
-            "top_ids": pa.array([[1], [2]], pa.list_(pa.int32())),
-            "top_logprobs": pa.array([[0.0], [0.0]], pa.list_(pa.float32())),
-        }
-    )
+    table = _outputs_table([0, 1], [5, None])
     relpath = output_relpath(1, run_id, 0)
     rows, sha = write_output_file(store.root, relpath, run_id, table)
     assert rows == 2 and len(sha) == 64
@@ -175,18 +181,7 @@ def test_registered_files_only_are_visible_and_appear_atomically(tmp_path):
 def test_view_paths_resolve_from_any_directory_and_a_moved_store(tmp_path, monkeypatch):
     store = Store.open(tmp_path / "s", create=True)
     run_id = _make_run(store)
-    table = pa.table(
-        {
-            "example_id": pa.array([3], pa.int64()),
-            "layer": pa.array([0], pa.int16()),
-            "position": pa.array([1], pa.int16()),
-            "token_ids": pa.array([[1]], pa.list_(pa.int32())),
-            "text": ["a"],
-            "answer": pa.array([1], pa.int64()),
-            "top_ids": pa.array([[1]], pa.list_(pa.int32())),
-            "top_logprobs": pa.array([[0.0]], pa.list_(pa.float32())),
-        }
-    )
+    table = _outputs_table([3], [1])
     relpath = output_relpath(1, run_id, 0)
     rows, sha = write_output_file(store.root, relpath, run_id, table)
     with store.connect() as conn:
@@ -205,18 +200,7 @@ def test_verify_reports_missing_corrupt_and_orphan_files_and_repairs_orphans(tmp
 
     store = Store.open(tmp_path / "s", create=True)
     run_id = _make_run(store)
-    table = pa.table(
-        {
-            "example_id": pa.array([0], pa.int64()),
-            "layer": pa.array([0], pa.int16()),
-            "position": pa.array([0], pa.int16()),
-            "token_ids": pa.array([[1]], pa.list_(pa.int32())),
-            "text": ["a"],
-            "answer": pa.array([1], pa.int64()),
-            "top_ids": pa.array([[1]], pa.list_(pa.int32())),
-            "top_logprobs": pa.array([[0.0]], pa.list_(pa.float32())),
-        }
-    )
+    table = _outputs_table([0], [1])
     paths = []
     for index in range(3):
         relpath = output_relpath(1, run_id, index)

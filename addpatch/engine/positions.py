@@ -68,6 +68,11 @@ def layout_prompt(
     spans: dict[int, tuple[int, int]],
 ) -> PromptLayout:
     """Tokenize `text` (special tokens included, as the model sees it) and name every token."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise BadInput(
+            "the tokenizer gives no character offsets, so digits cannot be placed; save the model "
+            "with a fast tokenizer (tokenizer.json)"
+        )
     encoded = tokenizer(text, return_offsets_mapping=True, add_special_tokens=True)
     ids: list[int] = encoded["input_ids"]
     offsets: list[tuple[int, int]] = encoded["offset_mapping"]
@@ -100,8 +105,8 @@ def layout_prompt(
         for digit in range(end - start):
             if f"a{addend}.d{digit}" not in aliases:
                 raise BadInput(
-                    f"the tokenizer gives no token for digit {digit} of addend {addend} in {text!r}; "
-                    "check that it returns character offsets (use a fast tokenizer)"
+                    f"the tokenizer gives no token for digit {digit} of addend {addend} in {text!r} "
+                    "(it drops or merges it away); use a tokenizer whose tokens cover every digit"
                 )
     aliases["last"] = len(ids) - 1
     tokens = tuple(tokenizer.decode([i]) for i in ids)
