@@ -143,6 +143,13 @@ class PatchEngine:
         )
         return [self._decode(row) for row in answers.tokens.tolist()]
 
+    def _decode_many(self, rows: list[list[int]]) -> list[tuple[list[int], str]]:
+        """Answer tokens cut at EOS, and their text, for many rows in one tokenizer call."""
+        eos = self.eos_id
+        kept = [r[: r.index(eos)] if eos is not None and eos in r else r for r in rows]
+        texts = self.tokenizer.batch_decode(kept, skip_special_tokens=True)
+        return list(zip(kept, texts, strict=True))
+
     def _decode(self, tokens: list[int]) -> tuple[list[int], str]:
         if self.eos_id is not None and self.eos_id in tokens:
             tokens = tokens[: tokens.index(self.eos_id)]
@@ -265,15 +272,16 @@ class PatchEngine:
             if group and (prompt is None or rows_in_group + len(prompt.rows) > max_rows):
                 first = torch.cat([p.first for p in group])
                 attention = torch.cat([p.attention for p in group])
-                cache = KVCache.concat([p.cache for p in group])
+                cache = KVCache.concat([p.cache for p in group], reserve=max_new_tokens - 1)
                 tokens = greedy_continue(
                     self.stack, first, attention, cache, max_new_tokens - 1, self.eos_id
                 ).tolist()
+                decoded = self._decode_many(tokens)
                 offset = 0
                 for p in group:
                     top_ids, top_logprobs = p.top_ids.tolist(), p.top_logprobs.tolist()
                     for i, row in enumerate(p.rows):
-                        kept, text = self._decode(tokens[offset + i])
+                        kept, text = decoded[offset + i]
                         self._append(
                             columns,
                             pairs[row].example_id,
