@@ -179,3 +179,26 @@ def test_bad_generator_option_leaves_no_store(tmp_path):
     result = addpatch("dataset", "--kind", "sum_to_nine", "-o", "column=5", store=store)
     assert result.returncode == 1 and result.stderr.startswith("Error: column must be")
     assert not store.exists()
+
+
+def test_no_pair_kept_is_a_clear_error(tmp_path):
+    # the shipped adder was trained on 2-4 digit addends: it gets no 5-digit sum right
+    result = addpatch("dataset", "--digits", "5", "--size", "16", store=tmp_path / "s")
+    assert result.returncode == 1
+    assert result.stderr.startswith("Error: the model answered none of the 16 pairs")
+
+
+def test_keep_rate_under_half_warns_and_continues(tmp_path, monkeypatch):
+    from addpatch.engine.patching import PatchEngine
+
+    real_generate = PatchEngine.generate
+
+    def wrong_on_most(self, layouts, max_new_tokens):
+        answers = real_generate(self, layouts, max_new_tokens)
+        return [(ids, text if i % 4 == 0 else " 0") for i, (ids, text) in enumerate(answers)]
+
+    monkeypatch.setattr(PatchEngine, "generate", wrong_on_most)
+    result = CliRunner().invoke(app, ["dataset", "--size", "16", "--store", str(tmp_path / "s")])
+    assert result.exit_code == 0, result.output
+    assert "Warning: keep rate" in result.output and "under 50%" in result.output
+    assert "kept " in result.output
