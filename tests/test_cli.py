@@ -60,6 +60,16 @@ def test_run_end_to_end_writes_store_scores_and_report(demo_store):
     report = store / "reports" / "run-1"
     assert (report / "report.html").exists()
     assert (report / "heatmap_C_1.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html = (report / "report.html").read_text()
+    assert "<th>Baseline</th>" in html
+    from addpatch.scoring import best_cells
+    from addpatch.store.store import Store
+
+    best = best_cells(Store.open(store), run_id=1, targets=["C_1"])
+    row = best.row(0, named=True)
+    assert (
+        f'<td class="num">{row["iia"]:.3f}</td><td class="num">{row["baseline"]:.3f}</td>' in html
+    )
     assert str(store.resolve()) in out
 
 

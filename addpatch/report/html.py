@@ -113,7 +113,9 @@ def render_page(
         '<p class="note">Interchange-intervention accuracy (IIA) per layer and token position. '
         "All heatmaps share one colour scale from 0 to 1; the best cell of each run is "
         f"outlined. &ldquo;Carried by last token&rdquo; is the first layer whose IIA at the "
-        f"prompt's last token is at least {threshold:.2f} ({NEVER} if none). Spaces in "
+        f"prompt's last token is at least {threshold:.2f} ({NEVER} if none). Baseline is the "
+        "IIA of a patch that changes nothing (the share of examples whose label already is "
+        "the base answer): a variable is localized only where IIA rises above it. Spaces in "
         "tokens are shown as <code>·</code>.</p>",
         "<h2>Summary</h2>",
         _summary_table(summary, threshold),
@@ -158,7 +160,7 @@ def _summary_table(summary: pl.DataFrame, threshold: float) -> str:
     """The per (run, target) summary table."""
     head = (
         "<tr><th>Run</th><th>Model</th><th>Digits</th><th>Target</th><th>Best layer</th>"
-        "<th>Best position</th><th>Best IIA</th><th>n</th>"
+        "<th>Best position</th><th>Best IIA</th><th>Baseline</th><th>n</th>"
         f"<th>Carried by last token from layer (IIA &ge; {threshold:.2f})</th></tr>"
     )
     rows = []
@@ -173,6 +175,7 @@ def _summary_table(summary: pl.DataFrame, threshold: float) -> str:
             + _cell(layer_label(r["best_layer"]) if found else NEVER)
             + _cell(f"{r['best_position']}: {visible_token(r['best_label'])}" if found else NEVER)
             + _cell(NEVER if r["best_iia"] is None else f"{r['best_iia']:.3f}", num=True)
+            + _cell(NEVER if r.get("baseline") is None else f"{r['baseline']:.3f}", num=True)
             + _cell(r["best_n"] if found else NEVER, num=True)
             + _cell(NEVER if r["carried_from"] is None else layer_label(r["carried_from"]))
             + "</tr>"

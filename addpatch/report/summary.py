@@ -67,10 +67,12 @@ def summary_table(scores: pl.DataFrame, threshold: float = DEFAULT_THRESHOLD) ->
 
     Rows are ordered by run_id, then targets in order of first appearance. Columns:
     run_id, model, num_digits, target, best_layer, best_position, best_label,
-    best_iia, best_n, last_position, last_label, carried_from.
+    best_iia, best_n, last_position, last_label, carried_from (and baseline, when the scores
+    carry it: the IIA of a patch that changes nothing).
     """
     order = {t: i for i, t in enumerate(target_order(scores))}
-    keys = scores.select(*_KEY, "model", "num_digits").unique(subset=_KEY, keep="first")
+    extra = ["baseline"] if "baseline" in scores.columns else []  # IIA of a no-op patch
+    keys = scores.select(*_KEY, "model", "num_digits", *extra).unique(subset=_KEY, keep="first")
     best = best_cells(scores).rename(
         {
             "layer": "best_layer",

@@ -21,6 +21,7 @@ SCORE_COLUMNS: tuple[str, ...] = (
     "iia",
     "n",
 )
+OPTIONAL_SCORE_COLUMNS: tuple[str, ...] = ("baseline",)  # IIA of a patch that changes nothing
 RUN_KEYS: tuple[str, ...] = ("run_id", "model", "num_digits", "keep_rate", "examples", "provenance")
 
 
@@ -40,7 +41,8 @@ def check_scores(scores: pl.DataFrame) -> pl.DataFrame:
     if scores.height == 0:
         raise BadInput("scores is empty; score at least one run before building a report")
     try:
-        df = scores.select(SCORE_COLUMNS).with_columns(
+        optional = [c for c in OPTIONAL_SCORE_COLUMNS if c in scores.columns]
+        df = scores.select(*SCORE_COLUMNS, *optional).with_columns(
             pl.col("run_id", "num_digits", "layer", "position", "n").cast(pl.Int64),
             pl.col("model", "target", "position_label").cast(pl.String),
             pl.col("iia").cast(pl.Float64).fill_nan(None),
