@@ -194,3 +194,40 @@ def test_distinguishability_equals_the_causal_model(small_run):
     assert got["differ"][0] == count and got["share_differ"][0] == pytest.approx(share)
     share_base, count_base = distinguishability(model, pairs, "C_1")
     assert against_base["differ"][0] == count_base
+
+
+def test_query_files_run_unchanged_in_the_duckdb_shell(small_run):
+    """The .sql file, read by the `duckdb` CLI inside the store, gives what addpatch gives."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from addpatch.resources import queries_dir
+
+    store, _, run_id = small_run
+    duckdb_cli = shutil.which("duckdb", path=str(Path(sys.executable).parent))
+    assert duckdb_cli, "the duckdb shell (pip package duckdb-cli) is part of the dev set-up"
+    script = (
+        f"SET VARIABLE run_id = {run_id};\n"
+        "SET VARIABLE targets = ['C_1', 'digit_0_1'];\n"
+        f".read {queries_dir() / 'best_cells.sql'}\n"
+    )
+    shell = subprocess.run(
+        [duckdb_cli, "-csv", "-readonly", "catalog.duckdb"],
+        input=script,
+        cwd=store.root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shell.returncode == 0, shell.stderr
+    from_shell = pl.read_csv(shell.stdout.encode())
+    with store.connect(read_only=True) as conn:
+        from_addpatch = run_query(
+            conn, get_query("best_cells"), {"run_id": run_id, "targets": "C_1,digit_0_1"}
+        )
+    assert from_shell.columns == from_addpatch.columns
+    assert from_shell["target"].to_list() == from_addpatch["target"].to_list()
+    assert from_shell["iia"].to_list() == pytest.approx(from_addpatch["iia"].to_list())
+    assert from_shell["layer"].to_list() == from_addpatch["layer"].to_list()
