@@ -126,7 +126,7 @@ def bench(label: str, model, tokenizer, examples: int, new_tokens: int | None, d
     for layer in layers:
         for index, name in enumerate(positions):
             answers = naive_patch_batch(model, tokenizer, pairs, layer, name, steps)
-            for pair, tokens in zip(pairs, answers, strict=True):
+            for pair, (tokens, _, _) in zip(pairs, answers, strict=True):
                 naive_out[(pair.example_id, layer, index)] = tokens
     naive_s = time.perf_counter() - started
     mismatches = sum(

@@ -13,6 +13,22 @@ from addpatch.engine.architecture import DecoderStack
 from addpatch.engine.kv_cache import KVCache
 
 
+def left_pad(
+    rows: list[tuple[int, ...]] | list[list[int]], pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Token rows -> ids (batch, T) and attention (batch, T) padded on the left, pads per row."""
+    width = max(len(row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    pads = []
+    for index, row in enumerate(rows):
+        pad = width - len(row)
+        ids[index, pad:] = torch.tensor(row)
+        attention[index, pad:] = 1
+        pads.append(pad)
+    return ids.to(device), attention.to(device), pads
+
+
 def position_ids_from(attention: torch.Tensor) -> torch.Tensor:
     """(batch, total) 0/1 -> (batch, total) positions counted over real tokens only."""
     return (attention.long().cumsum(-1) - 1).clamp(min=0)

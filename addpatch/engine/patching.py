@@ -22,7 +22,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from addpatch.engine.architecture import DecoderStack, find_decoder
-from addpatch.engine.forward import greedy_continue, position_ids_from, run_layers
+from addpatch.engine.forward import greedy_continue, left_pad, position_ids_from, run_layers
 from addpatch.engine.kv_cache import KVCache
 from addpatch.engine.positions import PromptLayout
 from addpatch.task.templates import parse_answer
@@ -85,22 +85,10 @@ class PatchEngine:
         return self.stack.num_layers
 
     # -- batch forward passes -------------------------------------------------------------
-    def _left_pad(
-        self, layouts: list[PromptLayout]
-    ) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-        width = max(len(layout.token_ids) for layout in layouts)
-        ids = torch.full((len(layouts), width), self.pad_id, dtype=torch.long)
-        attention = torch.zeros((len(layouts), width), dtype=torch.long)
-        pads = []
-        for row, layout in enumerate(layouts):
-            pad = width - len(layout.token_ids)
-            ids[row, pad:] = torch.tensor(layout.token_ids)
-            attention[row, pad:] = 1
-            pads.append(pad)
-        return ids.to(self.device), attention.to(self.device), pads
-
     def _forward(self, layouts: list[PromptLayout], keep_cache: bool) -> _Run:
-        ids, attention, pads = self._left_pad(layouts)
+        ids, attention, pads = left_pad(
+            [lay.token_ids for lay in layouts], self.pad_id, self.device
+        )
         hidden = self.stack.embed(ids, position_ids_from(attention))
         cache = KVCache(self.num_layers)
         out, per_layer = run_layers(self.stack, hidden, attention, 0, 0, cache, keep_hidden=True)
@@ -109,14 +97,18 @@ class PatchEngine:
             ids, attention, pads, [hidden, *per_layer], cache if keep_cache else None, last_logits
         )
 
+    @staticmethod
+    def _first_step(last_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(batch, vocab) -> first answer token (batch,), top-k ids and log-probs (batch, TOP_K)."""
+        top = torch.log_softmax(last_logits.float(), dim=-1).topk(TOP_K, dim=-1)
+        return last_logits.argmax(-1), top.indices, top.values
+
     def _answers_from(
         self, last_logits: torch.Tensor, attention: torch.Tensor, cache: KVCache, steps: int
     ) -> _Answers:
-        logprobs = torch.log_softmax(last_logits.float(), dim=-1)
-        top = logprobs.topk(TOP_K, dim=-1)
-        first = last_logits.argmax(-1)
+        first, top_ids, top_logprobs = self._first_step(last_logits)
         tokens = greedy_continue(self.stack, first, attention, cache, steps - 1, self.eos_id)
-        return _Answers(tokens, top.indices, top.values)
+        return _Answers(tokens, top_ids, top_logprobs)
 
     @staticmethod
     def _fork_cache(cache: KVCache, rows: torch.Tensor, layer: int, keep_until: int) -> KVCache:
@@ -141,7 +133,7 @@ class PatchEngine:
         answers = self._answers_from(
             run.last_logits, run.attention, run.cache.copy(), max_new_tokens
         )
-        return [self._decode(row) for row in answers.tokens.tolist()]
+        return self._decode_many(answers.tokens.tolist())
 
     def _decode_many(self, rows: list[list[int]]) -> list[tuple[list[int], str]]:
         """Answer tokens cut at EOS, and their text, for many rows in one tokenizer call."""
@@ -149,11 +141,6 @@ class PatchEngine:
         kept = [r[: r.index(eos)] if eos is not None and eos in r else r for r in rows]
         texts = self.tokenizer.batch_decode(kept, skip_special_tokens=True)
         return list(zip(kept, texts, strict=True))
-
-    def _decode(self, tokens: list[int]) -> tuple[list[int], str]:
-        if self.eos_id is not None and self.eos_id in tokens:
-            tokens = tokens[: tokens.index(self.eos_id)]
-        return tokens, self.tokenizer.decode(tokens, skip_special_tokens=True)
 
     @torch.no_grad()
     def sweep(
@@ -176,14 +163,14 @@ class PatchEngine:
         base_answers = self._answers_from(
             base.last_logits, base.attention, base.cache.copy(), max_new_tokens
         )
-        base_decoded = [self._decode(row) for row in base_answers.tokens.tolist()]
+        base_decoded = self._decode_many(base_answers.tokens.tolist())
         for layer in layers:
             if not -1 <= layer < self.num_layers:
                 raise ValueError(f"layer {layer} outside -1..{self.num_layers - 1}")
             columns: dict[str, list] = {name: [] for name in OUTPUT_SCHEMA.names}
             pending: list[_PatchedPrompt] = []
             for position_index, name in enumerate(positions):
-                cell = self._cell_rows(pairs, base, name)
+                cell = self._cell_rows(pairs, base, counterfactual, name)
                 for row in cell.unchanged:
                     tokens, text = base_decoded[row]
                     self._append(
@@ -197,9 +184,9 @@ class PatchEngine:
                         base_answers.top_logprobs[row].tolist(),
                     )
                 if cell.active:
-                    prompt = self._patch_prompt(base, counterfactual, cell, layer)
-                    prompt.position_index = position_index
-                    pending.append(prompt)
+                    pending.append(
+                        self._patch_prompt(base, counterfactual, cell, layer, position_index)
+                    )
             self._decode_pending(pairs, pending, layer, max_new_tokens, max_decode_rows, columns)
             yield pa.table(columns, schema=OUTPUT_SCHEMA)
 
@@ -214,7 +201,9 @@ class PatchEngine:
         columns["top_ids"].append(top_ids)
         columns["top_logprobs"].append(top_logprobs)
 
-    def _cell_rows(self, pairs: list[PromptPair], base: _Run, name: str) -> _CellRows:
+    def _cell_rows(
+        self, pairs: list[PromptPair], base: _Run, counterfactual: _Run, name: str
+    ) -> _CellRows:
         """Which rows have the position, and which of those can change at all."""
         cell = _CellRows()
         for row, pair in enumerate(pairs):
@@ -226,18 +215,15 @@ class PatchEngine:
                 continue
             cell.active.append(row)
             cell.base_at.append(base.pad[row] + b)
-            cell.cf_at.append(c)
+            cell.cf_at.append(counterfactual.pad[row] + c)
         return cell
 
     def _patch_prompt(
-        self, base: _Run, counterfactual: _Run, cell: _CellRows, layer: int
+        self, base: _Run, counterfactual: _Run, cell: _CellRows, layer: int, position_index: int
     ) -> _PatchedPrompt:
         """Run the patched prompt from the patched token and layer on; first answer token."""
         rows = torch.tensor(cell.active, device=self.device)
-        base_at = cell.base_at
-        cf_at = [
-            counterfactual.pad[row] + c for row, c in zip(cell.active, cell.cf_at, strict=True)
-        ]
+        base_at, cf_at = cell.base_at, cell.cf_at
         start = min(base_at)
         stream = layer + 1  # index into hidden: 0 = embeddings, L + 1 = output of layer L
         hidden = base.hidden[stream][rows, start:].clone()  # (R, T - start, d_model)
@@ -250,10 +236,9 @@ class PatchEngine:
         attention = base.attention[rows]
         out, _ = run_layers(self.stack, hidden, attention, start, layer + 1, cache)
         last_logits = self.stack.logits(out[:, -1:])[:, -1].float()
-        logprobs = torch.log_softmax(last_logits, dim=-1)
-        top = logprobs.topk(TOP_K, dim=-1)
+        first, top_ids, top_logprobs = self._first_step(last_logits)
         return _PatchedPrompt(
-            cell.active, last_logits.argmax(-1), top.indices, top.values, attention, cache
+            cell.active, position_index, first, top_ids, top_logprobs, attention, cache
         )
 
     def _decode_pending(
@@ -302,16 +287,16 @@ class PatchEngine:
 class _CellRows:
     active: list[int] = field(default_factory=list)  # rows to patch
     base_at: list[int] = field(default_factory=list)  # padded index of the position in the base
-    cf_at: list[int] = field(default_factory=list)  # unpadded index in the counterfactual
+    cf_at: list[int] = field(default_factory=list)  # padded index in the counterfactual
     unchanged: list[int] = field(default_factory=list)  # rows answered by the base run
 
 
 @dataclass
 class _PatchedPrompt:
     rows: list[int]
+    position_index: int
     first: torch.Tensor  # (R,) first answer token
     top_ids: torch.Tensor  # (R, TOP_K)
     top_logprobs: torch.Tensor  # (R, TOP_K)
     attention: torch.Tensor  # (R, T)
     cache: KVCache  # every layer holds the whole patched prompt
-    position_index: int = -1
