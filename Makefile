@@ -5,6 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+RAY_STAMP := $(VENV)/.installed-ray
 
 .PHONY: demo test setup lint chromium
 
@@ -13,6 +14,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# Ray is an optional extra for users; the tests of `addpatch sweep --ray` need it
+$(RAY_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,ray]'
+	touch $(RAY_STAMP)
 
 setup: $(STAMP)
 
@@ -25,7 +31,7 @@ chromium:
 	  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
 	  { echo "could not install chromium: run 'apt-get install -y chromium' as root"; exit 1; }; }
 
-test: $(STAMP) chromium
+test: $(RAY_STAMP) chromium
 	$(BIN)/ruff check addpatch cli tests migrations benchmarks
 	$(BIN)/pytest -q
 

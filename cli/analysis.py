@@ -112,23 +112,6 @@ def report(
     opened = Store.open(store)
     runs = _runs(opened, run_id)
     target_list = split_targets(targets)
-    if target_list is None:
-        from addpatch.task.addition import AdditionTask
-        from addpatch.task.labels import default_targets
-
-        with opened.connect(read_only=True) as conn:
-            shapes = conn.execute(
-                "SELECT DISTINCT d.num_addends, d.num_digits FROM runs r JOIN datasets d ON d.id = r.dataset_id "
-                "WHERE list_contains(?, r.id)",
-                [runs],
-            ).fetchall()
-        target_list = list(
-            dict.fromkeys(
-                t
-                for k, d in shapes
-                for t in default_targets(AdditionTask(num_addends=k, num_digits=d))
-            )
-        )
     name = f"run-{runs[0]}" if len(runs) == 1 else "all-runs"
     files = report_runs(opened, runs, target_list, out or opened.root / "reports" / name)
     console.print(

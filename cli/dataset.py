@@ -74,8 +74,9 @@ def dataset(
     options = _options(option or [])
     pairs = generate_pairs(kind, task, size, seed, **options)  # bad input fails before the store
     if filter_pairs:
-        from addpatch.models.loading import resolve_model
+        from addpatch.models.loading import model_for_width, resolve_model
 
+        model = model_for_width(model, digits)
         resolve_model(model)
     from addpatch.experiment.datasets import create_dataset, load_pairs
     from addpatch.experiment.filtering import filter_dataset

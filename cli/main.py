@@ -8,7 +8,7 @@ import sys
 import typer
 
 from addpatch.errors import AddpatchError
-from cli import analysis, dataset, model, run, store
+from cli import analysis, dataset, model, run, store, sweep
 from cli.output import errors
 
 app = typer.Typer(
@@ -19,6 +19,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.command("run")(run.run)
+app.command("sweep")(sweep.sweep)
 app.command("dataset")(dataset.dataset)
 app.command("score")(analysis.score)
 app.command("report")(analysis.report)
@@ -29,9 +30,19 @@ app.add_typer(store.app, name="store")
 app.add_typer(model.app, name="model")
 
 
+def bare_option_values(argv: list[str]) -> list[str]:
+    """`--ray` given without an address means a local Ray instance (click needs a value)."""
+    out = list(argv)
+    for i, arg in enumerate(out):
+        if arg == "--ray" and (i + 1 == len(out) or out[i + 1].startswith("-")):
+            out.insert(i + 1, sweep.RAY_LOCAL)
+            break
+    return out
+
+
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        app(args=bare_option_values(sys.argv[1:]), standalone_mode=False)
     except AddpatchError as error:
         errors.print(f"[bold red]Error:[/] {error}", highlight=False, soft_wrap=True)
         sys.exit(1)

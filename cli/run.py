@@ -96,7 +96,10 @@ def run(
         raise BadInput("--size and --batch-size must be at least 1")
 
     from addpatch.experiment.preflight import preflight
+    from addpatch.models.loading import model_for_width
     from addpatch.store.store import Store
+
+    model = model_for_width(model, digits)  # a per-width family picks its checkpoint
 
     # a model that is not there, or layers/positions it does not have, fail before any writing
     preflight(

@@ -88,8 +88,9 @@ def test_score_other_targets_reuses_outputs_without_loading_a_model(demo_store, 
     def no_model(*args, **kwargs):
         raise AssertionError("score must not load a model")
 
-    monkeypatch.setattr("addpatch.models.loading.load_model", no_model)
+    # session first: importing it while loading.load_model is patched would keep the patch
     monkeypatch.setattr("addpatch.experiment.session.load_model", no_model)
+    monkeypatch.setattr("addpatch.models.loading.load_model", no_model)
     result = CliRunner().invoke(
         app,
         [
@@ -138,6 +139,7 @@ def test_bad_input_is_one_line_naming_the_fix(args, message, demo_store, tmp_pat
     "command",
     [
         ["run"],
+        ["sweep"],
         ["dataset"],
         ["score"],
         ["report"],

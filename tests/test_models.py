@@ -55,7 +55,7 @@ def test_model_card_matches_the_weights(name):
     assert card["steps_run"] == card["train_config"]["steps"]
     assert all(acc >= 0.99 for acc in card["accuracy_by_digits"].values())
     assert card["wall_time_s"] > 0
-    record = model_record(resolved, model)
+    record = model_record(resolved, model.config)
     assert record.architecture == "LlamaForCausalLM"
     assert not list(resolved.path.glob("*.bin")) and not list(resolved.path.glob("*.pkl"))
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import pyarrow as pa
+from transformers import PreTrainedTokenizerBase
 
 from addpatch.engine.patching import PatchEngine
 from addpatch.engine.positions import PromptLayout, layout_prompt, render_with_spans
@@ -13,7 +14,8 @@ from addpatch.errors import NothingToDo
 from addpatch.experiment.progress import Progress, no_progress
 from addpatch.store import catalog
 from addpatch.store.store import Store
-from addpatch.task.addition import AdditionInput
+from addpatch.task.addition import AdditionInput, AdditionTask
+from addpatch.task.generators import CounterfactualPair
 from addpatch.task.templates import answer_text, parse_answer
 
 KEEP_RATE_WARNING = 0.5
@@ -33,16 +35,86 @@ class FilterSummary:
         return self.keep_rate < KEEP_RATE_WARNING
 
 
-def layout_of(engine: PatchEngine, inp: AdditionInput) -> PromptLayout:
+def layout_with(tokenizer: PreTrainedTokenizerBase, inp: AdditionInput) -> PromptLayout:
     text, spans = render_with_spans(inp.template, list(inp.numbers), inp.prefix, inp.suffix)
-    return layout_prompt(engine.tokenizer, text, spans)
+    return layout_prompt(tokenizer, text, spans)
+
+
+def layout_of(engine: PatchEngine, inp: AdditionInput) -> PromptLayout:
+    return layout_with(engine.tokenizer, inp)
+
+
+def answer_budget_of(tokenizer: PreTrainedTokenizerBase, largest_sum: int) -> int:
+    """New tokens enough for the longest answer this tokenizer can give (a spare for EOS)."""
+    widest = int("9" * len(str(largest_sum)))
+    ids = tokenizer(answer_text(widest), add_special_tokens=False)["input_ids"]
+    return len(ids) + 1
 
 
 def answer_budget(engine: PatchEngine, largest_sum: int) -> int:
-    """New tokens enough for the longest answer this tokenizer can give (a spare for EOS)."""
-    widest = int("9" * len(str(largest_sum)))
-    ids = engine.tokenizer(answer_text(widest), add_special_tokens=False)["input_ids"]
-    return len(ids) + 1
+    return answer_budget_of(engine.tokenizer, largest_sum)
+
+
+def answer_pairs(
+    engine: PatchEngine,
+    task: AdditionTask,
+    ids: list[int],
+    pairs: list[CounterfactualPair],
+    *,
+    batch_size: int,
+    progress: Progress = no_progress,
+) -> pa.Table:
+    """The model's greedy answer to each base and counterfactual prompt, and whether it is right.
+
+    Columns: example_id, base_text, cf_text, base_correct, cf_correct (what `filter_results` holds).
+    """
+    largest = task.num_addends * (10**task.num_digits - 1)
+    budget = answer_budget(engine, largest)
+    inputs = [p.base for p in pairs] + [p.counterfactual for p in pairs]
+    texts: list[str] = []
+    for start in range(0, len(inputs), batch_size):
+        chunk = inputs[start : start + batch_size]
+        texts += [
+            text for _, text in engine.generate([layout_of(engine, i) for i in chunk], budget)
+        ]
+        progress("filter", min(start + batch_size, len(inputs)), len(inputs))
+    base_texts, cf_texts = texts[: len(pairs)], texts[len(pairs) :]
+    return pa.table(
+        {
+            "example_id": ids,
+            "base_text": base_texts,
+            "cf_text": cf_texts,
+            "base_correct": [
+                parse_answer(t) == p.base.total for t, p in zip(base_texts, pairs, strict=True)
+            ],
+            "cf_correct": [
+                parse_answer(t) == p.counterfactual.total
+                for t, p in zip(cf_texts, pairs, strict=True)
+            ],
+        }
+    )
+
+
+def store_filter(store: Store, *, model_id: int, dataset_id: int, results: pa.Table) -> None:
+    """Keep `results` as this model's answers on the dataset, unless the store has them already."""
+    with store.connect() as conn:
+        if not catalog.has_filter(conn=conn, model_id=model_id, dataset_id=dataset_id):
+            catalog.insert_filter(
+                conn=conn, model_id=model_id, dataset_id=dataset_id, results=results
+            )
+
+
+def filter_summary(store: Store, *, model_id: int, dataset_id: int, total: int) -> FilterSummary:
+    """How many pairs the model kept; NothingToDo when it kept none."""
+    with store.connect(read_only=True) as conn:
+        kept = catalog.kept_example_ids(conn=conn, model_id=model_id, dataset_id=dataset_id)
+    summary = FilterSummary(total=total, kept=len(kept))
+    if summary.kept == 0:
+        raise NothingToDo(
+            f"the model answered none of the {total} pairs correctly on both prompts, so there is "
+            "nothing to patch; use a model that can add, or fewer digits (--digits)"
+        )
+    return summary
 
 
 def filter_dataset(
@@ -61,42 +133,6 @@ def filter_dataset(
     with store.connect(read_only=True) as conn:
         done = catalog.has_filter(conn=conn, model_id=model_id, dataset_id=dataset_id)
     if not done:
-        largest = task.num_addends * (10**task.num_digits - 1)
-        budget = answer_budget(engine, largest)
-        inputs = [p.base for p in pairs] + [p.counterfactual for p in pairs]
-        texts: list[str] = []
-        for start in range(0, len(inputs), batch_size):
-            chunk = inputs[start : start + batch_size]
-            texts += [
-                text for _, text in engine.generate([layout_of(engine, i) for i in chunk], budget)
-            ]
-            progress("filter", min(start + batch_size, len(inputs)), len(inputs))
-        base_texts, cf_texts = texts[: len(pairs)], texts[len(pairs) :]
-        table = pa.table(
-            {
-                "example_id": ids,
-                "base_text": base_texts,
-                "cf_text": cf_texts,
-                "base_correct": [
-                    parse_answer(t) == p.base.total for t, p in zip(base_texts, pairs, strict=True)
-                ],
-                "cf_correct": [
-                    parse_answer(t) == p.counterfactual.total
-                    for t, p in zip(cf_texts, pairs, strict=True)
-                ],
-            }
-        )
-        with store.connect() as conn:
-            if not catalog.has_filter(conn=conn, model_id=model_id, dataset_id=dataset_id):
-                catalog.insert_filter(
-                    conn=conn, model_id=model_id, dataset_id=dataset_id, results=table
-                )
-    with store.connect(read_only=True) as conn:
-        kept = catalog.kept_example_ids(conn=conn, model_id=model_id, dataset_id=dataset_id)
-    summary = FilterSummary(total=len(ids), kept=len(kept))
-    if summary.kept == 0:
-        raise NothingToDo(
-            f"the model answered none of the {len(ids)} pairs correctly on both prompts, so there is "
-            "nothing to patch; use a model that can add, or fewer digits (--digits)"
-        )
-    return summary
+        results = answer_pairs(engine, task, ids, pairs, batch_size=batch_size, progress=progress)
+        store_filter(store, model_id=model_id, dataset_id=dataset_id, results=results)
+    return filter_summary(store, model_id=model_id, dataset_id=dataset_id, total=len(ids))

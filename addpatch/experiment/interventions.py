@@ -10,15 +10,17 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import pyarrow as pa
 import torch
+from transformers import PreTrainedTokenizerBase
 
 from addpatch.engine.patching import PatchEngine, PromptPair
 from addpatch.engine.positions import highlight, select_positions
 from addpatch.errors import BadInput
 from addpatch.experiment.datasets import load_pairs
-from addpatch.experiment.filtering import answer_budget, layout_of
+from addpatch.experiment.filtering import answer_budget_of, layout_with
 from addpatch.experiment.progress import Progress, no_progress
 from addpatch.experiment.provenance import environment
 from addpatch.store import catalog
@@ -71,6 +73,176 @@ def parse_layers(spec: str, num_layers: int) -> list[int]:
     return sorted(set(layers))
 
 
+@dataclass(frozen=True)
+class RunPlan:
+    """What a run computes, fixed before any patching; its hash identifies the run for resuming."""
+
+    model_id: int
+    dataset_id: int
+    position_set: str
+    positions: list[str]
+    position_tokens: list[tuple[str, str]]  # (name, token text in the first example)
+    max_new_tokens: int
+    layers: list[int]
+    dtype: str
+    batch_size: int
+    batches: list[list[PromptPair]]
+    highlighted: str  # the first example's prompt with the patched tokens marked
+
+    @property
+    def config(self) -> dict:
+        return {
+            "engine": ENGINE_VERSION,
+            "model_id": self.model_id,
+            "dataset_id": self.dataset_id,
+            "examples": [p.example_id for b in self.batches for p in b],
+            "layers": self.layers,
+            "positions": self.positions,
+            "max_new_tokens": self.max_new_tokens,
+            "dtype": self.dtype,
+            "batch_size": self.batch_size,
+        }
+
+    @property
+    def config_sha256(self) -> str:
+        return hashlib.sha256(json.dumps(self.config, sort_keys=True).encode()).hexdigest()
+
+    @property
+    def num_examples(self) -> int:
+        return sum(len(b) for b in self.batches)
+
+
+def plan_run(
+    store: Store,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    model_id: int,
+    dataset_id: int,
+    layers: list[int],
+    position_set: str,
+    batch_size: int,
+    dtype: str,
+) -> RunPlan:
+    """Lay out the model's kept pairs of the dataset and split them into batches (tokenizer only)."""
+    if batch_size < 1:
+        raise BadInput(f"batch size must be at least 1, got {batch_size}")
+    task, ids, pairs = load_pairs(store, dataset_id)
+    with store.connect(read_only=True) as conn:
+        kept = set(catalog.kept_example_ids(conn=conn, model_id=model_id, dataset_id=dataset_id))
+    chosen = [(i, p) for i, p in zip(ids, pairs, strict=True) if i in kept]
+    if not chosen:
+        raise BadInput(
+            "no filtered examples for this model and dataset; run `addpatch dataset` first"
+        )
+    prompt_pairs = [
+        PromptPair(i, layout_with(tokenizer, p.base), layout_with(tokenizer, p.counterfactual))
+        for i, p in chosen
+    ]
+    first = prompt_pairs[0].base
+    positions = select_positions(first, position_set, task.num_addends, task.num_digits)
+    largest = task.num_addends * (10**task.num_digits - 1)
+    return RunPlan(
+        model_id=model_id,
+        dataset_id=dataset_id,
+        position_set=position_set,
+        positions=positions,
+        position_tokens=[(n, first.tokens[first.aliases[n]]) for n in positions],
+        max_new_tokens=answer_budget_of(tokenizer, largest),
+        layers=layers,
+        dtype=dtype,
+        batch_size=batch_size,
+        batches=[prompt_pairs[s : s + batch_size] for s in range(0, len(prompt_pairs), batch_size)],
+        highlighted=highlight(first, positions),
+    )
+
+
+def open_run(
+    store: Store, plan: RunPlan, *, device: str, seed: int, model_provenance: dict
+) -> tuple[int, str | None, set[int]]:
+    """The run's id (inserted the first time), its stored status, and its registered batches."""
+    with store.connect() as conn:
+        found = catalog.find_run(conn=conn, config_sha256=plan.config_sha256)
+        if found is None:
+            run_id = catalog.insert_run(
+                conn=conn,
+                model_id=plan.model_id,
+                dataset_id=plan.dataset_id,
+                config_sha256=plan.config_sha256,
+                layers=plan.layers,
+                position_set=plan.position_set,
+                positions=plan.position_tokens,
+                max_new_tokens=plan.max_new_tokens,
+                dtype=plan.dtype,
+                device=device,
+                batch_size=plan.batch_size,
+                seed=seed,
+                num_examples=plan.num_examples,
+                num_batches=len(plan.batches),
+                provenance={
+                    **environment(),
+                    **model_provenance,
+                    "device": device,
+                    "dtype": plan.dtype,
+                },
+            )
+            return run_id, None, set()
+        run_id, status = found
+        return run_id, status, catalog.registered_batches(conn=conn, run_id=run_id)
+
+
+@dataclass(frozen=True)
+class OutputFile:
+    batch_index: int
+    relpath: str
+    rows: int
+    sha256: str
+
+
+def patch_batch_to_file(
+    root: Path,
+    engine: PatchEngine,
+    *,
+    model_id: int,
+    run_id: int,
+    batch_index: int,
+    batch: list[PromptPair],
+    layers: list[int],
+    positions: list[str],
+    max_new_tokens: int,
+) -> OutputFile:
+    """Patch every cell of one batch and write it as the batch's Parquet file (not registered).
+
+    The file's path depends only on (model, run, batch), so doing a batch again replaces its file
+    atomically: a retried worker never leaves a second copy.
+    """
+    tables = list(engine.sweep(batch, layers, positions, max_new_tokens))
+    relpath = output_relpath(model_id, run_id, batch_index)
+    rows, sha = write_output_file(root, relpath, run_id, pa.concat_tables(tables))
+    return OutputFile(batch_index, relpath, rows, sha)
+
+
+def register_output(store: Store, run_id: int, output: OutputFile) -> None:
+    with store.connect() as conn:
+        catalog.register_output_file(
+            conn=conn,
+            run_id=run_id,
+            batch_index=output.batch_index,
+            path=output.relpath,
+            rows=output.rows,
+            sha256=output.sha256,
+        )
+
+
+def finish(store: Store, run_id: int, *, wall_time_s: float, interventions: int) -> None:
+    with store.connect() as conn:
+        catalog.finish_run(
+            conn=conn,
+            run_id=run_id,
+            wall_time_s=round(wall_time_s, 3),
+            interventions_per_s=round(interventions / wall_time_s, 1) if wall_time_s > 0 else 0.0,
+        )
+
+
 def run_interventions(
     store: Store,
     engine: PatchEngine,
@@ -85,96 +257,50 @@ def run_interventions(
     dtype: str,
     progress: Progress = no_progress,
 ) -> RunSummary:
-    if batch_size < 1:
-        raise BadInput(f"batch size must be at least 1, got {batch_size}")
-    task, ids, pairs = load_pairs(store, dataset_id)
-    with store.connect(read_only=True) as conn:
-        kept = set(catalog.kept_example_ids(conn=conn, model_id=model_id, dataset_id=dataset_id))
-    chosen = [(i, p) for i, p in zip(ids, pairs, strict=True) if i in kept]
-    if not chosen:
-        raise BadInput(
-            "no filtered examples for this model and dataset; run `addpatch dataset` first"
-        )
-    prompt_pairs = [
-        PromptPair(i, layout_of(engine, p.base), layout_of(engine, p.counterfactual))
-        for i, p in chosen
-    ]
-    first = prompt_pairs[0].base
-    positions = select_positions(first, position_set, task.num_addends, task.num_digits)
-    largest = task.num_addends * (10**task.num_digits - 1)
-    max_new_tokens = answer_budget(engine, largest)
-    batches = [prompt_pairs[s : s + batch_size] for s in range(0, len(prompt_pairs), batch_size)]
-    config = {
-        "engine": ENGINE_VERSION,
-        "model_id": model_id,
-        "dataset_id": dataset_id,
-        "examples": [p.example_id for p in prompt_pairs],
-        "layers": layers,
-        "positions": positions,
-        "max_new_tokens": max_new_tokens,
-        "dtype": dtype,
-        "batch_size": batch_size,
-    }
-    config_sha = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
-    device = str(engine.device)
-    with store.connect() as conn:
-        found = catalog.find_run(conn=conn, config_sha256=config_sha)
-        if found is None:
-            run_id = catalog.insert_run(
-                conn=conn,
-                model_id=model_id,
-                dataset_id=dataset_id,
-                config_sha256=config_sha,
-                layers=layers,
-                position_set=position_set,
-                positions=[(n, first.tokens[first.aliases[n]]) for n in positions],
-                max_new_tokens=max_new_tokens,
-                dtype=dtype,
-                device=device,
-                batch_size=batch_size,
-                seed=seed,
-                num_examples=len(prompt_pairs),
-                num_batches=len(batches),
-                provenance={**environment(), **model_provenance, "device": device, "dtype": dtype},
-            )
-        else:
-            run_id = found[0]
-        done = catalog.registered_batches(conn=conn, run_id=run_id)
-
-    cells = len(layers) * len(positions)
+    plan = plan_run(
+        store,
+        engine.tokenizer,
+        model_id=model_id,
+        dataset_id=dataset_id,
+        layers=layers,
+        position_set=position_set,
+        batch_size=batch_size,
+        dtype=dtype,
+    )
+    run_id, status, done = open_run(
+        store, plan, device=str(engine.device), seed=seed, model_provenance=model_provenance
+    )
     started = time.perf_counter()
     ran = 0
-    for index, batch in enumerate(batches):
-        if index in done:
-            progress("interventions", index + 1, len(batches))
-            continue
-        tables = list(engine.sweep(batch, layers, positions, max_new_tokens))
-        relpath = output_relpath(model_id, run_id, index)
-        rows, sha = write_output_file(store.root, relpath, run_id, pa.concat_tables(tables))
-        with store.connect() as conn:
-            catalog.register_output_file(
-                conn=conn, run_id=run_id, batch_index=index, path=relpath, rows=rows, sha256=sha
-            )
-        ran += 1
-        progress("interventions", index + 1, len(batches))
-    wall = time.perf_counter() - started
-    interventions = sum(len(b) for i, b in enumerate(batches) if i not in done) * cells
-    with store.connect() as conn:
-        if ran or found is None or found[1] != "complete":
-            catalog.finish_run(
-                conn=conn,
+    for index, batch in enumerate(plan.batches):
+        if index not in done:
+            output = patch_batch_to_file(
+                store.root,
+                engine,
+                model_id=model_id,
                 run_id=run_id,
-                wall_time_s=round(wall, 3),
-                interventions_per_s=round(interventions / wall, 1) if wall > 0 else 0.0,
+                batch_index=index,
+                batch=batch,
+                layers=plan.layers,
+                positions=plan.positions,
+                max_new_tokens=plan.max_new_tokens,
             )
+            register_output(store, run_id, output)
+            ran += 1
+        progress("interventions", index + 1, len(plan.batches))
+    wall = time.perf_counter() - started
+    cells = len(plan.layers) * len(plan.positions)
+    interventions = sum(len(b) for i, b in enumerate(plan.batches) if i not in done) * cells
+    if ran or status != "complete":
+        finish(store, run_id, wall_time_s=wall, interventions=interventions)
     return RunSummary(
         run_id=run_id,
-        examples=len(prompt_pairs),
-        layers=layers,
-        positions=positions,
-        highlighted=highlight(first, positions),
+        examples=plan.num_examples,
+        layers=plan.layers,
+        positions=plan.positions,
+        highlighted=plan.highlighted,
         batches_run=ran,
-        batches_skipped=len(batches) - ran,
+        batches_skipped=len(plan.batches) - ran,
         interventions=interventions,
         wall_time_s=wall,
     )

@@ -7,9 +7,12 @@ from pathlib import Path
 
 import polars as pl
 
+from addpatch.errors import BadInput
 from addpatch.report import build_report
 from addpatch.scoring import scores
 from addpatch.store.store import Store
+from addpatch.task.addition import AdditionTask
+from addpatch.task.labels import default_targets, resolve_target
 
 
 def runs_info(store: Store, run_ids: list[int]) -> list[dict]:
@@ -50,7 +53,47 @@ def runs_info(store: Store, run_ids: list[int]) -> list[dict]:
     return info
 
 
+def run_tasks(store: Store, run_ids: list[int]) -> dict[int, AdditionTask]:
+    """The addition task (addends, digits) each run patched."""
+    with store.connect(read_only=True) as conn:
+        rows = conn.execute(
+            "SELECT r.id, d.num_addends, d.num_digits FROM runs r "
+            "JOIN datasets d ON d.id = r.dataset_id WHERE list_contains(?, r.id)",
+            [run_ids],
+        ).fetchall()
+    return {run_id: AdditionTask(num_addends=k, num_digits=d) for run_id, k, d in rows}
+
+
+def targets_per_run(
+    store: Store, run_ids: list[int], targets: list[str] | None
+) -> dict[int, list[str]]:
+    """Each run's targets: the given ones that its task has (default: all of its task's)."""
+    chosen: dict[int, list[str]] = {}
+    for run_id, task in run_tasks(store, run_ids).items():
+        if targets is None:
+            chosen[run_id] = default_targets(task)
+        else:
+            chosen[run_id] = [t for t in targets if _has_target(task, t)]
+    if targets is not None and not any(chosen.values()):
+        resolve_target(next(iter(run_tasks(store, run_ids).values())), targets[0])  # its error
+    return chosen
+
+
+def _has_target(task: AdditionTask, target: str) -> bool:
+    try:
+        resolve_target(task, target)
+    except BadInput:
+        return False
+    return True
+
+
 def report_runs(store: Store, run_ids: list[int], targets: list[str] | None, out_dir: Path):
-    frames = [scores(store, run_id=run_id, targets=targets) for run_id in run_ids]
+    """One report over `run_ids`; runs of different widths each get the targets they have."""
+    per_run = targets_per_run(store, run_ids, targets)
+    frames = [
+        scores(store, run_id=run_id, targets=per_run[run_id])
+        for run_id in run_ids
+        if per_run.get(run_id)
+    ]
     table = pl.concat(frames) if frames else pl.DataFrame()
     return build_report(table, runs_info(store, run_ids), out_dir)

@@ -17,6 +17,7 @@ from addpatch.models.loading import (
     resolve_model,
 )
 from addpatch.store import catalog
+from addpatch.store.catalog import ModelRecord
 from addpatch.store.store import Store
 
 
@@ -44,10 +45,21 @@ def load_into_store(
     if threads:
         torch.set_num_threads(threads)
     hf_model, tokenizer = load_model(resolved, chosen_device, chosen_dtype, trust_remote_code)
-    record = model_record(resolved, hf_model)
+    record = model_record(resolved, hf_model.config)
     with store.connect() as conn:
         model_id = catalog.upsert_model(conn=conn, record=record)
-    provenance = {
+    return LoadedModel(
+        resolved,
+        PatchEngine(hf_model, tokenizer),
+        model_id,
+        torch_dtype_name(chosen_dtype),
+        model_provenance(record),
+    )
+
+
+def model_provenance(record: ModelRecord) -> dict:
+    """The model's part of a run's provenance."""
+    return {
         "model_name": record.name,
         "model_path": record.source,
         "model_revision": record.revision or "",
@@ -55,10 +67,3 @@ def load_into_store(
         "tokenizer_sha256": record.tokenizer_sha256,
         "architecture": record.architecture,
     }
-    return LoadedModel(
-        resolved,
-        PatchEngine(hf_model, tokenizer),
-        model_id,
-        torch_dtype_name(chosen_dtype),
-        provenance,
-    )

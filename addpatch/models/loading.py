@@ -15,6 +15,7 @@ import torch
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
+    PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
@@ -55,6 +56,31 @@ def shipped_card(name: str) -> dict:
     return json.loads(card.read_text()) if card.exists() else {}
 
 
+def shipped_families() -> dict[str, dict[int, str]]:
+    """Shipped models with one checkpoint per digit width: family -> {digits: checkpoint name}."""
+    families: dict[str, dict[int, str]] = {}
+    for name in shipped_models():
+        family, sep, width = name.rpartition("-d")
+        if sep and width.isdigit():
+            families.setdefault(family, {})[int(width)] = name
+    return families
+
+
+def model_for_width(spec: str, digits: int) -> str:
+    """`--model` for a run at `digits`: a family name (`tiny-adder-chunks`) becomes its checkpoint
+    for that width (`tiny-adder-chunks-d3`); anything else is returned unchanged."""
+    family = shipped_families().get(spec)
+    if family is None or spec in shipped_models():
+        return spec
+    if digits not in family:
+        widths = ", ".join(str(d) for d in sorted(family))
+        raise ModelNotFound(
+            f"{spec} has checkpoints for {widths} digits only; use --digits {widths.split(',')[0]}"
+            f" or another model"
+        )
+    return family[digits]
+
+
 def _weights(path: Path) -> list[Path]:
     return sorted(path.glob("*.safetensors"))
 
@@ -93,7 +119,13 @@ def resolve_model(spec: str) -> ResolvedModel:
                     f"{spec} is cached without safetensors weights; addpatch loads safetensors only"
                 )
             return resolved
-    names = ", ".join(shipped) or "none"
+    if spec in shipped_families():
+        raise ModelNotFound(
+            f"{spec} has one checkpoint per digit width; name one ("
+            + ", ".join(shipped_families()[spec].values())
+            + ") or give --digits to a command that picks it"
+        )
+    names = ", ".join([*shipped, *shipped_families()]) or "none"
     raise ModelNotFound(
         f"model {spec!r} is not a shipped model ({names}), a local directory, or a Hugging Face id "
         "in the local cache; pass a local path, or download it first where there is internet "
@@ -132,13 +164,10 @@ def pick_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
     return _DTYPES[dtype]
 
 
-def load_model(
-    resolved: ResolvedModel,
-    device: torch.device,
-    dtype: torch.dtype,
-    trust_remote_code: bool = False,
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    hf_logging.disable_progress_bar()  # addpatch draws its own progress; keep stderr for errors
+def load_tokenizer(
+    resolved: ResolvedModel, trust_remote_code: bool = False
+) -> PreTrainedTokenizerBase:
+    """The model's fast tokenizer, padding on the left (a pad token borrowed from EOS if none)."""
     tokenizer = AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=trust_remote_code)
     if not getattr(tokenizer, "is_fast", False):
         raise BadInput(
@@ -148,6 +177,17 @@ def load_model(
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def load_model(
+    resolved: ResolvedModel,
+    device: torch.device,
+    dtype: torch.dtype,
+    trust_remote_code: bool = False,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    hf_logging.disable_progress_bar()  # addpatch draws its own progress; keep stderr for errors
+    tokenizer = load_tokenizer(resolved, trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(
         resolved.path, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
     )
@@ -155,16 +195,24 @@ def load_model(
     return model, tokenizer
 
 
-def model_record(resolved: ResolvedModel, model: PreTrainedModel) -> ModelRecord:
+def causal_lm_class_name(config: PretrainedConfig) -> str:
+    """The class `AutoModelForCausalLM` builds for this config (its own code's class otherwise)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    name = MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(config.model_type)
+    return name or (config.architectures or [type(config).__name__])[0]
+
+
+def model_record(resolved: ResolvedModel, config: PretrainedConfig) -> ModelRecord:
+    """What the store keeps about a model: read from its files, without loading its weights."""
     tokenizer_files = [resolved.path / f for f in _TOKENIZER_FILES if (resolved.path / f).exists()]
-    config = model.config
     return ModelRecord(
         name=resolved.name,
         source=str(resolved.path),
         revision=resolved.revision,
         weights_sha256=sha256_files(_weights(resolved.path)),
         tokenizer_sha256=sha256_files(tokenizer_files),
-        architecture=type(model).__name__,
+        architecture=causal_lm_class_name(config),
         num_layers=int(config.num_hidden_layers),
         hidden_size=int(config.hidden_size),
     )

@@ -18,9 +18,20 @@ RECIPES: dict[str, TrainConfig] = {
         name="tiny-adder-chunks-d2", train_widths=(2,), eval_widths=(2,), steps=4000, **_CHUNKS
     ),
     "tiny-adder-chunks-d3": TrainConfig(
-        name="tiny-adder-chunks-d3", train_widths=(3,), eval_widths=(3,), steps=8000, **_CHUNKS
+        name="tiny-adder-chunks-d3",
+        train_widths=(3,),
+        eval_widths=(3,),
+        steps=8000,
+        number_init="fourier",
+        **_CHUNKS,
     ),
+    # 4-digit addends are two chunks each (`1234` -> `123`, `4`): one more layer, and 3-digit
+    # (one-chunk) addends mixed in, each addend's width drawn on its own as for the digits model.
     "tiny-adder-chunks-d4": TrainConfig(
-        name="tiny-adder-chunks-d4", train_widths=(4,), eval_widths=(4,), steps=8000, **_CHUNKS
+        name="tiny-adder-chunks-d4",
+        train_widths=(3, 4),
+        eval_widths=(4,),
+        steps=12000,
+        **{**_CHUNKS, "num_layers": 3},
     ),
 }

@@ -49,6 +49,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     threads: int = 1
+    # "fourier": number tokens start from cos/sin features of their value (see _fourier_numbers)
+    number_init: str = "random"
     eval_every: int = 500
     eval_size: int = 1000
     eval_seed: int = 12345  # held-out prompts come from this seed and are never trained on
@@ -149,7 +151,27 @@ def build_model(config: TrainConfig, tokenizer: PreTrainedTokenizerFast) -> Llam
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    return LlamaForCausalLM(model_config)
+    model = LlamaForCausalLM(model_config)
+    if config.number_init == "fourier":
+        _fourier_numbers(model, tokenizer)
+    return model
+
+
+def _fourier_numbers(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast) -> None:
+    """Start each number token's (tied) embedding from cos/sin of its value at periods 2-2000.
+
+    A chunk token (`579`) must otherwise learn where it sits on the number line from scratch;
+    with these features the sum's features are products of the addends' (angle addition), which
+    the gated MLP computes directly. Half the width holds them; the rest stays random.
+    """
+    weight = model.get_input_embeddings().weight  # [vocab, hidden]
+    pairs = weight.shape[1] // 4
+    periods = 2.0 * 1000.0 ** (torch.arange(pairs) / max(1, pairs - 1))  # 2 .. 2000
+    with torch.no_grad():
+        for token, index in tokenizer.get_vocab().items():
+            if token.isdigit():
+                angle = 2 * math.pi * int(token) / periods
+                weight[index, : 2 * pairs] = 0.05 * torch.cat([angle.cos(), angle.sin()])
 
 
 ProgressCallback = Callable[[int, float, dict[int, float] | None], None]

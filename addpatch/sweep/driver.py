@@ -1,0 +1,307 @@
+"""Run every (model, digit width) combination of a sweep: pairs, filter, patching, labels.
+
+The driver alone writes the catalog: it creates datasets, stores the answers that
+`answer_task` returns, opens runs and registers the Parquet files that `patch_task` wrote.
+Work the store holds already (datasets, answers, registered batches) is never submitted again,
+so a sweep that was stopped resumes where it was.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, PreTrainedTokenizerBase
+
+from addpatch.errors import BadInput, NothingToDo
+from addpatch.experiment.datasets import create_dataset, load_pairs
+from addpatch.experiment.filtering import filter_summary, store_filter
+from addpatch.experiment.interventions import (
+    RunPlan,
+    finish,
+    open_run,
+    parse_layers,
+    plan_run,
+    register_output,
+    torch_dtype_name,
+)
+from addpatch.experiment.labels import ensure_labels
+from addpatch.experiment.preflight import preflight
+from addpatch.experiment.session import model_provenance
+from addpatch.models.loading import (
+    load_tokenizer,
+    model_for_width,
+    model_record,
+    pick_dtype,
+    resolve_model,
+)
+from addpatch.store import catalog
+from addpatch.store.catalog import ModelRecord
+from addpatch.store.store import Store
+from addpatch.sweep.executors import Executor
+from addpatch.sweep.tasks import ModelSpec, PatchShard, answer_task, patch_task
+from addpatch.task.addition import AdditionTask
+from addpatch.task.labels import default_targets, resolve_target
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    models: list[str]
+    digits: list[int]
+    addends: int = 2
+    kind: str = "random"
+    size: int = 256
+    seed: int = 0
+    layers: str = "all"
+    positions: str = "all"
+    targets: list[str] | None = None  # None: each width's default targets
+    batch_size: int = 64
+    batches_per_task: int = 4
+    device: str = "auto"
+    dtype: str = "auto"
+    trust_remote_code: bool = False
+
+
+@dataclass
+class CombinationResult:
+    model: str
+    digits: int
+    dataset: str
+    kept: int = 0
+    total: int = 0
+    run_id: int | None = None
+    batches_run: int = 0
+    batches_skipped: int = 0
+    interventions: int = 0
+    skipped_reason: str = ""  # set when the model kept no pair at this width
+    targets: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Combination:
+    """A combination's state while the sweep runs."""
+
+    result: CombinationResult
+    spec: ModelSpec
+    model_id: int
+    provenance: dict
+    dataset_id: int
+    tokenizer: PreTrainedTokenizerBase
+    num_layers: int
+    plan: RunPlan | None = None
+    registered: set[int] = field(default_factory=set)
+    status: str | None = None
+    started: float = 0.0
+
+
+Echo = Callable[[str], None]
+
+
+def validate_sweep(spec: SweepSpec) -> None:
+    """BadInput for anything wrong that can be known before loading weights or writing."""
+    if not spec.models or not spec.digits:
+        raise BadInput("a sweep needs at least one model (--models) and one width (--digits)")
+    if spec.size < 1 or spec.batch_size < 1 or spec.batches_per_task < 1:
+        raise BadInput("--size, --batch-size and --batches-per-task must be at least 1")
+    for digits in spec.digits:
+        task = AdditionTask(num_addends=spec.addends, num_digits=digits)
+        for target in spec.targets or []:
+            resolve_target(task, target)
+        for model in spec.models:
+            preflight(
+                model=model_for_width(model, digits),
+                task=task,
+                layers=spec.layers,
+                positions=spec.positions,
+                device="cpu" if spec.device == "auto" else spec.device,
+                dtype=spec.dtype,
+                trust_remote_code=spec.trust_remote_code,
+            )
+
+
+def run_sweep(
+    store: Store, spec: SweepSpec, executor: Executor, echo: Echo = lambda _: None
+) -> list[CombinationResult]:
+    """Run (or resume) the sweep; the caller holds the store's writer lock."""
+    validate_sweep(spec)
+    device = spec.device
+    if device == "auto":
+        device = "cuda" if executor.gpus else "cpu"
+    dtype = torch_dtype_name(pick_dtype(spec.dtype, torch.device(device)))
+    combos = _prepare(store, spec, ModelSpecs(device, dtype, spec.trust_remote_code), echo)
+
+    tickets: dict[Any, tuple[_Combination, str]] = {}
+    for combo in combos:
+        if combo.result.total == 0:  # the model's answers are not stored yet
+            task, ids, pairs = load_pairs(store, combo.dataset_id)
+            ticket = executor.submit(
+                answer_task, combo.spec, task, ids, pairs, max(spec.batch_size, 256)
+            )
+            tickets[ticket] = (combo, "answers")
+        else:
+            _submit_patching(store, spec, executor, combo, tickets, echo)
+    while tickets:
+        ticket = executor.next_done(list(tickets))
+        combo, kind = tickets.pop(ticket)
+        value = executor.result(ticket)
+        if kind == "answers":
+            store_filter(store, model_id=combo.model_id, dataset_id=combo.dataset_id, results=value)
+            combo.result.total = value.num_rows
+            _submit_patching(store, spec, executor, combo, tickets, echo)
+        else:
+            for output in value:
+                if output.batch_index not in combo.registered:
+                    register_output(store, combo.result.run_id, output)
+                    combo.registered.add(output.batch_index)
+                    combo.result.batches_run += 1
+                    combo.result.interventions += output.rows
+            _finish_if_complete(store, combo, echo)
+    for combo in combos:
+        if combo.plan is not None:
+            combo.result.targets = ensure_labels(
+                store, combo.dataset_id, _targets_for(spec, combo.result.digits)
+            )
+    return [c.result for c in combos]
+
+
+@dataclass(frozen=True)
+class ModelSpecs:
+    device: str
+    dtype: str
+    trust_remote_code: bool
+
+    def of(self, model: str) -> ModelSpec:
+        return ModelSpec(model, self.device, self.dtype, self.trust_remote_code)
+
+
+def _targets_for(spec: SweepSpec, digits: int) -> list[str]:
+    task = AdditionTask(num_addends=spec.addends, num_digits=digits)
+    return spec.targets or default_targets(task)
+
+
+def _prepare(store: Store, spec: SweepSpec, specs: ModelSpecs, echo: Echo) -> list[_Combination]:
+    """Register models and datasets (driver side, no weights loaded) for every combination."""
+    datasets = {}
+    for digits in spec.digits:
+        task = AdditionTask(num_addends=spec.addends, num_digits=digits)
+        datasets[digits] = create_dataset(
+            store, kind=spec.kind, task=task, size=spec.size, seed=spec.seed
+        )
+    registered: dict[str, tuple[ModelRecord, int, PreTrainedTokenizerBase]] = {}
+    combos = []
+    for model in spec.models:
+        for digits in spec.digits:
+            name = model_for_width(model, digits)  # a per-width family picks its checkpoint
+            if name not in registered:
+                registered[name] = _register_model(store, name, spec.trust_remote_code)
+            record, model_id, tokenizer = registered[name]
+            info = datasets[digits]
+            with store.connect(read_only=True) as conn:
+                answered = conn.execute(
+                    "SELECT count(*) FROM filter_results WHERE model_id = ? AND dataset_id = ?",
+                    [model_id, info.id],
+                ).fetchone()[0]
+            combos.append(
+                _Combination(
+                    CombinationResult(name, digits, info.name, total=int(answered)),
+                    specs.of(name),
+                    model_id,
+                    model_provenance(record),
+                    info.id,
+                    tokenizer,
+                    num_layers=record.num_layers,
+                )
+            )
+    echo(f"{len(combos)} combinations: {', '.join(spec.models)} x {spec.digits} digits")
+    return combos
+
+
+def _register_model(
+    store: Store, name: str, trust_remote_code: bool
+) -> tuple[ModelRecord, int, PreTrainedTokenizerBase]:
+    """The model's record and id in the store, and its tokenizer (its weights stay unloaded)."""
+    resolved = resolve_model(name)
+    config = AutoConfig.from_pretrained(resolved.path, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(resolved, trust_remote_code)
+    record = model_record(resolved, config)
+    with store.connect() as conn:
+        return record, catalog.upsert_model(conn=conn, record=record), tokenizer
+
+
+def _submit_patching(
+    store: Store,
+    spec: SweepSpec,
+    executor: Executor,
+    combo: _Combination,
+    tickets: dict[Any, tuple[_Combination, str]],
+    echo: Echo,
+) -> None:
+    """Open the combination's run and submit its batches that the store does not hold."""
+    result = combo.result
+    try:
+        summary = filter_summary(
+            store, model_id=combo.model_id, dataset_id=combo.dataset_id, total=result.total
+        )
+    except NothingToDo as reason:
+        result.skipped_reason = str(reason)
+        echo(f"{result.model}, {result.digits} digits: skipped, {reason}")
+        return
+    result.kept = summary.kept
+    plan = plan_run(
+        store,
+        combo.tokenizer,
+        model_id=combo.model_id,
+        dataset_id=combo.dataset_id,
+        layers=parse_layers(spec.layers, combo.num_layers),
+        position_set=spec.positions,
+        batch_size=spec.batch_size,
+        dtype=combo.spec.dtype,
+    )
+    run_id, status, done = open_run(
+        store, plan, device=combo.spec.device, seed=spec.seed, model_provenance=combo.provenance
+    )
+    combo.plan, combo.status, combo.registered = plan, status, set(done)
+    result.run_id = run_id
+    result.batches_skipped = len(done)
+    combo.started = time.perf_counter()
+    missing = [(i, b) for i, b in enumerate(plan.batches) if i not in done]
+    echo(
+        f"{result.model}, {result.digits} digits: kept {summary.kept}/{result.total} pairs, "
+        f"run {run_id}, {len(missing)} of {len(plan.batches)} batches to patch"
+    )
+    for start in range(0, len(missing), spec.batches_per_task):
+        shard = PatchShard(
+            model_id=combo.model_id,
+            run_id=run_id,
+            batches=missing[start : start + spec.batches_per_task],
+            layers=plan.layers,
+            positions=plan.positions,
+            max_new_tokens=plan.max_new_tokens,
+        )
+        ticket = executor.submit(patch_task, combo.spec, str(store.root.resolve()), shard)
+        tickets[ticket] = (combo, "patch")
+    _finish_if_complete(store, combo, echo)
+
+
+def _finish_if_complete(store: Store, combo: _Combination, echo: Echo) -> None:
+    plan, result = combo.plan, combo.result
+    if plan is None or len(combo.registered) < len(plan.batches):
+        return
+    if result.batches_run or combo.status != "complete":
+        finish(
+            store,
+            result.run_id,
+            wall_time_s=time.perf_counter() - combo.started,
+            interventions=result.interventions,
+        )
+        combo.status = "complete"
+        echo(f"{result.model}, {result.digits} digits: run {result.run_id} complete")
+
+
+def sweep_report_dir(store: Store, results: list[CombinationResult]) -> Path:
+    runs = sorted(r.run_id for r in results if r.run_id is not None)
+    return store.root / "reports" / ("sweep-" + "-".join(str(r) for r in runs))

@@ -1,0 +1,143 @@
+"""`addpatch sweep`: every model x digit width, locally or on a Ray cluster, one combined report."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from cli.options import (
+    STORE_DEFAULT,
+    AddendsOption,
+    BatchOption,
+    DeviceOption,
+    DtypeOption,
+    KindOption,
+    SeedOption,
+    SizeOption,
+    StoreOption,
+    TargetsOption,
+    split_targets,
+)
+from cli.output import console, errors, print_frame
+
+RAY_LOCAL = "local"  # what a bare `--ray` means (see cli.main)
+
+
+def sweep(
+    models: Annotated[
+        str,
+        typer.Option(
+            "--models", help="Comma-separated models (shipped names, local paths or cached HF ids)."
+        ),
+    ],
+    digits: Annotated[str, typer.Option("--digits", "-d", help="Comma-separated widths.")] = "2",
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            "--ray",
+            help="Run the tasks on Ray: a bare --ray starts a local Ray instance (or joins "
+            "RAY_ADDRESS); --ray auto joins the cluster on this machine; --ray HOST:6379 or "
+            "ray://HOST:10001 a remote one. Needs pip install 'addpatch[ray]'.",
+            metavar="[ADDRESS]",
+        ),
+    ] = None,
+    addends: AddendsOption = 2,
+    kind: KindOption = "random",
+    size: SizeOption = 256,
+    seed: SeedOption = 0,
+    layers: Annotated[
+        str, typer.Option(help="all (embeddings as -1, then every layer), or e.g. -1,0,3 or 0-11.")
+    ] = "all",
+    positions: Annotated[
+        str, typer.Option(help="all, numbers, digits, last, or names like a0.d1,last.")
+    ] = "all",
+    targets: TargetsOption = None,
+    batch_size: BatchOption = 64,
+    batches_per_task: Annotated[
+        int, typer.Option(help="Batches one task patches (the unit a worker runs or retries).")
+    ] = 4,
+    device: DeviceOption = "auto",
+    dtype: DtypeOption = "auto",
+    report_dir: Annotated[
+        Path | None, typer.Option(help="Where to write the combined report.")
+    ] = None,
+    trust_remote_code: Annotated[
+        bool, typer.Option(help="Allow the models' own Python code (off by default).")
+    ] = False,
+    store: StoreOption = STORE_DEFAULT,
+) -> None:
+    """Run every (model, digits) combination: pairs, filter, patching, scores, one report.
+
+    Resumable: rerunning skips what the store already holds. With --ray, tasks (a run's
+    batches, --batches-per-task at a time) run on Ray workers, one GPU each when the cluster
+    has GPUs; workers write Parquet files into the store, which must be on a filesystem they
+    all see, and only this process registers them.
+
+    \b
+    Example:
+        addpatch sweep --models tiny-adder-digits,tiny-adder-chunks --digits 2,3,4
+        addpatch sweep --models ~/models/Llama-3.1-8B,~/models/gemma-2-9b --digits 2,3 --ray auto
+    """
+    from addpatch.errors import BadInput
+    from addpatch.experiment.reporting import report_runs
+    from addpatch.scoring import best_cells
+    from addpatch.store.store import Store
+    from addpatch.sweep.driver import SweepSpec, run_sweep, sweep_report_dir, validate_sweep
+    from addpatch.sweep.executors import LocalExecutor, RayExecutor
+
+    started = time.perf_counter()
+    try:
+        widths = [int(d) for d in digits.split(",") if d.strip()]
+    except ValueError:
+        raise BadInput(f"cannot read --digits {digits!r}; use a list like 2,3,4") from None
+    spec = SweepSpec(
+        models=[m.strip() for m in models.split(",") if m.strip()],
+        digits=widths,
+        addends=addends,
+        kind=kind,
+        size=size,
+        seed=seed,
+        layers=layers,
+        positions=positions,
+        targets=split_targets(targets),
+        batch_size=batch_size,
+        batches_per_task=batches_per_task,
+        device=device,
+        dtype=dtype,
+        trust_remote_code=trust_remote_code,
+    )
+    validate_sweep(spec)  # bad input fails before Ray starts or the store is touched
+    opened = Store.open(store, create=True)
+    with opened.writer():
+        executor = (
+            RayExecutor(None if ray == RAY_LOCAL else ray) if ray is not None else LocalExecutor()
+        )
+        try:
+            console.print(f"Sweep on {executor.describe()}")
+            results = run_sweep(opened, spec, executor, echo=console.print)
+        finally:
+            executor.shutdown()
+        for result in results:
+            if result.skipped_reason:
+                errors.print(f"Warning: {result.model}, {result.digits} digits skipped")
+        runs = [r for r in results if r.run_id is not None]
+        if not runs:
+            raise BadInput("no combination kept any pair; use models that can add at these widths")
+        import polars as pl
+
+        best = pl.concat(
+            [best_cells(opened, run_id=r.run_id, targets=r.targets) for r in runs],
+            how="diagonal_relaxed",
+        )
+        print_frame(
+            best.select("run_id", "model", "num_digits", "target", "layer", "position", "iia"),
+            title="Best cell per variable and run",
+        )
+        out_dir = report_dir or sweep_report_dir(opened, results)
+        files = report_runs(opened, [r.run_id for r in runs], spec.targets, out_dir)
+    console.print(f"Store:  {opened.root.resolve()}")
+    console.print(f"Report: {files.html.resolve()}  (+ {len(files.pngs)} PNG heatmaps)")
+    console.print(f"Done in {time.perf_counter() - started:.1f} s")

@@ -1,0 +1,187 @@
+"""`addpatch sweep`: every model x width combination, locally and on a local Ray instance.
+
+The Ray tests check what the issue asks: the same rows as the local sweep, and a worker killed
+in the middle of a task leaves a complete store without duplicates.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from addpatch.errors import BadInput, ModelNotFound
+from addpatch.store.store import Store
+from addpatch.sweep.driver import SweepSpec, run_sweep
+from addpatch.sweep.executors import LocalExecutor, RayExecutor
+from cli.main import bare_option_values
+
+ADDPATCH = str(Path(sys.executable).parent / "addpatch")
+SPEC = SweepSpec(
+    models=["tiny-adder-digits", "tiny-adder-chunks"],
+    digits=[2],
+    size=24,
+    positions="digits",
+    batch_size=4,
+    batches_per_task=2,
+)
+
+
+def _rows(store: Path) -> list[tuple]:
+    """Every patched output, keyed by what identifies it across stores (not by run id)."""
+    conn = duckdb.connect(str(store / "catalog.duckdb"), read_only=True)
+    conn.execute("SET file_search_path = ?", [str(store)])
+    try:
+        return conn.execute(
+            "SELECT m.name, d.num_digits, o.example_id, o.layer, o.position, o.token_ids, o.text, "
+            "o.answer FROM patched_outputs o JOIN runs r ON r.id = o.run_id "
+            "JOIN models m ON m.id = r.model_id JOIN datasets d ON d.id = r.dataset_id "
+            "ORDER BY ALL"
+        ).fetchall()
+    finally:
+        conn.close()
+
+
+def _duplicates(store: Path) -> int:
+    conn = duckdb.connect(str(store / "catalog.duckdb"), read_only=True)
+    conn.execute("SET file_search_path = ?", [str(store)])
+    try:
+        total, distinct = conn.execute(
+            "SELECT count(*), count(DISTINCT (run_id, example_id, layer, position)) "
+            "FROM patched_outputs"
+        ).fetchone()
+        return total - distinct
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def local_sweep(tmp_path_factory) -> tuple[Path, list]:
+    root = tmp_path_factory.mktemp("local") / "store"
+    store = Store.open(root, create=True)
+    with store.writer():
+        results = run_sweep(store, SPEC, LocalExecutor())
+    return root, results
+
+
+def test_local_sweep_runs_every_combination_and_picks_the_width_checkpoint(local_sweep):
+    root, results = local_sweep
+    assert [(r.model, r.digits) for r in results] == [
+        ("tiny-adder-digits", 2),
+        ("tiny-adder-chunks-d2", 2),
+    ]
+    rows = _rows(root)
+    for result in results:
+        assert result.run_id is not None and result.kept > 0 and not result.skipped_reason
+        # digits model: 4 digit tokens; chunks: one token per 2-digit addend; every layer + -1
+        mine = [r for r in rows if r[0] == result.model]
+        assert len(mine) == result.interventions > 0
+    assert _duplicates(root) == 0
+    assert all(r.targets for r in results)  # labels stored for scoring
+
+
+def test_rerun_of_a_sweep_submits_nothing(local_sweep):
+    root, _ = local_sweep
+    before = _rows(root)
+    store = Store.open(root)
+    with store.writer():
+        again = run_sweep(store, SPEC, LocalExecutor())
+    assert all(r.batches_run == 0 and r.batches_skipped > 0 for r in again)
+    assert _rows(root) == before
+
+
+def test_ray_sweep_stores_the_same_rows_as_the_local_sweep(local_sweep, tmp_path):
+    root = tmp_path / "ray"
+    store = Store.open(root, create=True)
+    executor = RayExecutor(num_cpus=2)
+    try:
+        with store.writer():
+            results = run_sweep(store, SPEC, executor)
+    finally:
+        executor.shutdown()
+    assert all(r.batches_run > 0 for r in results)
+    assert _rows(root) == _rows(local_sweep[0])
+    assert _duplicates(root) == 0
+
+
+def _kill_first_patch_worker(outputs: Path, stop: threading.Event, killed: list[int]) -> None:
+    """Once a batch file exists, SIGKILL the Ray workers that are running patch tasks."""
+    while not stop.is_set() and not killed:
+        if any(outputs.rglob("batch-*.parquet")):
+            for pid in os.listdir("/proc"):
+                if not pid.isdigit():
+                    continue
+                try:
+                    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+                except OSError:
+                    continue
+                if cmdline.startswith(b"ray::patch_task"):
+                    os.kill(int(pid), signal.SIGKILL)
+                    killed.append(int(pid))
+        time.sleep(0.01)
+
+
+def test_killed_ray_worker_is_retried_without_duplicate_rows(local_sweep, tmp_path):
+    root = tmp_path / "killed"
+    stop, killed = threading.Event(), []
+    killer = threading.Thread(
+        target=_kill_first_patch_worker, args=(root / "outputs", stop, killed), daemon=True
+    )
+    killer.start()
+    # one task per run holding all 6 batches, so the kill lands in the middle of a task
+    done = subprocess.run(
+        [
+            ADDPATCH,
+            "sweep",
+            "--models",
+            ",".join(SPEC.models),
+            "--digits",
+            "2",
+            "--size",
+            "24",
+            "--positions",
+            "digits",
+            "--batch-size",
+            "4",
+            "--batches-per-task",
+            "6",
+            "--store",
+            str(root),
+            "--ray",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    stop.set()
+    killer.join()
+    assert done.returncode == 0, done.stderr
+    assert killed, "no patch task was running when the first batch file appeared"
+    assert _rows(root) == _rows(local_sweep[0])
+    assert _duplicates(root) == 0
+
+
+def test_bare_ray_means_a_local_instance():
+    assert bare_option_values(["sweep", "--ray"]) == ["sweep", "--ray", "local"]
+    assert bare_option_values(["sweep", "--ray", "--size", "8"])[2] == "local"
+    assert bare_option_values(["sweep", "--ray", "auto"]) == ["sweep", "--ray", "auto"]
+
+
+def test_ray_missing_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(BadInput, match=r"pip install 'addpatch\[ray\]'"):
+        RayExecutor()
+
+
+def test_a_width_a_family_lacks_is_refused_before_writing(tmp_path):
+    spec = SweepSpec(models=["tiny-adder-chunks"], digits=[6], size=8)
+    store = Store.open(tmp_path / "s", create=True)
+    with pytest.raises(ModelNotFound, match="has checkpoints for"):
+        run_sweep(store, spec, LocalExecutor())
