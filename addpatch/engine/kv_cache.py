@@ -2,8 +2,8 @@
 
 Layers call `cache.update(keys, values, layer_idx)` and attend over what it returns. A cache
 seeded from a base run's tensors never writes into them (updates concatenate), so many patched
-runs can share one base run. A cache made by `concat(..., reserve=n)` owns its buffers and has
-room for n more positions: decoding then writes in place instead of copying the cache each step.
+runs can share one base run. A cache made by `allocate` owns buffers with room to spare: the
+patched prompt and then each decoding step write into them in place, instead of copying.
 """
 
 from __future__ import annotations
@@ -57,29 +57,39 @@ class KVCache:
         return twin
 
     @staticmethod
-    def concat(caches: list[KVCache], reserve: int = 0) -> KVCache:
-        """Caches of equal length stacked along the batch, with room for `reserve` positions."""
-        joined = KVCache(len(caches[0].keys))
-        for layer in range(len(joined.keys)):
-            keys = [c.keys[layer] for c in caches]
-            values = [c.values[layer] for c in caches]
-            assert all(k is not None for k in keys) and all(v is not None for v in values)
-            first = keys[0]
-            assert first is not None
-            batch = sum(k.shape[0] for k in keys)  # type: ignore[union-attr]
-            heads, length, dim = first.shape[1], first.shape[2], first.shape[3]
-            shape = (batch, heads, length + reserve, dim)
-            k_buffer = first.new_empty(shape)
-            v_buffer = first.new_empty(shape)
-            row = 0
-            for k, v in zip(keys, values, strict=True):
-                assert k is not None and v is not None and k.shape[2] == length
-                k_buffer[row : row + k.shape[0], :, :length] = k
-                v_buffer[row : row + v.shape[0], :, :length] = v
-                row += k.shape[0]
-            joined.keys[layer], joined.values[layer] = k_buffer, v_buffer
-            joined.lengths[layer] = length
-        return joined
+    def allocate(like: KVCache, batch: int, capacity: int) -> KVCache:
+        """An empty cache owning buffers for `batch` rows and `capacity` positions per layer,
+        with `like`'s heads, head width, dtype and device."""
+        owned = KVCache(len(like.keys))
+        for layer, keys in enumerate(like.keys):
+            assert keys is not None
+            shape = (batch, keys.shape[1], capacity, keys.shape[3])
+            owned.keys[layer] = keys.new_empty(shape)
+            owned.values[layer] = keys.new_empty(shape)
+            owned.lengths[layer] = 0
+        return owned
+
+    def rows(self, start: int, stop: int) -> KVCache:
+        """A cache over rows start..stop-1 of this one's buffers: writing it writes them."""
+        view = KVCache(len(self.keys))
+        for layer, (keys, values) in enumerate(zip(self.keys, self.values, strict=True)):
+            assert keys is not None and values is not None
+            view.keys[layer], view.values[layer] = keys[start:stop], values[start:stop]
+        view.lengths = list(self.lengths)
+        return view
+
+    def fill(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Copy keys/values (rows, kv_heads, n, head_dim) into the buffer's first n positions."""
+        own_k, own_v = self.keys[layer], self.values[layer]
+        assert own_k is not None and own_v is not None and self.lengths[layer] is not None
+        length = keys.shape[2]
+        own_k[:, :, :length] = keys
+        own_v[:, :, :length] = values
+        self.lengths[layer] = length
+
+    def set_lengths(self, length: int) -> None:
+        """Mark the first `length` positions of every layer's buffer as filled."""
+        self.lengths = [length] * len(self.keys)
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         used = self.lengths[layer_idx]

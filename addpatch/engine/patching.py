@@ -110,18 +110,6 @@ class PatchEngine:
         tokens = greedy_continue(self.stack, first, attention, cache, steps - 1, self.eos_id)
         return _Answers(tokens, top_ids, top_logprobs)
 
-    @staticmethod
-    def _fork_cache(cache: KVCache, rows: torch.Tensor, layer: int, keep_until: int) -> KVCache:
-        """Rows' cache: full prompt for layers <= `layer`, positions < keep_until above it."""
-        forked = KVCache(len(cache.keys))
-        for index, (keys, values) in enumerate(zip(cache.keys, cache.values, strict=True)):
-            assert keys is not None and values is not None
-            if index <= layer:
-                forked.seed(index, keys[rows], values[rows])
-            else:
-                forked.seed(index, keys[rows, :, :keep_until], values[rows, :, :keep_until])
-        return forked
-
     # -- the sweep ----------------------------------------------------------------------------
     @torch.no_grad()
     def generate(
@@ -168,7 +156,7 @@ class PatchEngine:
             if not -1 <= layer < self.num_layers:
                 raise ValueError(f"layer {layer} outside -1..{self.num_layers - 1}")
             columns: dict[str, list] = {name: [] for name in OUTPUT_SCHEMA.names}
-            pending: list[_PatchedPrompt] = []
+            active: list[tuple[int, _CellRows]] = []
             for position_index, name in enumerate(positions):
                 cell = self._cell_rows(pairs, base, counterfactual, name)
                 for row in cell.unchanged:
@@ -184,10 +172,11 @@ class PatchEngine:
                         base_answers.top_logprobs[row].tolist(),
                     )
                 if cell.active:
-                    pending.append(
-                        self._patch_prompt(base, counterfactual, cell, layer, position_index)
-                    )
-            self._decode_pending(pairs, pending, layer, max_new_tokens, max_decode_rows, columns)
+                    active.append((position_index, cell))
+            for group in _groups(active, max_decode_rows):
+                self._patch_group(
+                    pairs, base, counterfactual, group, layer, max_new_tokens, columns
+                )
             yield pa.table(columns, schema=OUTPUT_SCHEMA)
 
     @staticmethod
@@ -218,10 +207,72 @@ class PatchEngine:
             cell.cf_at.append(counterfactual.pad[row] + c)
         return cell
 
+    def _patch_group(
+        self,
+        pairs: list[PromptPair],
+        base: _Run,
+        counterfactual: _Run,
+        group: list[tuple[int, _CellRows]],
+        layer: int,
+        max_new_tokens: int,
+        columns: dict[str, list],
+    ) -> None:
+        """Patch the prompts of a group of cells of one layer, then decode them all at once.
+
+        The cells share one cache whose buffers hold every row's whole prompt and answer: each
+        cell's rows get the base run's keys/values (all of them up to its layer, those before
+        its first patched token above it), its patched forward writes the rest in place, and
+        decoding goes on writing in place.
+        """
+        assert base.cache is not None
+        total = sum(len(cell.active) for _, cell in group)
+        prompt_length = base.ids.shape[1]
+        cache = KVCache.allocate(base.cache, total, prompt_length + max_new_tokens - 1)
+        firsts, top_ids, top_logprobs, attentions = [], [], [], []
+        offset = 0
+        for _, cell in group:
+            rows = len(cell.active)
+            first, ids, logprobs, attention = self._patch_prompt(
+                base, counterfactual, cell, layer, cache.rows(offset, offset + rows)
+            )
+            firsts.append(first)
+            top_ids += ids.tolist()
+            top_logprobs += logprobs.tolist()
+            attentions.append(attention)
+            offset += rows
+        cache.set_lengths(prompt_length)
+        tokens = greedy_continue(
+            self.stack,
+            torch.cat(firsts),
+            torch.cat(attentions),
+            cache,
+            max_new_tokens - 1,
+            self.eos_id,
+        ).tolist()
+        decoded = self._decode_many(tokens)
+        index = 0
+        for position_index, cell in group:
+            for row in cell.active:
+                kept, text = decoded[index]
+                self._append(
+                    columns,
+                    pairs[row].example_id,
+                    layer,
+                    position_index,
+                    kept,
+                    text,
+                    top_ids[index],
+                    top_logprobs[index],
+                )
+                index += 1
+
     def _patch_prompt(
-        self, base: _Run, counterfactual: _Run, cell: _CellRows, layer: int, position_index: int
-    ) -> _PatchedPrompt:
-        """Run the patched prompt from the patched token and layer on; first answer token."""
+        self, base: _Run, counterfactual: _Run, cell: _CellRows, layer: int, cache: KVCache
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Run the patched prompt from the patched token and layer on, into `cache` (the cell's
+        rows of the group's buffers): first answer token (R,), top-k ids and log-probs (R, K),
+        and the rows' attention (R, T)."""
+        assert base.cache is not None
         rows = torch.tensor(cell.active, device=self.device)
         base_at, cf_at = cell.base_at, cell.cf_at
         start = min(base_at)
@@ -231,56 +282,31 @@ class PatchEngine:
         source = counterfactual.hidden[stream][rows, torch.tensor(cf_at, device=self.device)]
         assert source.shape == (len(base_at), hidden.shape[-1])  # (R, d_model)
         hidden[local, torch.tensor(base_at, device=self.device) - start] = source
-        assert base.cache is not None
-        cache = self._fork_cache(base.cache, rows, layer, start)
+        for index, (keys, values) in enumerate(
+            zip(base.cache.keys, base.cache.values, strict=True)
+        ):
+            assert keys is not None and values is not None
+            keep = keys.shape[2] if index <= layer else start  # layers above rerun from start
+            cache.fill(index, keys[rows, :, :keep], values[rows, :, :keep])
         attention = base.attention[rows]
         out, _ = run_layers(self.stack, hidden, attention, start, layer + 1, cache)
         last_logits = self.stack.logits(out[:, -1:])[:, -1].float()
         first, top_ids, top_logprobs = self._first_step(last_logits)
-        return _PatchedPrompt(
-            cell.active, position_index, first, top_ids, top_logprobs, attention, cache
-        )
+        return first, top_ids, top_logprobs, attention
 
-    def _decode_pending(
-        self,
-        pairs: list[PromptPair],
-        pending: list[_PatchedPrompt],
-        layer: int,
-        max_new_tokens: int,
-        max_rows: int,
-        columns: dict[str, list],
-    ) -> None:
-        """Greedy answers of many cells at once (their caches all span the whole prompt)."""
-        group: list[_PatchedPrompt] = []
-        for prompt in [*pending, None]:
-            rows_in_group = sum(len(p.rows) for p in group)
-            if group and (prompt is None or rows_in_group + len(prompt.rows) > max_rows):
-                first = torch.cat([p.first for p in group])
-                attention = torch.cat([p.attention for p in group])
-                cache = KVCache.concat([p.cache for p in group], reserve=max_new_tokens - 1)
-                tokens = greedy_continue(
-                    self.stack, first, attention, cache, max_new_tokens - 1, self.eos_id
-                ).tolist()
-                decoded = self._decode_many(tokens)
-                offset = 0
-                for p in group:
-                    top_ids, top_logprobs = p.top_ids.tolist(), p.top_logprobs.tolist()
-                    for i, row in enumerate(p.rows):
-                        kept, text = decoded[offset + i]
-                        self._append(
-                            columns,
-                            pairs[row].example_id,
-                            layer,
-                            p.position_index,
-                            kept,
-                            text,
-                            top_ids[i],
-                            top_logprobs[i],
-                        )
-                    offset += len(p.rows)
-                group = []
-            if prompt is not None:
-                group.append(prompt)
+
+def _groups(cells: list[tuple[int, _CellRows]], max_rows: int) -> list[list[tuple[int, _CellRows]]]:
+    """Consecutive cells in groups of at most `max_rows` rows (a cell larger than that alone)."""
+    groups: list[list[tuple[int, _CellRows]]] = []
+    rows = 0
+    for item in cells:
+        size = len(item[1].active)
+        if not groups or rows + size > max_rows:
+            groups.append([])
+            rows = 0
+        groups[-1].append(item)
+        rows += size
+    return groups
 
 
 @dataclass
@@ -289,14 +315,3 @@ class _CellRows:
     base_at: list[int] = field(default_factory=list)  # padded index of the position in the base
     cf_at: list[int] = field(default_factory=list)  # padded index in the counterfactual
     unchanged: list[int] = field(default_factory=list)  # rows answered by the base run
-
-
-@dataclass
-class _PatchedPrompt:
-    rows: list[int]
-    position_index: int
-    first: torch.Tensor  # (R,) first answer token
-    top_ids: torch.Tensor  # (R, TOP_K)
-    top_logprobs: torch.Tensor  # (R, TOP_K)
-    attention: torch.Tensor  # (R, T)
-    cache: KVCache  # every layer holds the whole patched prompt
