@@ -32,6 +32,7 @@ RECIPES: dict[str, TrainConfig] = {
         train_widths=(3, 4),
         eval_widths=(4,),
         steps=12000,
+        number_init="fourier",
         **{**_CHUNKS, "num_layers": 3},
     ),
 }
