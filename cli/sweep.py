@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -22,6 +22,10 @@ from cli.options import (
     split_targets,
 )
 from cli.output import console, errors, print_frame
+
+if TYPE_CHECKING:
+    from addpatch.store.store import Store
+    from addpatch.sweep.driver import CombinationResult, SweepSpec
 
 RAY_LOCAL = "local"  # what a bare `--ray` means (see cli.main)
 
@@ -82,10 +86,8 @@ def sweep(
         addpatch sweep --models ~/models/Llama-3.1-8B,~/models/gemma-2-9b --digits 2,3 --ray auto
     """
     from addpatch.errors import BadInput
-    from addpatch.experiment.reporting import report_runs
-    from addpatch.scoring import best_cells
     from addpatch.store.store import Store
-    from addpatch.sweep.driver import SweepSpec, run_sweep, sweep_report_dir, validate_sweep
+    from addpatch.sweep.driver import SweepSpec, run_sweep, sweep_device, validate_sweep
     from addpatch.sweep.executors import LocalExecutor, RayExecutor
 
     started = time.perf_counter()
@@ -110,34 +112,42 @@ def sweep(
         trust_remote_code=trust_remote_code,
     )
     validate_sweep(spec)  # bad input fails before Ray starts or the store is touched
-    opened = Store.open(store, create=True)
-    with opened.writer():
-        executor = (
-            RayExecutor(None if ray == RAY_LOCAL else ray) if ray is not None else LocalExecutor()
-        )
-        try:
-            console.print(f"Sweep on {executor.describe()}")
+    executor = (
+        RayExecutor(None if ray == RAY_LOCAL else ray) if ray is not None else LocalExecutor()
+    )
+    try:
+        sweep_device(spec, executor)
+        console.print(f"Sweep on {executor.describe()}")
+        opened = Store.open(store, create=True)
+        with opened.writer():
             results = run_sweep(opened, spec, executor, echo=console.print)
-        finally:
-            executor.shutdown()
-        for result in results:
-            if result.skipped_reason:
-                errors.print(f"Warning: {result.model}, {result.digits} digits skipped")
-        runs = [r for r in results if r.run_id is not None]
-        if not runs:
-            raise BadInput("no combination kept any pair; use models that can add at these widths")
-        import polars as pl
-
-        best = pl.concat(
-            [best_cells(opened, run_id=r.run_id, targets=r.targets) for r in runs],
-            how="diagonal_relaxed",
-        )
-        print_frame(
-            best.select("run_id", "model", "num_digits", "target", "layer", "position", "iia"),
-            title="Best cell per variable and run",
-        )
-        out_dir = report_dir or sweep_report_dir(opened, results)
-        files = report_runs(opened, [r.run_id for r in runs], spec.targets, out_dir)
+            files = _report(opened, spec, results, report_dir)
+    finally:
+        executor.shutdown()
     console.print(f"Store:  {opened.root.resolve()}")
     console.print(f"Report: {files.html.resolve()}  (+ {len(files.pngs)} PNG heatmaps)")
     console.print(f"Done in {time.perf_counter() - started:.1f} s")
+
+
+def _report(opened: Store, spec: SweepSpec, results: list[CombinationResult], out: Path | None):
+    """Warn about skipped combinations, print each run's best cells, write the combined report."""
+    import polars as pl
+
+    from addpatch.errors import BadInput
+    from addpatch.experiment.reporting import report_runs
+    from addpatch.scoring import best_cells
+    from addpatch.sweep.driver import sweep_report_dir
+
+    for result in results:
+        if result.skipped_reason:
+            errors.print(f"Warning: {result.model}, {result.digits} digits skipped")
+    runs = [r for r in results if r.run_id is not None]
+    if not runs:
+        raise BadInput("no combination kept any pair; use models that can add at these widths")
+    best = pl.concat([best_cells(opened, run_id=r.run_id, targets=r.targets) for r in runs])
+    print_frame(
+        best.select("run_id", "model", "num_digits", "target", "layer", "position_label", "iia"),
+        title="Best cell per variable and run",
+    )
+    out_dir = out or sweep_report_dir(opened, results)
+    return report_runs(opened, [r.run_id for r in runs], spec.targets, out_dir)

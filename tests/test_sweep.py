@@ -185,3 +185,54 @@ def test_a_width_a_family_lacks_is_refused_before_writing(tmp_path):
     store = Store.open(tmp_path / "s", create=True)
     with pytest.raises(ModelNotFound, match="has checkpoints for"):
         run_sweep(store, spec, LocalExecutor())
+
+
+def test_one_report_covers_runs_of_different_widths(tmp_path):
+    from addpatch.experiment.reporting import report_runs
+
+    spec = SweepSpec(models=["tiny-adder-digits"], digits=[2, 3], size=8, positions="digits")
+    store = Store.open(tmp_path / "s", create=True)
+    with store.writer():
+        results = run_sweep(store, spec, LocalExecutor())
+    assert [len(r.targets) for r in results] == [10, 14]  # each width's own variables
+    files = report_runs(store, [r.run_id for r in results], None, tmp_path / "report")
+    html = files.html.read_text()
+    assert "O_4" in html and "digit_1_2" in html  # 3-digit variables, next to the 2-digit run's
+    # a target only one width has is scored where it exists, not refused
+    report_runs(store, [r.run_id for r in results], ["O_4", "C_1"], tmp_path / "some")
+    with pytest.raises(BadInput, match="unknown variable"):
+        report_runs(store, [r.run_id for r in results], ["O_9"], tmp_path / "none")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--digits", "2,x"], "cannot read --digits"),
+        (["--device", "tpu"], "unknown device"),
+        (["--device", "cuda"], "has no GPU"),
+        (["--batches-per-task", "0"], "must be at least 1"),
+        (["--targets", "O_9"], "unknown variable"),
+    ],
+)
+def test_bad_sweep_input_is_one_line_and_writes_nothing(args, message, tmp_path):
+    store = tmp_path / "s"
+    done = subprocess.run(
+        [
+            ADDPATCH,
+            "sweep",
+            "--models",
+            "tiny-adder-digits",
+            "--size",
+            "8",
+            *args,
+            "--store",
+            str(store),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error:") and message in lines[0]
+    assert not store.exists()

@@ -107,6 +107,8 @@ def validate_sweep(spec: SweepSpec) -> None:
         raise BadInput("a sweep needs at least one model (--models) and one width (--digits)")
     if spec.size < 1 or spec.batch_size < 1 or spec.batches_per_task < 1:
         raise BadInput("--size, --batch-size and --batches-per-task must be at least 1")
+    if spec.device != "auto":
+        _device_type(spec.device)
     for digits in spec.digits:
         task = AdditionTask(num_addends=spec.addends, num_digits=digits)
         for target in spec.targets or []:
@@ -117,7 +119,7 @@ def validate_sweep(spec: SweepSpec) -> None:
                 task=task,
                 layers=spec.layers,
                 positions=spec.positions,
-                device="cpu" if spec.device == "auto" else spec.device,
+                device="cpu",  # the workers' devices are checked against the executor's
                 dtype=spec.dtype,
                 trust_remote_code=spec.trust_remote_code,
             )
@@ -128,10 +130,7 @@ def run_sweep(
 ) -> list[CombinationResult]:
     """Run (or resume) the sweep; the caller holds the store's writer lock."""
     validate_sweep(spec)
-    device = spec.device
-    if device == "auto":
-        device = "cuda" if executor.gpus else "cpu"
-    dtype = torch_dtype_name(pick_dtype(spec.dtype, torch.device(device)))
+    device, dtype = sweep_device(spec, executor)
     combos = _prepare(store, spec, ModelSpecs(device, dtype, spec.trust_remote_code), echo)
 
     tickets: dict[Any, tuple[_Combination, str]] = {}
@@ -166,6 +165,26 @@ def run_sweep(
                 store, combo.dataset_id, _targets_for(spec, combo.result.digits)
             )
     return [c.result for c in combos]
+
+
+def sweep_device(spec: SweepSpec, executor: Executor) -> tuple[str, str]:
+    """Where the workers run (cuda when the executor has GPUs, unless told) and the dtype."""
+    device = spec.device
+    if device == "auto":
+        device = "cuda" if executor.gpus else "cpu"
+    elif _device_type(device) == "cuda" and not executor.gpus:
+        raise BadInput(
+            f"--device {device} was asked for but {executor.describe()} has no GPU; "
+            "use --device auto or cpu"
+        )
+    return device, torch_dtype_name(pick_dtype(spec.dtype, torch.device(device)))
+
+
+def _device_type(device: str) -> str:
+    try:
+        return torch.device(device).type
+    except RuntimeError:
+        raise BadInput(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
 
 
 @dataclass(frozen=True)
