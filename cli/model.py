@@ -20,7 +20,7 @@ def list_models() -> None:
     Example:
         addpatch model list
     """
-    from addpatch.models.loading import shipped_card, shipped_models
+    from addpatch.models.loading import shipped_card, shipped_families, shipped_models
 
     for name, path in shipped_models().items():
         card = shipped_card(name)
@@ -31,12 +31,18 @@ def list_models() -> None:
             f"[bold]{name}[/]  {card.get('architecture', '?')}, {card.get('parameters', 0):,} parameters, "
             f"tokenizer: {card.get('tokenizer', '?')}\n  accuracy: {accuracy or 'unknown'}\n  {path}"
         )
+    for family, members in shipped_families().items():
+        widths = ", ".join(str(d) for d in sorted(members))
+        console.print(
+            f"[bold]{family}[/]  one checkpoint per width ({widths} digits): "
+            f"--model {family} picks the one for --digits"
+        )
 
 
 @app.command("train-tiny")
 def train_tiny(
     name: Annotated[
-        str, typer.Option(help="tiny-adder-digits or tiny-adder-chunks.")
+        str, typer.Option(help="A recipe: tiny-adder-digits, tiny-adder-chunks-d2, -d3 or -d4.")
     ] = "tiny-adder-digits",
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("tiny-adder"),
     steps: Annotated[

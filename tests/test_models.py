@@ -90,3 +90,38 @@ def test_unknown_model_names_the_ways_to_get_one(tmp_path):
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ModelNotFound, match="safetensors"):
         resolve_model(str(tmp_path))
+
+
+def test_a_family_name_picks_the_checkpoint_of_the_width():
+    from addpatch.errors import ModelNotFound
+    from addpatch.models.loading import model_for_width, shipped_families
+
+    family = shipped_families()["tiny-adder-chunks"]
+    for digits, name in family.items():
+        assert model_for_width("tiny-adder-chunks", digits) == name
+        assert resolve_model(name).path.name == name
+    assert model_for_width("tiny-adder-digits", 4) == "tiny-adder-digits"  # not a family
+    assert model_for_width("/some/path", 3) == "/some/path"
+    with pytest.raises(ModelNotFound, match="has checkpoints for"):
+        model_for_width("tiny-adder-chunks", 6)
+    with pytest.raises(ModelNotFound, match="one checkpoint per digit width"):
+        resolve_model("tiny-adder-chunks")
+
+
+def test_fourier_init_puts_each_number_token_on_the_number_line():
+    import math
+
+    from addpatch.models.tiny_tokenizers import build_tokenizer
+    from addpatch.models.train_tiny import build_model
+
+    config = TrainConfig(grouping="chunks", hidden_size=32, number_init="fourier")
+    tokenizer = build_tokenizer("chunks")
+    weight = build_model(config, tokenizer).get_input_embeddings().weight
+    pairs = 32 // 4
+    for token in ("7", "57", "579"):
+        row = weight[tokenizer.convert_tokens_to_ids(token)]
+        angle = 2 * math.pi * int(token) / 2.0  # the shortest period is 2
+        assert row[0].item() == pytest.approx(0.05 * math.cos(angle), abs=1e-5)
+        assert row[pairs].item() == pytest.approx(0.05 * math.sin(angle), abs=1e-5)
+    plain = build_model(TrainConfig(grouping="chunks", hidden_size=32), tokenizer)
+    assert not torch.equal(plain.get_input_embeddings().weight, weight)
