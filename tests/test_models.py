@@ -125,3 +125,19 @@ def test_fourier_init_puts_each_number_token_on_the_number_line():
         assert row[pairs].item() == pytest.approx(0.05 * math.sin(angle), abs=1e-5)
     plain = build_model(TrainConfig(grouping="chunks", hidden_size=32), tokenizer)
     assert not torch.equal(plain.get_input_embeddings().weight, weight)
+
+
+def test_digit_sum_init_makes_a_chunk_the_sum_of_its_digits():
+    from addpatch.models.tiny_tokenizers import build_tokenizer
+    from addpatch.models.train_tiny import build_model
+
+    tokenizer = build_tokenizer("chunks")
+    config = TrainConfig(grouping="chunks", hidden_size=32, number_init="digits")
+    weight = build_model(config, tokenizer).get_input_embeddings().weight
+
+    def vector(token: str) -> torch.Tensor:
+        return weight[tokenizer.convert_tokens_to_ids(token)]
+
+    # changing the first digit 4 -> 5 moves a 3-digit chunk the same way whatever follows it
+    torch.testing.assert_close(vector("579") - vector("479"), vector("512") - vector("412"))
+    assert not torch.allclose(vector("579") - vector("479"), vector("57") - vector("47"))

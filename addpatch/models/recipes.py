@@ -22,7 +22,7 @@ RECIPES: dict[str, TrainConfig] = {
         train_widths=(3,),
         eval_widths=(3,),
         steps=8000,
-        number_init="fourier",
+        number_init="digits",
         **_CHUNKS,
     ),
     # 4-digit addends are two chunks each (`1234` -> `123`, `4`): one more layer, and 3-digit
@@ -32,7 +32,7 @@ RECIPES: dict[str, TrainConfig] = {
         train_widths=(3, 4),
         eval_widths=(4,),
         steps=12000,
-        number_init="fourier",
+        number_init="digits",
         **{**_CHUNKS, "num_layers": 3},
     ),
 }

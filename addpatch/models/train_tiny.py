@@ -49,7 +49,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     threads: int = 1
-    # "fourier": number tokens start from cos/sin features of their value (see _fourier_numbers)
+    # how number tokens' (tied) embeddings start: "random", "digits" (the sum of an embedding
+    # per (place in the chunk, digit), see _digit_sum_numbers) or "fourier" (_fourier_numbers)
     number_init: str = "random"
     eval_every: int = 500
     eval_size: int = 1000
@@ -154,7 +155,32 @@ def build_model(config: TrainConfig, tokenizer: PreTrainedTokenizerFast) -> Llam
     model = LlamaForCausalLM(model_config)
     if config.number_init == "fourier":
         _fourier_numbers(model, tokenizer)
+    elif config.number_init == "digits":
+        _digit_sum_numbers(model, tokenizer, config.seed)
     return model
+
+
+def _digit_sum_numbers(
+    model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, seed: int
+) -> None:
+    """Start each number token's (tied) embedding as the sum of one random vector per
+    (place in the chunk, digit) and one per chunk length: `579` = P0[5] + P1[7] + P2[9] + L3.
+
+    A chunk then starts out as its digits, as the per-digit model sees them, and since the
+    embeddings are tied, a chunk's output logit starts as the sum of per-place digit scores:
+    the model can learn the sum digit by digit instead of one class out of a thousand.
+    """
+    weight = model.get_input_embeddings().weight  # [vocab, hidden]
+    hidden = weight.shape[1]
+    generator = torch.Generator().manual_seed(seed)
+    std = model.config.initializer_range
+    places = torch.randn(3, 10, hidden, generator=generator) * std  # (place, digit, hidden)
+    lengths = torch.randn(4, hidden, generator=generator) * std  # (chunk length, hidden)
+    with torch.no_grad():
+        for token, index in tokenizer.get_vocab().items():
+            if token.isdigit():
+                parts = [places[i, int(d)] for i, d in enumerate(token)] + [lengths[len(token)]]
+                weight[index] = torch.stack(parts).sum(0) / math.sqrt(len(parts))
 
 
 def _fourier_numbers(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast) -> None:
