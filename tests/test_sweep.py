@@ -21,7 +21,7 @@ from addpatch.errors import BadInput, ModelNotFound
 from addpatch.store.store import Store
 from addpatch.sweep.driver import SweepSpec, run_sweep
 from addpatch.sweep.executors import LocalExecutor, RayExecutor
-from cli.main import bare_option_values
+from cli.main import bare_option_values, main
 
 ADDPATCH = str(Path(sys.executable).parent / "addpatch")
 SPEC = SweepSpec(
@@ -214,25 +214,14 @@ def test_one_report_covers_runs_of_different_widths(tmp_path):
         (["--targets", "O_9"], "unknown variable"),
     ],
 )
-def test_bad_sweep_input_is_one_line_and_writes_nothing(args, message, tmp_path):
+def test_bad_sweep_input_is_one_line_and_writes_nothing(args, message, tmp_path, capsys):
     store = tmp_path / "s"
-    done = subprocess.run(
-        [
-            ADDPATCH,
-            "sweep",
-            "--models",
-            "tiny-adder-digits",
-            "--size",
-            "8",
-            *args,
-            "--store",
-            str(store),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 1
-    lines = done.stderr.strip().splitlines()
+    argv = ["addpatch", "sweep", "--models", "tiny-adder-digits", "--size", "8", *args]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", [*argv, "--store", str(store)])
+        with pytest.raises(SystemExit) as exit_info:
+            main()
+    assert exit_info.value.code == 1
+    lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error:") and message in lines[0]
     assert not store.exists()
