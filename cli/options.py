@@ -31,6 +31,13 @@ SeedOption = Annotated[int, typer.Option("--seed", help="Seed of the pair genera
 KindOption = Annotated[
     str, typer.Option("--kind", help="Pair generator: random, sum_to_nine, one_digit, carry_flip.")
 ]
+LayersOption = Annotated[
+    str, typer.Option(help="all (embeddings as -1, then every layer), or e.g. -1,0,3 or 0-11.")
+]
+PositionsOption = Annotated[
+    str,
+    typer.Option(help="all (every prompt token), numbers, digits, last, or names like a0.d1,last."),
+]
 BatchOption = Annotated[int, typer.Option("--batch-size", "-b", help="Examples per batch.")]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
 DtypeOption = Annotated[

@@ -22,7 +22,9 @@ from cli.options import (
     DigitsOption,
     DtypeOption,
     KindOption,
+    LayersOption,
     ModelOption,
+    PositionsOption,
     SeedOption,
     SizeOption,
     StoreOption,
@@ -39,15 +41,8 @@ def run(
     kind: KindOption = "random",
     size: SizeOption = 256,
     seed: SeedOption = 0,
-    layers: Annotated[
-        str, typer.Option(help="all (embeddings as -1, then every layer), or e.g. -1,0,3 or 0-11.")
-    ] = "all",
-    positions: Annotated[
-        str,
-        typer.Option(
-            help="all (every prompt token), numbers, digits, last, or names like a0.d1,last."
-        ),
-    ] = "all",
+    layers: LayersOption = "all",
+    positions: PositionsOption = "all",
     targets: TargetsOption = None,
     batch_size: BatchOption = 64,
     device: DeviceOption = "auto",

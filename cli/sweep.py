@@ -15,6 +15,8 @@ from cli.options import (
     DeviceOption,
     DtypeOption,
     KindOption,
+    LayersOption,
+    PositionsOption,
     SeedOption,
     SizeOption,
     StoreOption,
@@ -52,12 +54,8 @@ def sweep(
     kind: KindOption = "random",
     size: SizeOption = 256,
     seed: SeedOption = 0,
-    layers: Annotated[
-        str, typer.Option(help="all (embeddings as -1, then every layer), or e.g. -1,0,3 or 0-11.")
-    ] = "all",
-    positions: Annotated[
-        str, typer.Option(help="all, numbers, digits, last, or names like a0.d1,last.")
-    ] = "all",
+    layers: LayersOption = "all",
+    positions: PositionsOption = "all",
     targets: TargetsOption = None,
     batch_size: BatchOption = 64,
     batches_per_task: Annotated[
