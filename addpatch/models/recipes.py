@@ -19,7 +19,7 @@ RECIPES: dict[str, TrainConfig] = {
     ),
     "tiny-adder-chunks-d3": TrainConfig(
         name="tiny-adder-chunks-d3",
-        train_widths=(3,),
+        train_widths=(1, 2, 3, 3),  # each addend's own width; 3 digits half the time
         eval_widths=(3,),
         steps=8000,
         number_init="digits",
