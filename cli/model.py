@@ -52,6 +52,9 @@ def train_tiny(
         int | None,
         typer.Option(help="Torch threads (weights are bit-identical only for the same count)."),
     ] = None,
+    device: Annotated[
+        str, typer.Option(help="cpu, or cuda (deterministic kernels; identical on the same GPU).")
+    ] = "cpu",
 ) -> None:
     """Train a shipped tiny adder from scratch, deterministically (seed and thread count fixed).
 
@@ -62,6 +65,7 @@ def train_tiny(
     import dataclasses
 
     from addpatch.errors import BadInput
+    from addpatch.models.loading import pick_device
     from addpatch.models.recipes import RECIPES
     from addpatch.models.train_tiny import train_tiny_adder
 
@@ -76,5 +80,6 @@ def train_tiny(
             shown = ", ".join(f"{d}-digit {a:.1%}" for d, a in accuracy.items())
             console.print(f"step {step}: loss {loss:.4f}, accuracy {shown}")
 
-    card = train_tiny_adder(config, out, progress=progress, steps=steps)
+    chosen = pick_device(device)
+    card = train_tiny_adder(config, out, progress=progress, steps=steps, device=chosen)
     console.print(f"Wrote {out} ({card['wall_time_s']} s); accuracy {card['accuracy_by_digits']}")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import random
 import time
@@ -20,6 +21,7 @@ from pathlib import Path
 import torch
 import transformers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers.utils import logging as hf_logging
 
 from addpatch.models.tiny_tokenizers import DigitGrouping, build_tokenizer
 from addpatch.models.weights import sha256_file
@@ -113,7 +115,7 @@ def greedy_accuracy(
         for start in range(0, len(pairs), batch_size):
             chunk = pairs[start : start + batch_size]
             prompts = [render_prompt(TWO_ADDEND_TEMPLATE, [a, b]) for a, b in chunk]
-            enc = tokenizer(prompts, return_tensors="pt", padding=True)
+            enc = tokenizer(prompts, return_tensors="pt", padding=True).to(model.device)
             out = model.generate(
                 **enc,
                 max_new_tokens=max_new,
@@ -209,15 +211,22 @@ def train_tiny_adder(
     *,
     progress: ProgressCallback | None = None,
     steps: int | None = None,
+    device: torch.device | None = None,
 ) -> dict:
     """Train one tiny adder into `out_dir`; returns the model card written beside the weights.
 
     `steps` stops early (for tests) without changing the schedule, so a short run is the prefix
-    of the full one.
+    of the full one. On CUDA (`device`), deterministic kernels keep two runs on the same GPU
+    model identical; CPU and GPU runs differ from each other.
     """
+    device = device or torch.device("cpu")
+    hf_logging.disable_progress_bar()  # progress is the caller's to show
     torch.set_num_threads(config.threads)
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
     tokenizer = build_tokenizer(config.grouping)
-    model = build_model(config, tokenizer)
+    model = build_model(config, tokenizer).to(device)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, betas=config.betas, weight_decay=0.0
     )
@@ -229,7 +238,9 @@ def train_tiny_adder(
     started = time.perf_counter()
     for step in range(last_step):
         model.train()
-        ids, mask, labels = _training_batch(config, rng, tokenizer, excluded)
+        ids, mask, labels = (
+            t.to(device) for t in _training_batch(config, rng, tokenizer, excluded)
+        )
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(config, step)
         loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
@@ -249,7 +260,7 @@ def train_tiny_adder(
     wall = time.perf_counter() - started
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out_dir, safe_serialization=True)
+    model.to("cpu").save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     final = history[-1]["accuracy"] if history else {}
     card = {
@@ -268,7 +279,8 @@ def train_tiny_adder(
         "weights_sha256": sha256_file(out_dir / "model.safetensors"),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
-        "machine": f"{platform.machine()}, {config.threads} torch thread(s)",
+        "machine": f"{platform.machine()}, {config.threads} torch thread(s)"
+        + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""),
     }
     (out_dir / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     return card
