@@ -58,11 +58,15 @@ def train_tiny(
 ) -> None:
     """Train a shipped tiny adder from scratch, deterministically (seed and thread count fixed).
 
+    The whole state is checkpointed at every evaluation in OUT/checkpoint: run the same
+    command again after a stop and it resumes there, ending with the same weights.
+
     \b
     Example:
         addpatch model train-tiny --name tiny-adder-digits --out ./retrained
     """
     import dataclasses
+    import json
 
     from addpatch.errors import BadInput
     from addpatch.models.loading import pick_device
@@ -81,5 +85,10 @@ def train_tiny(
             console.print(f"step {step}: loss {loss:.4f}, accuracy {shown}")
 
     chosen = pick_device(device)
+    saved = out / "checkpoint" / "state.json"
+    if saved.exists():
+        console.print(
+            f"Resuming from the checkpoint in {out} (step {json.loads(saved.read_text())['step']})"
+        )
     card = train_tiny_adder(config, out, progress=progress, steps=steps, device=chosen)
     console.print(f"Wrote {out} ({card['wall_time_s']} s); accuracy {card['accuracy_by_digits']}")

@@ -141,3 +141,30 @@ def test_digit_sum_init_makes_a_chunk_the_sum_of_its_digits():
     # changing the first digit 4 -> 5 moves a 3-digit chunk the same way whatever follows it
     torch.testing.assert_close(vector("579") - vector("479"), vector("512") - vector("412"))
     assert not torch.allclose(vector("579") - vector("479"), vector("57") - vector("47"))
+
+
+def test_a_stopped_training_resumes_to_the_same_weights(tmp_path):
+    from addpatch.errors import BadInput
+
+    config = dataclasses.replace(
+        TrainConfig(),
+        hidden_size=16,
+        ffn_size=32,
+        num_layers=1,
+        batch_size=16,
+        steps=6,
+        eval_every=2,
+        eval_size=10,
+        threads=1,
+    )
+    whole = train_tiny_adder(config, tmp_path / "whole")
+    assert not (tmp_path / "whole" / "checkpoint").exists()  # a finished run keeps no checkpoint
+
+    train_tiny_adder(config, tmp_path / "split", steps=4)  # stopped after the step-4 checkpoint
+    assert (tmp_path / "split" / "checkpoint" / "state.json").exists()
+    with pytest.raises(BadInput, match="another training config"):
+        train_tiny_adder(dataclasses.replace(config, seed=1), tmp_path / "split")
+    resumed = train_tiny_adder(config, tmp_path / "split")
+    assert resumed["weights_sha256"] == whole["weights_sha256"]
+    assert resumed["accuracy_history"] == whole["accuracy_history"]
+    assert not (tmp_path / "split" / "checkpoint").exists()

@@ -2,6 +2,8 @@
 
 `tiny-adder-digits` is one model for 2-4 digit addends (each addend's width drawn on its own);
 the chunked tokenizer trains far slower, so `tiny-adder-chunks` ships one checkpoint per width.
+The 3- and 4-digit chunked schedules are long (hours on one CPU thread); training checkpoints
+at every evaluation and resumes where it stopped (`addpatch model train-tiny` again).
 """
 
 from __future__ import annotations
@@ -21,9 +23,9 @@ RECIPES: dict[str, TrainConfig] = {
         name="tiny-adder-chunks-d3",
         train_widths=(1, 2, 3, 3),  # each addend's own width; 3 digits half the time
         eval_widths=(3,),
-        steps=8000,
+        steps=40000,
         number_init="digits",
-        **_CHUNKS,
+        **{**_CHUNKS, "eval_every": 1000},
     ),
     # 4-digit addends are two chunks each (`1234` -> `123`, `4`): one more layer, and 3-digit
     # (one-chunk) addends mixed in, each addend's width drawn on its own as for the digits model.
@@ -31,8 +33,8 @@ RECIPES: dict[str, TrainConfig] = {
         name="tiny-adder-chunks-d4",
         train_widths=(3, 4),
         eval_widths=(4,),
-        steps=12000,
+        steps=60000,
         number_init="digits",
-        **{**_CHUNKS, "num_layers": 3},
+        **{**_CHUNKS, "num_layers": 3, "eval_every": 1000},
     ),
 }

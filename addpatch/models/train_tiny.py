@@ -24,6 +24,12 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
 
 from addpatch.models.tiny_tokenizers import DigitGrouping, build_tokenizer
+from addpatch.models.train_checkpoint import (
+    TrainingState,
+    load_checkpoint,
+    remove_checkpoint,
+    save_checkpoint,
+)
 from addpatch.models.weights import sha256_file
 from addpatch.task.templates import TWO_ADDEND_TEMPLATE, answer_text, parse_answer, render_prompt
 
@@ -215,8 +221,9 @@ def train_tiny_adder(
 ) -> dict:
     """Train one tiny adder into `out_dir`; returns the model card written beside the weights.
 
-    `steps` stops early (for tests) without changing the schedule, so a short run is the prefix
-    of the full one. On CUDA (`device`), deterministic kernels keep two runs on the same GPU
+    `steps` stops early without changing the schedule, so a short run is the prefix of the full
+    one. At every evaluation the whole state is checkpointed in OUT/checkpoint; a run started
+    again on the same OUT resumes there and ends bit-identical to one that never stopped. On CUDA (`device`), deterministic kernels keep two runs on the same GPU
     model identical; CPU and GPU runs differ from each other.
     """
     device = device or torch.device("cpu")
@@ -234,9 +241,13 @@ def train_tiny_adder(
     excluded = {pair for pairs in held_out.values() for pair in pairs}
     rng = random.Random(config.seed)
     last_step = config.steps if steps is None else min(steps, config.steps)
-    history: list[dict] = []
-    started = time.perf_counter()
-    for step in range(last_step):
+    resumed = load_checkpoint(
+        out_dir, config=config, device=device, model=model, optimizer=optimizer, rng=rng
+    )
+    state = resumed or TrainingState(step=0, history=[], wall_time_s=0.0)
+    history = state.history
+    started = time.perf_counter() - state.wall_time_s
+    for step in range(state.step, last_step):
         model.train()
         ids, mask, labels = (
             t.to(device) for t in _training_batch(config, rng, tokenizer, excluded)
@@ -255,6 +266,16 @@ def train_tiny_adder(
                 w: greedy_accuracy(model, tokenizer, held_out[w]) for w in config.eval_widths
             }
             history.append({"step": done, "loss": loss.item(), "accuracy": accuracy})
+            state = TrainingState(done, history, time.perf_counter() - started)
+            save_checkpoint(
+                out_dir,
+                config=config,
+                device=device,
+                model=model,
+                optimizer=optimizer,
+                rng=rng,
+                state=state,
+            )
         if progress is not None:
             progress(done, loss.item(), accuracy)
     wall = time.perf_counter() - started
@@ -283,4 +304,6 @@ def train_tiny_adder(
         + (f", {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""),
     }
     (out_dir / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    if last_step == config.steps:
+        remove_checkpoint(out_dir)  # the run is whole; a shortened one (`steps`) can go on
     return card
