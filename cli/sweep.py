@@ -80,7 +80,7 @@ def sweep(
 
     \b
     Example:
-        addpatch sweep --models tiny-adder-digits,tiny-adder-chunks --digits 2,3,4
+        addpatch sweep --models tiny-adder-digits,tiny-adder-chunks --digits 2 --ray
         addpatch sweep --models ~/models/Llama-3.1-8B,~/models/gemma-2-9b --digits 2,3 --ray auto
     """
     from addpatch.errors import BadInput
