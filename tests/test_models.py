@@ -65,18 +65,14 @@ def test_shipped_models_stay_under_20_mb():
     assert total < 20 * 1024 * 1024
 
 
+def _small_training(**changes) -> TrainConfig:
+    """A one-layer, 16-wide adder that trains a few steps in well under a second."""
+    small = dict(hidden_size=16, ffn_size=32, num_layers=1, batch_size=16, eval_size=10, threads=1)
+    return dataclasses.replace(TrainConfig(), **{**small, **changes})
+
+
 def test_same_seed_gives_identical_weights(tmp_path):
-    config = dataclasses.replace(
-        TrainConfig(),
-        hidden_size=16,
-        ffn_size=32,
-        num_layers=1,
-        batch_size=16,
-        steps=50,
-        eval_every=1000,
-        eval_size=10,
-        threads=1,
-    )
+    config = _small_training(steps=50, eval_every=1000)
     first = train_tiny_adder(config, tmp_path / "a", steps=3)
     second = train_tiny_adder(config, tmp_path / "b", steps=3)
     assert first["weights_sha256"] == second["weights_sha256"]
@@ -146,17 +142,7 @@ def test_digit_sum_init_makes_a_chunk_the_sum_of_its_digits():
 def test_a_stopped_training_resumes_to_the_same_weights(tmp_path):
     from addpatch.errors import BadInput
 
-    config = dataclasses.replace(
-        TrainConfig(),
-        hidden_size=16,
-        ffn_size=32,
-        num_layers=1,
-        batch_size=16,
-        steps=6,
-        eval_every=2,
-        eval_size=10,
-        threads=1,
-    )
+    config = _small_training(steps=6, eval_every=2)
     whole = train_tiny_adder(config, tmp_path / "whole")
     assert not (tmp_path / "whole" / "checkpoint").exists()  # a finished run keeps no checkpoint
 
