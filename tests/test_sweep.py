@@ -19,6 +19,7 @@ import pytest
 
 from addpatch.errors import BadInput, ModelNotFound
 from addpatch.store.store import Store
+from addpatch.store.verify import verify_store
 from addpatch.sweep.driver import SweepSpec, run_sweep
 from addpatch.sweep.executors import LocalExecutor, RayExecutor
 from cli.main import bare_option_values, main
@@ -166,6 +167,10 @@ def test_killed_ray_worker_is_retried_without_duplicate_rows(local_sweep, tmp_pa
     assert killed, "no patch task was running when the first batch file appeared"
     assert _rows(root) == _rows(local_sweep[0])
     assert _duplicates(root) == 0
+    # every registered file is whole; what the killed worker left half-written is only an orphan
+    check = verify_store(Store.open(root), repair=True)
+    assert check.checked > 0 and not check.missing and not check.corrupt
+    assert verify_store(Store.open(root)).ok
 
 
 def test_bare_ray_means_a_local_instance():
