@@ -68,14 +68,15 @@ def targets_per_run(
     store: Store, run_ids: list[int], targets: list[str] | None
 ) -> dict[int, list[str]]:
     """Each run's targets: the given ones that its task has (default: all of its task's)."""
+    tasks = run_tasks(store, run_ids)
     chosen: dict[int, list[str]] = {}
-    for run_id, task in run_tasks(store, run_ids).items():
+    for run_id, task in tasks.items():
         if targets is None:
             chosen[run_id] = default_targets(task)
         else:
             chosen[run_id] = [t for t in targets if _has_target(task, t)]
     if targets is not None and not any(chosen.values()):
-        resolve_target(next(iter(run_tasks(store, run_ids).values())), targets[0])  # its error
+        resolve_target(next(iter(tasks.values())), targets[0])  # raises its error
     return chosen
 
 

@@ -109,12 +109,17 @@ def insert_dataset(
 
 
 # -- filtering ---------------------------------------------------------------------------------
-def has_filter(*, conn: duckdb.DuckDBPyConnection, model_id: int, dataset_id: int) -> bool:
+def count_answered(*, conn: duckdb.DuckDBPyConnection, model_id: int, dataset_id: int) -> int:
+    """How many of the dataset's examples the model has answered (0: not filtered yet)."""
     row = conn.execute(
         "SELECT count(*) FROM filter_results WHERE model_id = ? AND dataset_id = ?",
         [model_id, dataset_id],
     ).fetchone()
-    return bool(row[0])
+    return int(row[0])
+
+
+def has_filter(*, conn: duckdb.DuckDBPyConnection, model_id: int, dataset_id: int) -> bool:
+    return count_answered(conn=conn, model_id=model_id, dataset_id=dataset_id) > 0
 
 
 def insert_filter(

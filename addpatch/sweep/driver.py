@@ -220,13 +220,10 @@ def _prepare(store: Store, spec: SweepSpec, specs: ModelSpecs, echo: Echo) -> li
             record, model_id, tokenizer = registered[name]
             info = datasets[digits]
             with store.connect(read_only=True) as conn:
-                answered = conn.execute(
-                    "SELECT count(*) FROM filter_results WHERE model_id = ? AND dataset_id = ?",
-                    [model_id, info.id],
-                ).fetchone()[0]
+                answered = catalog.count_answered(conn=conn, model_id=model_id, dataset_id=info.id)
             combos.append(
                 _Combination(
-                    CombinationResult(name, digits, info.name, total=int(answered)),
+                    CombinationResult(name, digits, info.name, total=answered),
                     specs.of(name),
                     model_id,
                     model_provenance(record),
