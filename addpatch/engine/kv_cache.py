@@ -19,11 +19,6 @@ class KVCache:
         self.values: list[torch.Tensor | None] = [None] * num_layers
         self.lengths: list[int | None] = [None] * num_layers  # None: no spare room, concatenate
 
-    def seed(self, layer: int, keys: torch.Tensor, values: torch.Tensor) -> None:
-        self.keys[layer] = keys
-        self.values[layer] = values
-        self.lengths[layer] = None
-
     def update(
         self,
         keys: torch.Tensor,
