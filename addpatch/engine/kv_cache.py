@@ -1,8 +1,8 @@
 """A minimal key/value cache that Hugging Face attention layers write into.
 
-Layers call `cache.update(keys, values, layer_idx)` and attend over what it returns. A cache
-seeded from a base run's tensors never writes into them (updates concatenate), so many patched
-runs can share one base run. A cache made by `allocate` owns buffers with room to spare: the
+Layers call `cache.update(keys, values, layer_idx)` and attend over what it returns. A `copy()`
+of a base run's cache never writes into its tensors (updates concatenate), so the base run's
+cache stays as it was. A cache made by `allocate` owns buffers with room to spare: the
 patched prompt and then each decoding step write into them in place, instead of copying.
 """
 
