@@ -139,6 +139,56 @@ def test_digit_sum_init_makes_a_chunk_the_sum_of_its_digits():
     assert not torch.allclose(vector("579") - vector("479"), vector("57") - vector("47"))
 
 
+def test_orthogonal_init_gives_each_place_and_digit_its_own_direction():
+    from addpatch.errors import BadInput
+    from addpatch.models.tiny_tokenizers import build_tokenizer
+    from addpatch.models.train_tiny import build_model
+
+    tokenizer = build_tokenizer("chunks")
+    config = TrainConfig(
+        grouping="chunks", hidden_size=48, number_init="orthogonal", number_scale=2.0
+    )
+    weight = build_model(config, tokenizer).get_input_embeddings().weight
+
+    def vector(token: str) -> torch.Tensor:
+        return weight[tokenizer.convert_tokens_to_ids(token)]
+
+    first_digit = vector("579") - vector("479")  # (P0[5] - P0[4]) / 2
+    second_digit = vector("579") - vector("589")  # (P1[7] - P1[8]) / 2
+    torch.testing.assert_close(first_digit, vector("512") - vector("412"))
+    assert first_digit.dot(second_digit).item() == pytest.approx(0.0, abs=1e-5)
+    assert first_digit.dot(first_digit).item() == pytest.approx(2 * 2.0**2 / 4, rel=1e-5)
+    # one-digit chunks share only their length vector: (P0[5] + L1) / sqrt(2), norm = scale
+    assert vector("5").dot(vector("6")).item() == pytest.approx(2.0**2 / 2, rel=1e-5)
+    with pytest.raises(BadInput, match="hidden_size >= 34"):
+        build_model(dataclasses.replace(config, hidden_size=32), tokenizer)
+
+
+def test_frozen_numbers_keep_their_embeddings_while_the_rest_trains(tmp_path):
+    from transformers import LlamaForCausalLM
+
+    from addpatch.models.tiny_tokenizers import build_tokenizer
+    from addpatch.models.train_tiny import build_model
+
+    config = _small_training(
+        grouping="chunks",
+        hidden_size=48,
+        number_init="orthogonal",
+        freeze_numbers=True,
+        weight_decay=0.1,
+        steps=50,
+        eval_every=1000,
+    )
+    tokenizer = build_tokenizer("chunks")
+    start = build_model(config, tokenizer).get_input_embeddings().weight.detach()
+    train_tiny_adder(config, tmp_path, steps=3)
+    trained = LlamaForCausalLM.from_pretrained(tmp_path).get_input_embeddings().weight.detach()
+    numbers = [i for token, i in tokenizer.get_vocab().items() if token.isdigit()]
+    words = [tokenizer.convert_tokens_to_ids(token) for token in ("The", " sum", " is")]
+    torch.testing.assert_close(trained[numbers], start[numbers], rtol=0, atol=0)
+    assert not torch.allclose(trained[words], start[words])
+
+
 def test_a_stopped_training_resumes_to_the_same_weights(tmp_path):
     from addpatch.errors import BadInput
 

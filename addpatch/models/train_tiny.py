@@ -23,6 +23,7 @@ import transformers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
 
+from addpatch.errors import BadInput
 from addpatch.models.tiny_tokenizers import DigitGrouping, build_tokenizer
 from addpatch.models.train_checkpoint import (
     TrainingState,
@@ -58,8 +59,12 @@ class TrainConfig:
     seed: int = 0
     threads: int = 1
     # how number tokens' (tied) embeddings start: "random", "digits" (the sum of an embedding
-    # per (place in the chunk, digit), see _digit_sum_numbers) or "fourier" (_fourier_numbers)
+    # per (place in the chunk, digit), see _digit_sum_numbers), "orthogonal" (the same with
+    # orthogonal place/digit vectors of norm `number_scale`) or "fourier" (_fourier_numbers)
     number_init: str = "random"
+    number_scale: float = 1.0
+    freeze_numbers: bool = False  # keep number tokens' embeddings at their init
+    weight_decay: float = 0.0
     eval_every: int = 500
     eval_size: int = 1000
     eval_seed: int = 12345  # held-out prompts come from this seed and are never trained on
@@ -165,11 +170,24 @@ def build_model(config: TrainConfig, tokenizer: PreTrainedTokenizerFast) -> Llam
         _fourier_numbers(model, tokenizer)
     elif config.number_init == "digits":
         _digit_sum_numbers(model, tokenizer, config.seed)
+    elif config.number_init == "orthogonal":
+        if config.hidden_size < _PLACE_DIGIT_LENGTH_VECTORS:
+            raise BadInput(
+                f"number_init='orthogonal' needs hidden_size >= {_PLACE_DIGIT_LENGTH_VECTORS}"
+                " (3 places x 10 digits + 4 chunk lengths); raise hidden_size"
+            )
+        _digit_sum_numbers(model, tokenizer, config.seed, scale=config.number_scale)
     return model
 
 
+_PLACE_DIGIT_LENGTH_VECTORS = 3 * 10 + 4
+
+
 def _digit_sum_numbers(
-    model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, seed: int
+    model: LlamaForCausalLM,
+    tokenizer: PreTrainedTokenizerFast,
+    seed: int,
+    scale: float | None = None,
 ) -> None:
     """Start each number token's (tied) embedding as the sum of one random vector per
     (place in the chunk, digit) and one per chunk length: `579` = P0[5] + P1[7] + P2[9] + L3.
@@ -182,8 +200,13 @@ def _digit_sum_numbers(
     hidden = weight.shape[1]
     generator = torch.Generator().manual_seed(seed)
     std = model.config.initializer_range
-    places = torch.randn(3, 10, hidden, generator=generator) * std  # (place, digit, hidden)
-    lengths = torch.randn(4, hidden, generator=generator) * std  # (chunk length, hidden)
+    if scale is None:
+        places = torch.randn(3, 10, hidden, generator=generator) * std  # (place, digit, hidden)
+        lengths = torch.randn(4, hidden, generator=generator) * std  # (chunk length, hidden)
+    else:  # orthonormal rows: no two (place, digit) vectors interfere
+        basis, _ = torch.linalg.qr(torch.randn(hidden, hidden, generator=generator))
+        places = basis[:30].reshape(3, 10, hidden) * scale
+        lengths = basis[30:_PLACE_DIGIT_LENGTH_VECTORS] * scale
     with torch.no_grad():
         for token, index in tokenizer.get_vocab().items():
             if token.isdigit():
@@ -206,6 +229,20 @@ def _fourier_numbers(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast
             if token.isdigit():
                 angle = 2 * math.pi * int(token) / periods
                 weight[index, : 2 * pairs] = 0.05 * torch.cat([angle.cos(), angle.sin()])
+
+
+def _frozen_number_rows(
+    model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The number tokens' row indices and their initial embeddings ([n], [n, hidden])."""
+    rows = torch.tensor(sorted(i for t, i in tokenizer.get_vocab().items() if t.isdigit()))
+    weight = model.get_input_embeddings().weight
+    return rows.to(weight.device), weight.detach()[rows.to(weight.device)].clone()
+
+
+def _restore_rows(model: LlamaForCausalLM, rows: torch.Tensor, values: torch.Tensor) -> None:
+    with torch.no_grad():
+        model.get_input_embeddings().weight[rows] = values
 
 
 ProgressCallback = Callable[[int, float, dict[int, float] | None], None]
@@ -235,8 +272,12 @@ def train_tiny_adder(
     tokenizer = build_tokenizer(config.grouping)
     model = build_model(config, tokenizer).to(device)
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.learning_rate, betas=config.betas, weight_decay=0.0
+        model.parameters(),
+        lr=config.learning_rate,
+        betas=config.betas,
+        weight_decay=config.weight_decay,
     )
+    frozen = _frozen_number_rows(model, tokenizer) if config.freeze_numbers else None
     held_out = {w: held_out_pairs(config, w) for w in config.eval_widths}
     excluded = {pair for pairs in held_out.values() for pair in pairs}
     rng = random.Random(config.seed)
@@ -259,6 +300,8 @@ def train_tiny_adder(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
+        if frozen is not None:
+            _restore_rows(model, *frozen)
         accuracy = None
         done = step + 1
         if done % config.eval_every == 0 or done == last_step:
