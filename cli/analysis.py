@@ -64,15 +64,9 @@ def score(
     frames = []
     for run in _runs(opened, run_id):
         if target_list is None:
-            from addpatch.experiment.datasets import load_pairs
-            from addpatch.task.labels import default_targets
+            from addpatch.experiment.reporting import run_default_targets
 
-            with opened.connect(read_only=True) as conn:
-                dataset_id = conn.execute(
-                    "SELECT dataset_id FROM runs WHERE id = ?", [run]
-                ).fetchone()[0]
-            task, _, _ = load_pairs(opened, dataset_id)
-            run_targets = default_targets(task)
+            run_targets = run_default_targets(opened, [run])[run]
         else:
             run_targets = target_list
         frames.append(best_cells(opened, run_id=run, targets=run_targets, top=top))

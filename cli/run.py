@@ -77,13 +77,13 @@ def run(
     """
     from addpatch.task.addition import AdditionTask
     from addpatch.task.generators import GENERATORS
-    from addpatch.task.labels import default_targets, resolve_target
+    from addpatch.task.labels import resolve_target
 
     started = time.perf_counter()
     # Check everything that needs no model first: bad input fails fast and touches nothing.
     task = AdditionTask(num_addends=addends, num_digits=digits)
-    target_list = split_targets(targets) or default_targets(task)
-    for target in target_list:
+    target_list = split_targets(targets)  # None: the run's defaults, known once it is planned
+    for target in target_list or []:
         resolve_target(task, target)
     if kind not in GENERATORS:
         raise BadInput(f"unknown generator {kind!r}; choose one of: {', '.join(GENERATORS)}")
@@ -145,7 +145,7 @@ def _run_locked(
     positions: str,
     batch_size: int,
     interventions_only: bool,
-    target_list: list[str],
+    target_list: list[str] | None,
     report_dir: Path | None,
     started: float,
 ) -> None:
@@ -153,7 +153,7 @@ def _run_locked(
     from addpatch.experiment.datasets import create_dataset
     from addpatch.experiment.filtering import filter_dataset
     from addpatch.experiment.interventions import parse_layers, run_interventions
-    from addpatch.experiment.reporting import report_runs
+    from addpatch.experiment.reporting import report_runs, run_default_targets
     from addpatch.experiment.session import load_into_store
     from addpatch.scoring import best_cells
 
@@ -220,7 +220,8 @@ def _run_locked(
             f"Store: {opened.root}  (score with `addpatch score --run-id {result.run_id}`)"
         )
         return
-    best = best_cells(opened, run_id=result.run_id, targets=target_list)
+    chosen = target_list or run_default_targets(opened, [result.run_id])[result.run_id]
+    best = best_cells(opened, run_id=result.run_id, targets=chosen)
     print_frame(
         best.select("target", "layer", "position", "position_label", "iia", "baseline", "n"),
         title=f"Best cell per variable (run {result.run_id}, IIA over {result.examples} examples)",

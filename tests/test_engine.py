@@ -9,7 +9,7 @@ import torch
 
 from addpatch.engine.naive import naive_patch
 from addpatch.engine.patching import PatchEngine, PromptPair
-from addpatch.engine.positions import layout_prompt, render_with_spans
+from addpatch.engine.positions import layout_prompt, render_with_spans, shared_digit_tokens
 from tests.conftest import FAMILIES, tiny_model
 
 TEMPLATE = "The sum of {num0} and {num1} is"
@@ -108,3 +108,19 @@ def test_patching_base_onto_itself_changes_nothing():
     for table in engine.sweep(pairs, list(range(-1, engine.num_layers)), positions, 4):
         for row in table.to_pylist():
             assert row["token_ids"] == plain[row["example_id"]][0]
+
+
+def test_shared_digit_tokens_follow_the_tokenizer():
+    from addpatch.models.tiny_tokenizers import build_tokenizer
+
+    def layouts(grouping: str, numbers: list[tuple[int, int]]):
+        tokenizer = build_tokenizer(grouping)
+        for pair in numbers:
+            text, spans = render_with_spans("The sum of {num0} and {num1} is", list(pair))
+            yield layout_prompt(tokenizer, text, spans)
+
+    four = [(1234, 5678), (9999, 1000)]
+    assert shared_digit_tokens(layouts("chunks", four), 2) == [(0, (0, 1, 2)), (1, (0, 1, 2))]
+    assert shared_digit_tokens(layouts("chunks", [(12, 345)]), 2) == [(0, (0, 1)), (1, (0, 1, 2))]
+    assert shared_digit_tokens(layouts("chunks", [(12, 345), (345, 12)]), 2) == []
+    assert shared_digit_tokens(layouts("digits", four), 2) == []

@@ -168,7 +168,6 @@ def test_frozen_numbers_keep_their_embeddings_while_the_rest_trains(tmp_path):
     from transformers import LlamaForCausalLM
 
     from addpatch.models.tiny_tokenizers import build_tokenizer
-    from addpatch.models.train_tiny import build_model
 
     config = _small_training(
         grouping="chunks",
@@ -180,13 +179,36 @@ def test_frozen_numbers_keep_their_embeddings_while_the_rest_trains(tmp_path):
         eval_every=1000,
     )
     tokenizer = build_tokenizer("chunks")
-    start = build_model(config, tokenizer).get_input_embeddings().weight.detach()
-    train_tiny_adder(config, tmp_path, steps=3)
-    trained = LlamaForCausalLM.from_pretrained(tmp_path).get_input_embeddings().weight.detach()
+    train_tiny_adder(config, tmp_path / "start", steps=0)  # the init, on the training's threads
+    train_tiny_adder(config, tmp_path / "trained", steps=3)
+    start, trained = (
+        LlamaForCausalLM.from_pretrained(tmp_path / run).get_input_embeddings().weight.detach()
+        for run in ("start", "trained")
+    )
     numbers = [i for token, i in tokenizer.get_vocab().items() if token.isdigit()]
     words = [tokenizer.convert_tokens_to_ids(token) for token in ("The", " sum", " is")]
     torch.testing.assert_close(trained[numbers], start[numbers], rtol=0, atol=0)
     assert not torch.allclose(trained[words], start[words])
+
+
+def test_a_training_can_start_from_a_trained_checkpoint(tmp_path):
+    from transformers import LlamaForCausalLM
+
+    from addpatch.errors import BadInput
+    from addpatch.models.tiny_tokenizers import build_tokenizer
+    from addpatch.models.train_tiny import build_model
+
+    first = train_tiny_adder(_small_training(steps=50, eval_every=1000), tmp_path / "a", steps=2)
+    config = _small_training(steps=50, eval_every=1000, seed=7, init_from=str(tmp_path / "a"))
+    tokenizer = build_tokenizer("digits")
+    started = build_model(config, tokenizer).state_dict()
+    trained = LlamaForCausalLM.from_pretrained(tmp_path / "a").state_dict()
+    assert started.keys() == trained.keys()
+    assert all(torch.equal(started[name], trained[name]) for name in started)
+    card = train_tiny_adder(config, tmp_path / "b", steps=1)
+    assert card["init_weights_sha256"] == first["weights_sha256"]
+    with pytest.raises(BadInput, match="does not fit this config"):
+        build_model(dataclasses.replace(config, num_layers=2), tokenizer)
 
 
 def test_a_stopped_training_resumes_to_the_same_weights(tmp_path):

@@ -88,6 +88,21 @@ def test_local_sweep_runs_every_combination_and_picks_the_width_checkpoint(local
     assert all(r.targets for r in results)  # labels stored for scoring
 
 
+def test_a_chunked_model_is_scored_on_the_digits_each_token_holds(local_sweep):
+    from addpatch.scoring import best_cells
+
+    root, results = local_sweep
+    targets = {r.model: r.targets for r in results}
+    joint = ["digit_0_0+digit_0_1", "digit_1_0+digit_1_1"]
+    assert set(joint) <= set(targets["tiny-adder-chunks-d2"])
+    assert not any("+" in t for t in targets["tiny-adder-digits"])
+    chunks = next(r for r in results if r.model == "tiny-adder-chunks-d2")
+    best = best_cells(Store.open(root), run_id=chunks.run_id, targets=[joint[0], "digit_0_1"])
+    iia = dict(zip(best["target"], best["iia"], strict=True))
+    # the `76` token holds both digits: swapping it swaps both, never just one
+    assert iia[joint[0]] >= 0.9 > iia["digit_0_1"]
+
+
 def test_rerun_of_a_sweep_submits_nothing(local_sweep):
     root, _ = local_sweep
     before = _rows(root)

@@ -121,6 +121,19 @@ def test_default_targets():
         resolve_target(task, target)
 
 
+def test_default_targets_add_the_joint_digits_of_multi_digit_tokens():
+    task = AdditionTask(2, 4)
+    # `1234` as `123` + `4`: digits 0-2 of each addend share a token
+    chunked = default_targets(task, [(0, (0, 1, 2)), (1, (0, 1, 2))])
+    joint = ["digit_0_0+digit_0_1+digit_0_2", "digit_1_0+digit_1_1+digit_1_2"]
+    assert chunked == default_targets(task)[:8] + joint + default_targets(task)[8:]
+    for target in joint:
+        resolve_target(task, target)
+    assert default_targets(AdditionTask(2, 2), [(0, (0, 1, 2))]) == default_targets(
+        AdditionTask(2, 2)
+    )  # a group the task has no digits for is left out
+
+
 @st.composite
 def basic_pairs(draw):
     k = draw(st.integers(2, 4))

@@ -17,6 +17,7 @@ by searching for the text.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
@@ -111,6 +112,30 @@ def layout_prompt(
     aliases["last"] = len(ids) - 1
     tokens = tuple(tokenizer.decode([i]) for i in ids)
     return PromptLayout(tuple(ids), tokens, tuple(canonical), aliases)
+
+
+DigitGroup = tuple[int, tuple[int, ...]]  # (addend, its digits held by one token)
+
+
+def shared_digit_tokens(layouts: Iterable[PromptLayout], num_addends: int) -> list[DigitGroup]:
+    """Digits of one addend that a single token holds in every prompt (`579` -> (0, 1, 2)).
+
+    A chunking tokenizer (Llama-3's `\\p{N}{1,3}`) gives the same groups for every D-digit
+    number; a BPE whose merges depend on the digits gives groups that vary, and only those
+    common to all prompts are returned.
+    """
+    common: set[DigitGroup] | None = None
+    for layout in layouts:
+        groups: set[DigitGroup] = set()
+        for addend in range(num_addends):
+            by_token: dict[int, list[int]] = {}
+            digit = 0
+            while (index := layout.index(f"a{addend}.d{digit}")) is not None:
+                by_token.setdefault(index, []).append(digit)
+                digit += 1
+            groups |= {(addend, tuple(d)) for d in by_token.values() if len(d) > 1}
+        common = groups if common is None else common & groups
+    return sorted(common or ())
 
 
 POSITION_SETS = ("all", "numbers", "digits", "last")

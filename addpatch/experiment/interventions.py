@@ -17,7 +17,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from addpatch.engine.patching import PatchEngine, PromptPair
-from addpatch.engine.positions import highlight, select_positions
+from addpatch.engine.positions import DigitGroup, highlight, select_positions, shared_digit_tokens
 from addpatch.errors import BadInput
 from addpatch.experiment.datasets import load_pairs
 from addpatch.experiment.filtering import answer_budget_of, layout_with
@@ -88,6 +88,7 @@ class RunPlan:
     batch_size: int
     batches: list[list[PromptPair]]
     highlighted: str  # the first example's prompt with the patched tokens marked
+    digit_tokens: list[DigitGroup]  # (addend, digits) that share one token in every prompt
 
     @property
     def config(self) -> dict:
@@ -153,6 +154,10 @@ def plan_run(
         batch_size=batch_size,
         batches=[prompt_pairs[s : s + batch_size] for s in range(0, len(prompt_pairs), batch_size)],
         highlighted=highlight(first, positions),
+        digit_tokens=shared_digit_tokens(
+            (layout for p in prompt_pairs for layout in (p.base, p.counterfactual)),
+            task.num_addends,
+        ),
     )
 
 
@@ -183,6 +188,7 @@ def open_run(
                     **model_provenance,
                     "device": device,
                     "dtype": plan.dtype,
+                    "digit_tokens": plan.digit_tokens,
                 },
             )
             return run_id, None, set()

@@ -64,18 +64,30 @@ def run_tasks(store: Store, run_ids: list[int]) -> dict[int, AdditionTask]:
     return {run_id: AdditionTask(num_addends=k, num_digits=d) for run_id, k, d in rows}
 
 
+def run_default_targets(store: Store, run_ids: list[int]) -> dict[int, list[str]]:
+    """Each run's default targets: its task's variables, plus the joint digits of each token
+    that holds several (recorded with the run; a chunked `579` gives `digit_0_0+...+digit_0_2`).
+    """
+    tasks = run_tasks(store, run_ids)
+    with store.connect(read_only=True) as conn:
+        rows = conn.execute(
+            "SELECT id, provenance_json FROM runs WHERE list_contains(?, id)", [run_ids]
+        ).fetchall()
+    groups = {run_id: json.loads(prov).get("digit_tokens", []) for run_id, prov in rows}
+    return {run_id: default_targets(task, groups[run_id]) for run_id, task in tasks.items()}
+
+
 def targets_per_run(
     store: Store, run_ids: list[int], targets: list[str] | None
 ) -> dict[int, list[str]]:
     """Each run's targets: the given ones that its task has (default: all of its task's)."""
+    if targets is None:
+        return run_default_targets(store, run_ids)
     tasks = run_tasks(store, run_ids)
-    chosen: dict[int, list[str]] = {}
-    for run_id, task in tasks.items():
-        if targets is None:
-            chosen[run_id] = default_targets(task)
-        else:
-            chosen[run_id] = [t for t in targets if _has_target(task, t)]
-    if targets is not None and not any(chosen.values()):
+    chosen = {
+        run_id: [t for t in targets if _has_target(task, t)] for run_id, task in tasks.items()
+    }
+    if not any(chosen.values()):
         resolve_target(next(iter(tasks.values())), targets[0])  # raises its error
     return chosen
 

@@ -1,9 +1,9 @@
 """The training recipes of the shipped models (see their card.json for what they reached).
 
 `tiny-adder-digits` is one model for 2-4 digit addends (each addend's width drawn on its own);
-the chunked tokenizer trains far slower, so `tiny-adder-chunks` ships one checkpoint per width.
-The 3- and 4-digit chunked schedules are long (hours on one CPU thread); training checkpoints
-at every evaluation and resumes where it stopped (`addpatch model train-tiny` again).
+the chunked tokenizer trains far slower, so `tiny-adder-chunks` ships one checkpoint per width,
+`-d4` trained on from `-d3`. Training checkpoints at every evaluation and resumes where it
+stopped (`addpatch model train-tiny` again).
 """
 
 from __future__ import annotations
@@ -32,14 +32,17 @@ RECIPES: dict[str, TrainConfig] = {
         **_FROZEN_DIGITS,
         **_CHUNKS,
     ),
-    # 4-digit addends are two chunks each (`1234` -> `123`, `4`): one more layer, and 3-digit
-    # (one-chunk) addends mixed in, each addend's width drawn on its own as for the digits model.
+    # 4-digit addends are two chunks each (`1234` -> `123`, `4`), and the answer's first chunk is
+    # the 3-digit model's sum of the first chunks plus the ones' carry: so the 4-digit model
+    # starts from the 3-digit one (a curriculum) and reaches 99% in ~500 steps, where from
+    # scratch it was at 7% after 2,000.
     "tiny-adder-chunks-d4": TrainConfig(
         name="tiny-adder-chunks-d4",
-        train_widths=(3, 4),
+        train_widths=(4,),
         eval_widths=(4,),
-        steps=8000,
+        steps=2000,
+        init_from="tiny-adder-chunks-d3",
         **_FROZEN_DIGITS,
-        **{**_CHUNKS, "num_layers": 3},
+        **_CHUNKS,
     ),
 }

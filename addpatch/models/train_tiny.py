@@ -65,6 +65,9 @@ class TrainConfig:
     number_scale: float = 1.0
     freeze_numbers: bool = False  # keep number tokens' embeddings at their init
     weight_decay: float = 0.0
+    # start from a trained checkpoint (a shipped model's name or a directory) of this same shape
+    # instead of a random init: a curriculum, e.g. 4-digit chunks from the 3-digit model
+    init_from: str | None = None
     eval_every: int = 500
     eval_size: int = 1000
     eval_seed: int = 12345  # held-out prompts come from this seed and are never trained on
@@ -177,7 +180,35 @@ def build_model(config: TrainConfig, tokenizer: PreTrainedTokenizerFast) -> Llam
                 " (3 places x 10 digits + 4 chunk lengths); raise hidden_size"
             )
         _digit_sum_numbers(model, tokenizer, config.seed, scale=config.number_scale)
+    if config.init_from is not None:
+        _load_start_weights(model, config.init_from)
     return model
+
+
+def start_weights_path(spec: str) -> Path:
+    """The safetensors file a run with `init_from=spec` starts from."""
+    from addpatch.models.loading import resolve_model
+
+    return resolve_model(spec).path / "model.safetensors"
+
+
+def _load_start_weights(model: LlamaForCausalLM, spec: str) -> None:
+    from safetensors.torch import load_file
+
+    state = load_file(start_weights_path(spec))
+    tied = ("lm_head.weight", "model.embed_tokens.weight")  # saved once, under either name
+    for name, twin in (tied, tied[::-1]):
+        if name not in state and twin in state:
+            state[name] = state[twin]
+    expected = {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    found = {name: tuple(t.shape) for name, t in state.items()}
+    if found != expected:
+        name = min(set(expected) ^ set(found) or {n for n in expected if expected[n] != found[n]})
+        raise BadInput(
+            f"init_from={spec!r} does not fit this config ({name}: {found.get(name)} there, "
+            f"{expected.get(name)} here); start from a checkpoint of the same layers and sizes"
+        )
+    model.load_state_dict(state)
 
 
 _PLACE_DIGIT_LENGTH_VECTORS = 3 * 10 + 4
@@ -341,6 +372,11 @@ def train_tiny_adder(
         "accuracy_history": history,
         "eval": f"exact-match greedy generation on {config.eval_size} held-out prompts per width",
         "weights_sha256": sha256_file(out_dir / "model.safetensors"),
+        **(
+            {"init_weights_sha256": sha256_file(start_weights_path(config.init_from))}
+            if config.init_from is not None
+            else {}
+        ),
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "machine": f"{platform.machine()}, {config.threads} torch thread(s)"

@@ -31,6 +31,7 @@ from addpatch.experiment.interventions import (
 )
 from addpatch.experiment.labels import ensure_labels
 from addpatch.experiment.preflight import preflight
+from addpatch.experiment.reporting import run_default_targets
 from addpatch.experiment.session import model_provenance
 from addpatch.models.loading import (
     load_tokenizer,
@@ -45,7 +46,7 @@ from addpatch.store.store import Store
 from addpatch.sweep.executors import Executor
 from addpatch.sweep.tasks import ModelSpec, PatchShard, answer_task, patch_task
 from addpatch.task.addition import AdditionTask
-from addpatch.task.labels import default_targets, resolve_target
+from addpatch.task.labels import resolve_target
 
 
 @dataclass(frozen=True)
@@ -161,9 +162,9 @@ def run_sweep(
             _finish_if_complete(store, combo, echo)
     for combo in combos:
         if combo.plan is not None:
-            combo.result.targets = ensure_labels(
-                store, combo.dataset_id, _targets_for(spec, combo.result.digits)
-            )
+            run_id = combo.result.run_id
+            targets = spec.targets or run_default_targets(store, [run_id])[run_id]
+            combo.result.targets = ensure_labels(store, combo.dataset_id, targets)
     return [c.result for c in combos]
 
 
@@ -195,11 +196,6 @@ class ModelSpecs:
 
     def of(self, model: str) -> ModelSpec:
         return ModelSpec(model, self.device, self.dtype, self.trust_remote_code)
-
-
-def _targets_for(spec: SweepSpec, digits: int) -> list[str]:
-    task = AdditionTask(num_addends=spec.addends, num_digits=digits)
-    return spec.targets or default_targets(task)
 
 
 def _prepare(store: Store, spec: SweepSpec, specs: ModelSpecs, echo: Echo) -> list[_Combination]:

@@ -132,10 +132,23 @@ def resolve_target(task: AdditionTask, target: str) -> tuple[AdditionModel, str]
     return model, parse_target(model, target).text
 
 
-def default_targets(task: AdditionTask) -> list[str]:
-    """Every `digit_k_d`, then (K == 2 only) `C_1..C_D` and `O_1..O_{D+1}`, then `raw_output`."""
+def default_targets(
+    task: AdditionTask, digit_tokens: Iterable[tuple[int, Iterable[int]]] = ()
+) -> list[str]:
+    """Every `digit_k_d`, then the joint digits each multi-digit token holds (`digit_tokens`:
+    (addend, digits) pairs, e.g. `digit_0_0+digit_0_1+digit_0_2` for a `579` chunk), then
+    (K == 2 only) `C_1..C_D` and `O_1..O_{D+1}`, then `raw_output`.
+
+    A token holding several digits swaps them all when patched, so a single digit's variable
+    cannot localize there; the joint variable can.
+    """
     k_max, d_max = task.num_addends, task.num_digits
     targets = [digit_var(k, d) for k in range(k_max) for d in range(d_max)]
+    targets += [
+        "+".join(digit_var(k, d) for d in digits)
+        for k, digits in digit_tokens
+        if k < k_max and all(d < d_max for d in digits)
+    ]
     if k_max == 2:
         targets += [carry_var(i) for i in range(1, d_max + 1)]
         targets += [sum_digit_var(i) for i in range(1, d_max + 2)]
