@@ -56,7 +56,10 @@ def train_tiny(
         str, typer.Option(help="cpu, or cuda (deterministic kernels; identical on the same GPU).")
     ] = "cpu",
 ) -> None:
-    """Train a shipped tiny adder from scratch, deterministically (seed and thread count fixed).
+    """Train a shipped tiny adder, deterministically (seed and thread count fixed).
+
+    Each recipe starts from scratch except tiny-adder-chunks-d4, which starts from the shipped
+    tiny-adder-chunks-d3 (a curriculum; the card records the starting weights' hash).
 
     The whole state is checkpointed at every evaluation in OUT/checkpoint: run the same
     command again after a stop and it resumes there, ending with the same weights.
@@ -66,7 +69,6 @@ def train_tiny(
         addpatch model train-tiny --name tiny-adder-digits --out ./retrained
     """
     import dataclasses
-    import json
 
     from addpatch.errors import BadInput
     from addpatch.models.loading import pick_device
@@ -84,11 +86,11 @@ def train_tiny(
             shown = ", ".join(f"{d}-digit {a:.1%}" for d, a in accuracy.items())
             console.print(f"step {step}: loss {loss:.4f}, accuracy {shown}")
 
+    def resuming(step: int) -> None:
+        console.print(f"Resuming from the checkpoint in {out} (step {step})")
+
     chosen = pick_device(device)
-    saved = out / "checkpoint" / "state.json"
-    if saved.exists():
-        console.print(
-            f"Resuming from the checkpoint in {out} (step {json.loads(saved.read_text())['step']})"
-        )
-    card = train_tiny_adder(config, out, progress=progress, steps=steps, device=chosen)
+    card = train_tiny_adder(
+        config, out, progress=progress, steps=steps, device=chosen, on_resume=resuming
+    )
     console.print(f"Wrote {out} ({card['wall_time_s']} s); accuracy {card['accuracy_by_digits']}")

@@ -220,9 +220,14 @@ def test_a_stopped_training_resumes_to_the_same_weights(tmp_path):
 
     train_tiny_adder(config, tmp_path / "split", steps=4)  # stopped after the step-4 checkpoint
     assert (tmp_path / "split" / "checkpoint" / "state.json").exists()
+    seen: list[int] = []
     with pytest.raises(BadInput, match="another training config"):
-        train_tiny_adder(dataclasses.replace(config, seed=1), tmp_path / "split")
-    resumed = train_tiny_adder(config, tmp_path / "split")
+        train_tiny_adder(
+            dataclasses.replace(config, seed=1), tmp_path / "split", on_resume=seen.append
+        )
+    assert seen == []  # "resuming" is said only once the checkpoint is known to fit
+    resumed = train_tiny_adder(config, tmp_path / "split", on_resume=seen.append)
+    assert seen == [4]
     assert resumed["weights_sha256"] == whole["weights_sha256"]
     assert resumed["accuracy_history"] == whole["accuracy_history"]
     assert not (tmp_path / "split" / "checkpoint").exists()

@@ -286,6 +286,7 @@ def train_tiny_adder(
     progress: ProgressCallback | None = None,
     steps: int | None = None,
     device: torch.device | None = None,
+    on_resume: Callable[[int], None] | None = None,
 ) -> dict:
     """Train one tiny adder into `out_dir`; returns the model card written beside the weights.
 
@@ -316,6 +317,8 @@ def train_tiny_adder(
     resumed = load_checkpoint(
         out_dir, config=config, device=device, model=model, optimizer=optimizer, rng=rng
     )
+    if resumed is not None and on_resume is not None:
+        on_resume(resumed.step)
     state = resumed or TrainingState(step=0, history=[], wall_time_s=0.0)
     history = state.history
     started = time.perf_counter() - state.wall_time_s
