@@ -12,7 +12,13 @@ import torch
 from addpatch.engine.patching import PatchEngine
 from addpatch.errors import ModelNotFound
 from addpatch.experiment.filtering import layout_of
-from addpatch.models.loading import load_model, model_record, resolve_model, shipped_models
+from addpatch.models.loading import (
+    load_model,
+    model_record,
+    resolve_model,
+    shipped_card,
+    shipped_models,
+)
 from addpatch.models.train_tiny import TrainConfig, train_tiny_adder
 from addpatch.models.weights import sha256_file
 from addpatch.task.addition import AdditionTask
@@ -58,6 +64,9 @@ def test_model_card_matches_the_weights(name):
     record = model_record(resolved, model.config)
     assert record.architecture == "LlamaForCausalLM"
     assert not list(resolved.path.glob("*.bin")) and not list(resolved.path.glob("*.pkl"))
+    start = card["train_config"].get("init_from")
+    if start is not None:  # a curriculum: it started from exactly the shipped weights it names
+        assert card["init_weights_sha256"] == shipped_card(start)["weights_sha256"]
 
 
 def test_shipped_models_stay_under_20_mb():
