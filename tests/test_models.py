@@ -69,6 +69,16 @@ def test_model_card_matches_the_weights(name):
         assert card["init_weights_sha256"] == shipped_card(start)["weights_sha256"]
 
 
+@pytest.mark.parametrize("name", SHIPPED)
+def test_a_shipped_model_is_what_its_recipe_trains(name):
+    from addpatch.models.recipes import RECIPES
+
+    # fields a card predates take their defaults, which change nothing in the training
+    trained = {**dataclasses.asdict(TrainConfig()), **shipped_card(name)["train_config"]}
+    recipe = dataclasses.asdict(RECIPES[name])
+    assert json.loads(json.dumps(trained)) == json.loads(json.dumps(recipe))
+
+
 def test_shipped_models_stay_under_20_mb():
     total = sum(p.stat().st_size for name in SHIPPED for p in shipped_models()[name].iterdir())
     assert total < 20 * 1024 * 1024
