@@ -61,15 +61,14 @@ def score(
     _check_format(fmt, output)
     opened = Store.open(store)
     target_list = split_targets(targets)
-    frames = []
-    for run in _runs(opened, run_id):
-        if target_list is None:
-            from addpatch.experiment.reporting import run_default_targets
+    from addpatch.experiment.reporting import run_default_targets
 
-            run_targets = run_default_targets(opened, [run])[run]
-        else:
-            run_targets = target_list
-        frames.append(best_cells(opened, run_id=run, targets=run_targets, top=top))
+    runs = _runs(opened, run_id)
+    defaults = run_default_targets(opened, runs) if target_list is None else {}
+    frames = [
+        best_cells(opened, run_id=run, targets=target_list or defaults[run], top=top)
+        for run in runs
+    ]
     import polars as pl
 
     frame = pl.concat(frames)

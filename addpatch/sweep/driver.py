@@ -160,11 +160,13 @@ def run_sweep(
                     combo.result.batches_run += 1
                     combo.result.interventions += output.rows
             _finish_if_complete(store, combo, echo)
-    for combo in combos:
-        if combo.plan is not None:
-            run_id = combo.result.run_id
-            targets = spec.targets or run_default_targets(store, [run_id])[run_id]
-            combo.result.targets = ensure_labels(store, combo.dataset_id, targets)
+    planned = [c for c in combos if c.plan is not None]
+    defaults = (
+        {} if spec.targets else run_default_targets(store, [c.result.run_id for c in planned])
+    )
+    for combo in planned:
+        targets = spec.targets or defaults[combo.result.run_id]
+        combo.result.targets = ensure_labels(store, combo.dataset_id, targets)
     return [c.result for c in combos]
 
 
