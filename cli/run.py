@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-if TYPE_CHECKING:
-    from addpatch.store.store import Store
-    from addpatch.task.addition import AdditionTask
-
-from addpatch.errors import BadInput
 from addpatch.settings import DEFAULT_MODEL
 from cli.options import (
     STORE_DEFAULT,
@@ -75,159 +70,57 @@ def run(
         addpatch run                                  # tiny-adder-digits, 2 digits, 256 pairs
         addpatch run --model ~/models/Llama-3.1-8B --digits 3 --batch-size 256
     """
-    from addpatch.task.addition import AdditionTask
-    from addpatch.task.generators import GENERATORS
-    from addpatch.task.labels import resolve_target
+    from addpatch.pipeline import RunSpec, run_experiment
 
     started = time.perf_counter()
-    # Check everything that needs no model first: bad input fails fast and touches nothing.
-    task = AdditionTask(num_addends=addends, num_digits=digits)
-    target_list = split_targets(targets)  # None: the run's defaults, known once it is planned
-    for target in target_list or []:
-        resolve_target(task, target)
-    if kind not in GENERATORS:
-        raise BadInput(f"unknown generator {kind!r}; choose one of: {', '.join(GENERATORS)}")
-    if size < 1 or batch_size < 1:
-        raise BadInput("--size and --batch-size must be at least 1")
-
-    from addpatch.experiment.preflight import preflight
-    from addpatch.models.loading import model_for_width
-    from addpatch.store.store import Store
-
-    model = model_for_width(model, digits)  # a per-width family picks its checkpoint
-
-    # a model that is not there, or layers/positions it does not have, fail before any writing
-    preflight(
+    spec = RunSpec(
         model=model,
-        task=task,
+        digits=digits,
+        addends=addends,
+        kind=kind,
+        size=size,
+        seed=seed,
         layers=layers,
         positions=positions,
+        targets=split_targets(targets),
+        batch_size=batch_size,
         device=device,
         dtype=dtype,
+        threads=threads,
         trust_remote_code=trust_remote_code,
-    )
-    opened = Store.open(store, create=True)
-    with opened.writer():
-        _run_locked(
-            opened,
-            model=model,
-            device=device,
-            dtype=dtype,
-            threads=threads,
-            trust_remote_code=trust_remote_code,
-            layers=layers,
-            kind=kind,
-            task=task,
-            size=size,
-            seed=seed,
-            positions=positions,
-            batch_size=batch_size,
-            interventions_only=interventions_only,
-            target_list=target_list,
-            report_dir=report_dir,
-            started=started,
-        )
-
-
-def _run_locked(
-    opened: Store,
-    *,
-    model: str,
-    device: str,
-    dtype: str,
-    threads: int,
-    trust_remote_code: bool,
-    layers: str,
-    kind: str,
-    task: AdditionTask,
-    size: int,
-    seed: int,
-    positions: str,
-    batch_size: int,
-    interventions_only: bool,
-    target_list: list[str] | None,
-    report_dir: Path | None,
-    started: float,
-) -> None:
-    """The steps of `run`, while this process holds the store's writer lock."""
-    from addpatch.experiment.datasets import create_dataset
-    from addpatch.experiment.filtering import filter_dataset
-    from addpatch.experiment.interventions import parse_layers, run_interventions
-    from addpatch.experiment.reporting import report_runs, run_default_targets
-    from addpatch.experiment.session import load_into_store
-    from addpatch.scoring import best_cells
-
-    console.print(f"Loading [bold]{model}[/] ...")
-    loaded = load_into_store(
-        opened,
-        model,
-        device=device,
-        dtype=dtype,
-        threads=threads or None,
-        trust_remote_code=trust_remote_code,
-    )
-    engine = loaded.engine
-    console.print(
-        f"  {loaded.provenance['architecture']}, {engine.num_layers} layers, on {engine.device} "
-        f"({loaded.dtype})"
-    )
-    layer_list = parse_layers(layers, engine.num_layers)
-    info = create_dataset(opened, kind=kind, task=task, size=size, seed=seed)
-    console.print(
-        f"Dataset [bold]{info.name}[/] ({'generated' if info.created else 'already stored'})"
+        interventions_only=interventions_only,
+        report_dir=report_dir,
     )
     with progress_bars() as progress:
-        summary = filter_dataset(
-            opened,
-            engine,
-            model_id=loaded.model_id,
-            dataset_id=info.id,
-            batch_size=max(batch_size, 256),
-            progress=progress,
-        )
-        console.print(
-            f"Filter: kept {summary.kept}/{summary.total} pairs (keep rate {summary.keep_rate:.1%})"
-        )
-        if summary.low:
-            errors.print(
-                f"Warning: keep rate {summary.keep_rate:.1%} is under 50%; the model often adds wrong"
-            )
-        result = run_interventions(
-            opened,
-            engine,
-            model_id=loaded.model_id,
-            model_provenance=loaded.provenance,
-            dataset_id=info.id,
-            layers=layer_list,
-            position_set=positions,
-            batch_size=batch_size,
-            seed=seed,
-            dtype=loaded.dtype,
-            progress=progress,
+        outcome = run_experiment(store, spec, echo=console.print, progress=progress)
+    result = outcome.result
+    if result.low_keep_rate:
+        errors.print(
+            f"Warning: keep rate {result.keep_rate:.1%} is under 50%; the model often adds wrong"
         )
     console.print(f"Patched: {result.highlighted}")
     cells = len(result.layers) * len(result.positions)
     if result.batches_run:
         console.print(
-            f"Run {result.run_id}: {result.examples} examples x {len(result.layers)} layers x "
+            f"Run {outcome.run_id}: {result.examples} examples x {len(result.layers)} layers x "
             f"{len(result.positions)} positions = {result.examples * cells:,} interventions, "
             f"{result.interventions_per_s:,.0f}/s"
         )
     else:
-        console.print(f"Run {result.run_id}: already complete in the store, nothing recomputed")
-    if interventions_only:
+        console.print(f"Run {outcome.run_id}: already complete in the store, nothing recomputed")
+    if outcome.report is None:
         console.print(
-            f"Store: {opened.root}  (score with `addpatch score --run-id {result.run_id}`)"
+            f"Store: {outcome.store.root}  (score with `addpatch score --run-id {outcome.run_id}`)"
         )
         return
-    chosen = target_list or run_default_targets(opened, [result.run_id])[result.run_id]
-    best = best_cells(opened, run_id=result.run_id, targets=chosen)
     print_frame(
-        best.select("target", "layer", "position", "position_label", "iia", "baseline", "n"),
-        title=f"Best cell per variable (run {result.run_id}, IIA over {result.examples} examples)",
+        outcome.best.select(
+            "target", "layer", "position", "position_label", "iia", "baseline", "n"
+        ),
+        title=f"Best cell per variable (run {outcome.run_id}, IIA over {result.examples} examples)",
     )
-    out_dir = report_dir or opened.root / "reports" / f"run-{result.run_id}"
-    files = report_runs(opened, [result.run_id], target_list, out_dir)
-    console.print(f"Store:  {opened.root.resolve()}")
-    console.print(f"Report: {files.html.resolve()}  (+ {len(files.pngs)} PNG heatmaps)")
+    console.print(f"Store:  {outcome.store.root.resolve()}")
+    console.print(
+        f"Report: {outcome.report.html.resolve()}  (+ {len(outcome.report.pngs)} PNG heatmaps)"
+    )
     console.print(f"Done in {time.perf_counter() - started:.1f} s")

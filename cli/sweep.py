@@ -116,6 +116,10 @@ def sweep(
     try:
         sweep_device(spec, executor)
         console.print(f"Sweep on {executor.describe()}")
+        console.print(
+            f"{len(spec.models) * len(spec.digits)} combinations: {', '.join(spec.models)} "
+            f"x {spec.digits} digits"
+        )
         opened = Store.open(store, create=True)
         with opened.writer():
             results = run_sweep(opened, spec, executor, echo=console.print)

@@ -3,6 +3,7 @@ re-scoring without a model, and one-line errors."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -51,7 +52,7 @@ def test_run_end_to_end_writes_store_scores_and_report(demo_store):
     store, result = demo_store
     assert result.returncode == 0, result.stderr
     out = result.stdout
-    assert "Filter: kept" in out and "Best cell per variable" in out
+    assert re.search(r"kept \d+/40 pairs \(keep rate", out) and "Best cell per variable" in out
     for target in ("digit_0_0", "digit_1_1", "C_1", "C_2", "O_1", "O_3", "raw_output"):
         assert target in out
     runs, files, rows, distinct, examples, labels = _counts(store)
@@ -71,6 +72,19 @@ def test_run_end_to_end_writes_store_scores_and_report(demo_store):
         f'<td class="num">{row["iia"]:.3f}</td><td class="num">{row["baseline"]:.3f}</td>' in html
     )
     assert str(store.resolve()) in out
+
+
+def test_run_records_interventions_per_second_as_stored_rows_over_patching_time(demo_store):
+    store, _ = demo_store
+    conn = duckdb.connect(str(store / "catalog.duckdb"), read_only=True)
+    try:
+        wall, speed = conn.execute(
+            "SELECT wall_time_s, interventions_per_s FROM runs WHERE id = 1"
+        ).fetchone()
+        rows = conn.execute("SELECT sum(rows) FROM output_files WHERE run_id = 1").fetchone()[0]
+    finally:
+        conn.close()
+    assert wall > 0 and speed == pytest.approx(rows / wall, rel=0.01)
 
 
 def test_rerun_adds_no_rows(demo_store):
@@ -214,3 +228,31 @@ def test_keep_rate_under_half_warns_and_continues(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "Warning: keep rate" in result.output and "under 50%" in result.output
     assert "kept " in result.output
+
+
+def test_run_warns_on_a_low_keep_rate_and_patches_the_kept_pairs(tmp_path, monkeypatch):
+    from addpatch.engine.patching import PatchEngine
+
+    real_generate = PatchEngine.generate
+
+    def wrong_on_most(self, layouts, max_new_tokens):
+        answers = real_generate(self, layouts, max_new_tokens)
+        return [(ids, text if i % 4 == 0 else " 0") for i, (ids, text) in enumerate(answers)]
+
+    monkeypatch.setattr(PatchEngine, "generate", wrong_on_most)
+    store = tmp_path / "s"
+    result = CliRunner().invoke(
+        app,
+        ["run", "--size", "16", "--layers", "-1", "--interventions-only", "--store", str(store)],
+    )
+    assert result.exit_code == 0, result.output
+    assert "Warning: keep rate" in result.output and "under 50%" in result.output
+    kept = int(re.search(r"kept (\d+)/16 pairs", result.output).group(1))
+    assert 0 < kept < 8
+    conn = duckdb.connect(str(store / "catalog.duckdb"), read_only=True)
+    conn.execute("SET file_search_path = ?", [str(store)])
+    try:
+        patched = conn.execute("SELECT count(DISTINCT example_id) FROM patched_outputs").fetchone()
+    finally:
+        conn.close()
+    assert patched[0] == kept

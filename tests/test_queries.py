@@ -6,10 +6,7 @@ import polars as pl
 import pytest
 
 from addpatch.errors import BadInput
-from addpatch.experiment.datasets import create_dataset
-from addpatch.experiment.filtering import filter_dataset
-from addpatch.experiment.interventions import run_interventions
-from addpatch.experiment.session import load_into_store
+from addpatch.pipeline import RunSpec, run_experiment
 from addpatch.queries import get_query, run_query
 from addpatch.scoring import best_cells, scores
 from addpatch.store.store import Store
@@ -23,25 +20,10 @@ TARGETS = ["digit_0_1", "C_1", "O_2", "raw_output", "digit_0_0+digit_1_1"]
 @pytest.fixture(scope="module")
 def small_run(tmp_path_factory):
     store = Store.open(tmp_path_factory.mktemp("q") / "store", create=True)
-    loaded = load_into_store(store, "tiny-adder-digits")
     task = AdditionTask(num_addends=2, num_digits=2)
-    info = create_dataset(store, kind="random", task=task, size=24, seed=3)
-    filter_dataset(
-        store, loaded.engine, model_id=loaded.model_id, dataset_id=info.id, batch_size=64
-    )
-    summary = run_interventions(
-        store,
-        loaded.engine,
-        model_id=loaded.model_id,
-        model_provenance=loaded.provenance,
-        dataset_id=info.id,
-        layers=[-1, 0, 1],
-        position_set="all",
-        batch_size=10,
-        seed=3,
-        dtype=loaded.dtype,
-    )
-    return store, task, summary.run_id
+    spec = RunSpec(size=24, seed=3, layers="-1,0,1", batch_size=10, interventions_only=True)
+    outcome = run_experiment(store, spec)
+    return store, task, outcome.run_id
 
 
 def _outputs(store: Store) -> pl.DataFrame:

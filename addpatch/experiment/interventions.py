@@ -1,14 +1,14 @@
-"""Run the intervention sweep of a model over a dataset's kept pairs, streaming to the store.
+"""The steps of a run of interventions: plan it, open it, patch a batch to a file, register it.
 
 Each batch of examples becomes one Parquet file, written atomically and then registered; a run
-with the same configuration resumes by skipping the batches already registered.
+with the same configuration resumes by skipping the batches already registered. The sweep
+driver (addpatch/sweep/driver.py) orchestrates these steps for `addpatch run` and `sweep`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,30 +21,12 @@ from addpatch.engine.positions import DigitGroup, highlight, select_positions, s
 from addpatch.errors import BadInput
 from addpatch.experiment.datasets import load_pairs
 from addpatch.experiment.filtering import answer_budget_of, layout_with
-from addpatch.experiment.progress import Progress, no_progress
 from addpatch.experiment.provenance import environment
 from addpatch.store import catalog
 from addpatch.store.outputs import output_relpath, write_output_file
 from addpatch.store.store import Store
 
 ENGINE_VERSION = 1  # bump when a change to the engine changes its outputs
-
-
-@dataclass(frozen=True)
-class RunSummary:
-    run_id: int
-    examples: int
-    layers: list[int]
-    positions: list[str]
-    highlighted: str  # the first example's prompt with the patched tokens marked
-    batches_run: int
-    batches_skipped: int
-    interventions: int
-    wall_time_s: float
-
-    @property
-    def interventions_per_s(self) -> float:
-        return self.interventions / self.wall_time_s if self.wall_time_s > 0 else 0.0
 
 
 def parse_layers(spec: str, num_layers: int) -> list[int]:
@@ -247,69 +229,6 @@ def finish(store: Store, run_id: int, *, wall_time_s: float, interventions: int)
             wall_time_s=round(wall_time_s, 3),
             interventions_per_s=round(interventions / wall_time_s, 1) if wall_time_s > 0 else 0.0,
         )
-
-
-def run_interventions(
-    store: Store,
-    engine: PatchEngine,
-    *,
-    model_id: int,
-    model_provenance: dict,
-    dataset_id: int,
-    layers: list[int],
-    position_set: str,
-    batch_size: int,
-    seed: int,
-    dtype: str,
-    progress: Progress = no_progress,
-) -> RunSummary:
-    plan = plan_run(
-        store,
-        engine.tokenizer,
-        model_id=model_id,
-        dataset_id=dataset_id,
-        layers=layers,
-        position_set=position_set,
-        batch_size=batch_size,
-        dtype=dtype,
-    )
-    run_id, status, done = open_run(
-        store, plan, device=str(engine.device), seed=seed, model_provenance=model_provenance
-    )
-    started = time.perf_counter()
-    ran = 0
-    for index, batch in enumerate(plan.batches):
-        if index not in done:
-            output = patch_batch_to_file(
-                store.root,
-                engine,
-                model_id=model_id,
-                run_id=run_id,
-                batch_index=index,
-                batch=batch,
-                layers=plan.layers,
-                positions=plan.positions,
-                max_new_tokens=plan.max_new_tokens,
-            )
-            register_output(store, run_id, output)
-            ran += 1
-        progress("interventions", index + 1, len(plan.batches))
-    wall = time.perf_counter() - started
-    cells = len(plan.layers) * len(plan.positions)
-    interventions = sum(len(b) for i, b in enumerate(plan.batches) if i not in done) * cells
-    if ran or status != "complete":
-        finish(store, run_id, wall_time_s=wall, interventions=interventions)
-    return RunSummary(
-        run_id=run_id,
-        examples=plan.num_examples,
-        layers=plan.layers,
-        positions=plan.positions,
-        highlighted=plan.highlighted,
-        batches_run=ran,
-        batches_skipped=len(plan.batches) - ran,
-        interventions=interventions,
-        wall_time_s=wall,
-    )
 
 
 def torch_dtype_name(dtype: torch.dtype) -> str:

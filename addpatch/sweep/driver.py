@@ -19,7 +19,7 @@ from transformers import AutoConfig, PreTrainedTokenizerBase
 
 from addpatch.errors import BadInput, NothingToDo
 from addpatch.experiment.datasets import create_dataset, load_pairs
-from addpatch.experiment.filtering import filter_summary, store_filter
+from addpatch.experiment.filtering import KEEP_RATE_WARNING, filter_summary, store_filter
 from addpatch.experiment.interventions import (
     RunPlan,
     finish,
@@ -31,6 +31,7 @@ from addpatch.experiment.interventions import (
 )
 from addpatch.experiment.labels import ensure_labels
 from addpatch.experiment.preflight import preflight
+from addpatch.experiment.progress import Progress, no_progress
 from addpatch.experiment.reporting import run_default_targets
 from addpatch.experiment.session import model_provenance
 from addpatch.models.loading import (
@@ -46,6 +47,7 @@ from addpatch.store.store import Store
 from addpatch.sweep.executors import Executor
 from addpatch.sweep.tasks import ModelSpec, PatchShard, answer_task, patch_task
 from addpatch.task.addition import AdditionTask
+from addpatch.task.generators import GENERATORS
 from addpatch.task.labels import resolve_target
 
 
@@ -80,6 +82,25 @@ class CombinationResult:
     interventions: int = 0
     skipped_reason: str = ""  # set when the model kept no pair at this width
     targets: list[str] = field(default_factory=list)
+    dataset_created: bool = False
+    examples: int = 0  # kept pairs the run patches
+    layers: list[int] = field(default_factory=list)
+    positions: list[str] = field(default_factory=list)
+    highlighted: str = ""  # the first example's prompt with the patched tokens marked
+    wall_time_s: float = 0.0  # patching time of this invocation (0 when nothing ran)
+
+    @property
+    def keep_rate(self) -> float:
+        return self.kept / self.total if self.total else 0.0
+
+    @property
+    def low_keep_rate(self) -> bool:
+        return self.run_id is not None and self.keep_rate < KEEP_RATE_WARNING
+
+    @property
+    def interventions_per_s(self) -> float:
+        """Patched outputs stored per second of patching: the one figure runs record."""
+        return self.interventions / self.wall_time_s if self.wall_time_s > 0 else 0.0
 
 
 @dataclass
@@ -106,6 +127,8 @@ def validate_sweep(spec: SweepSpec) -> None:
     """BadInput for anything wrong that can be known before loading weights or writing."""
     if not spec.models or not spec.digits:
         raise BadInput("a sweep needs at least one model (--models) and one width (--digits)")
+    if spec.kind not in GENERATORS:
+        raise BadInput(f"unknown generator {spec.kind!r}; choose one of: {', '.join(GENERATORS)}")
     if spec.size < 1 or spec.batch_size < 1 or spec.batches_per_task < 1:
         raise BadInput("--size, --batch-size and --batches-per-task must be at least 1")
     if spec.device != "auto":
@@ -127,9 +150,17 @@ def validate_sweep(spec: SweepSpec) -> None:
 
 
 def run_sweep(
-    store: Store, spec: SweepSpec, executor: Executor, echo: Echo = lambda _: None
+    store: Store,
+    spec: SweepSpec,
+    executor: Executor,
+    echo: Echo = lambda _: None,
+    progress: Progress = no_progress,
 ) -> list[CombinationResult]:
-    """Run (or resume) the sweep; the caller holds the store's writer lock."""
+    """Run (or resume) the sweep; the caller holds the store's writer lock.
+
+    `echo` gets a line per step (datasets, filter, runs); `progress(stage, done, total)` counts
+    each run's registered batches (stage: `run N`).
+    """
     validate_sweep(spec)
     device, dtype = sweep_device(spec, executor)
     combos = _prepare(store, spec, ModelSpecs(device, dtype, spec.trust_remote_code), echo)
@@ -143,7 +174,7 @@ def run_sweep(
             )
             tickets[ticket] = (combo, "answers")
         else:
-            _submit_patching(store, spec, executor, combo, tickets, echo)
+            _submit_patching(store, spec, executor, combo, tickets, echo, progress)
     while tickets:
         ticket = executor.next_done(list(tickets))
         combo, kind = tickets.pop(ticket)
@@ -151,7 +182,7 @@ def run_sweep(
         if kind == "answers":
             store_filter(store, model_id=combo.model_id, dataset_id=combo.dataset_id, results=value)
             combo.result.total = value.num_rows
-            _submit_patching(store, spec, executor, combo, tickets, echo)
+            _submit_patching(store, spec, executor, combo, tickets, echo, progress)
         else:
             for output in value:
                 if output.batch_index not in combo.registered:
@@ -159,6 +190,7 @@ def run_sweep(
                     combo.registered.add(output.batch_index)
                     combo.result.batches_run += 1
                     combo.result.interventions += output.rows
+                    _report_progress(combo, progress)
             _finish_if_complete(store, combo, echo)
     planned = [c for c in combos if c.plan is not None]
     defaults = (
@@ -208,6 +240,8 @@ def _prepare(store: Store, spec: SweepSpec, specs: ModelSpecs, echo: Echo) -> li
         datasets[digits] = create_dataset(
             store, kind=spec.kind, task=task, size=spec.size, seed=spec.seed
         )
+        info = datasets[digits]
+        echo(f"Dataset {info.name} ({'generated' if info.created else 'already stored'})")
     registered: dict[str, tuple[ModelRecord, int, PreTrainedTokenizerBase]] = {}
     combos = []
     for model in spec.models:
@@ -215,13 +249,20 @@ def _prepare(store: Store, spec: SweepSpec, specs: ModelSpecs, echo: Echo) -> li
             name = model_for_width(model, digits)  # a per-width family picks its checkpoint
             if name not in registered:
                 registered[name] = _register_model(store, name, spec.trust_remote_code)
+                record = registered[name][0]
+                echo(
+                    f"Model {name}: {record.architecture}, {record.num_layers} layers, "
+                    f"on {specs.device} ({specs.dtype})"
+                )
             record, model_id, tokenizer = registered[name]
             info = datasets[digits]
             with store.connect(read_only=True) as conn:
                 answered = catalog.count_answered(conn=conn, model_id=model_id, dataset_id=info.id)
             combos.append(
                 _Combination(
-                    CombinationResult(name, digits, info.name, total=answered),
+                    CombinationResult(
+                        name, digits, info.name, total=answered, dataset_created=info.created
+                    ),
                     specs.of(name),
                     model_id,
                     model_provenance(record),
@@ -230,7 +271,6 @@ def _prepare(store: Store, spec: SweepSpec, specs: ModelSpecs, echo: Echo) -> li
                     num_layers=record.num_layers,
                 )
             )
-    echo(f"{len(combos)} combinations: {', '.join(spec.models)} x {spec.digits} digits")
     return combos
 
 
@@ -253,6 +293,7 @@ def _submit_patching(
     combo: _Combination,
     tickets: dict[Any, tuple[_Combination, str]],
     echo: Echo,
+    progress: Progress,
 ) -> None:
     """Open the combination's run and submit its batches that the store does not hold."""
     result = combo.result
@@ -281,12 +322,17 @@ def _submit_patching(
     combo.plan, combo.status, combo.registered = plan, status, set(done)
     result.run_id = run_id
     result.batches_skipped = len(done)
+    result.examples = plan.num_examples
+    result.layers, result.positions = plan.layers, plan.positions
+    result.highlighted = plan.highlighted
     combo.started = time.perf_counter()
     missing = [(i, b) for i, b in enumerate(plan.batches) if i not in done]
     echo(
-        f"{result.model}, {result.digits} digits: kept {summary.kept}/{result.total} pairs, "
-        f"run {run_id}, {len(missing)} of {len(plan.batches)} batches to patch"
+        f"{result.model}, {result.digits} digits: kept {summary.kept}/{result.total} pairs "
+        f"(keep rate {summary.keep_rate:.1%}), run {run_id}, {len(missing)} of "
+        f"{len(plan.batches)} batches to patch"
     )
+    _report_progress(combo, progress)
     for start in range(0, len(missing), spec.batches_per_task):
         shard = PatchShard(
             model_id=combo.model_id,
@@ -306,14 +352,21 @@ def _finish_if_complete(store: Store, combo: _Combination, echo: Echo) -> None:
     if plan is None or len(combo.registered) < len(plan.batches):
         return
     if result.batches_run or combo.status != "complete":
+        assert result.run_id is not None
+        result.wall_time_s = time.perf_counter() - combo.started
         finish(
             store,
             result.run_id,
-            wall_time_s=time.perf_counter() - combo.started,
+            wall_time_s=result.wall_time_s,
             interventions=result.interventions,
         )
         combo.status = "complete"
         echo(f"{result.model}, {result.digits} digits: run {result.run_id} complete")
+
+
+def _report_progress(combo: _Combination, progress: Progress) -> None:
+    if combo.plan is not None:
+        progress(f"run {combo.result.run_id}", len(combo.registered), len(combo.plan.batches))
 
 
 def sweep_report_dir(store: Store, results: list[CombinationResult]) -> Path:

@@ -1,0 +1,124 @@
+"""One experiment, end to end: pairs, filter, patching, labels, scores and the report.
+
+`run_experiment` is what `addpatch run` does, and it is the one-combination case of the sweep
+driver (`addpatch.sweep.driver.run_sweep`, in this process): one code path, one record of
+interventions per second. From Python:
+
+    from addpatch.pipeline import RunSpec, run_experiment
+    outcome = run_experiment("addpatch-store", RunSpec(model="tiny-adder-digits", digits=2))
+    outcome.best            # polars DataFrame: the best cell per target
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+import torch
+
+from addpatch.errors import NothingToDo
+from addpatch.experiment.progress import Progress, no_progress
+from addpatch.experiment.reporting import report_runs
+from addpatch.report.build import ReportFiles
+from addpatch.scoring import best_cells
+from addpatch.settings import DEFAULT_MODEL
+from addpatch.store.store import Store
+from addpatch.sweep.driver import (
+    CombinationResult,
+    Echo,
+    SweepSpec,
+    run_sweep,
+    sweep_device,
+    validate_sweep,
+)
+from addpatch.sweep.executors import LocalExecutor
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that defines one experiment (one model, one digit width)."""
+
+    model: str = DEFAULT_MODEL
+    digits: int = 2
+    addends: int = 2
+    kind: str = "random"
+    size: int = 256
+    seed: int = 0
+    layers: str = "all"
+    positions: str = "all"
+    targets: list[str] | None = None  # None: the run's default targets
+    batch_size: int = 64
+    device: str = "auto"
+    dtype: str = "auto"
+    threads: int = 0  # CPU threads for torch (0: torch's default)
+    trust_remote_code: bool = False
+    interventions_only: bool = False  # stop after storing the patched outputs
+    report_dir: Path | None = None  # default: STORE/reports/run-ID
+
+    def as_sweep(self) -> SweepSpec:
+        return SweepSpec(
+            models=[self.model],
+            digits=[self.digits],
+            addends=self.addends,
+            kind=self.kind,
+            size=self.size,
+            seed=self.seed,
+            layers=self.layers,
+            positions=self.positions,
+            targets=self.targets,
+            batch_size=self.batch_size,
+            batches_per_task=1,  # one task per batch: progress and resume per batch
+            device=self.device,
+            dtype=self.dtype,
+            trust_remote_code=self.trust_remote_code,
+        )
+
+
+@dataclass
+class RunOutcome:
+    store: Store
+    result: CombinationResult
+    best: pl.DataFrame = field(default_factory=pl.DataFrame)  # empty with interventions_only
+    report: ReportFiles | None = None
+
+    @property
+    def run_id(self) -> int:
+        assert self.result.run_id is not None
+        return self.result.run_id
+
+
+def validate_run(spec: RunSpec) -> None:
+    """BadInput for anything wrong that can be known before loading weights or writing."""
+    validate_sweep(spec.as_sweep())
+    sweep_device(spec.as_sweep(), LocalExecutor())
+
+
+def run_experiment(
+    store: Store | str | Path,
+    spec: RunSpec,
+    *,
+    echo: Echo = lambda _: None,
+    progress: Progress = no_progress,
+) -> RunOutcome:
+    """Run (or resume) the experiment under the store's writer lock, then score and report.
+
+    Raises NothingToDo when the model keeps no pair; everything checkable without weights is
+    checked before the store is created or touched.
+    """
+    validate_run(spec)
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    opened = store if isinstance(store, Store) else Store.open(store, create=True)
+    executor = LocalExecutor()
+    with opened.writer():
+        (result,) = run_sweep(opened, spec.as_sweep(), executor, echo=echo, progress=progress)
+    if result.run_id is None:
+        raise NothingToDo(result.skipped_reason)
+    outcome = RunOutcome(opened, result)
+    if spec.interventions_only:
+        return outcome
+    outcome.best = best_cells(opened, run_id=result.run_id, targets=result.targets)
+    out_dir = spec.report_dir or opened.root / "reports" / f"run-{result.run_id}"
+    outcome.report = report_runs(opened, [result.run_id], spec.targets, out_dir)
+    return outcome
