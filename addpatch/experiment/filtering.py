@@ -9,7 +9,7 @@ import pyarrow as pa
 from transformers import PreTrainedTokenizerBase
 
 from addpatch.engine.patching import PatchEngine
-from addpatch.engine.positions import PromptLayout, layout_prompt, render_with_spans
+from addpatch.engine.positions import PromptLayout, layout_input
 from addpatch.errors import NothingToDo
 from addpatch.experiment.progress import Progress, no_progress
 from addpatch.store import catalog
@@ -36,8 +36,7 @@ class FilterSummary:
 
 
 def layout_with(tokenizer: PreTrainedTokenizerBase, inp: AdditionInput) -> PromptLayout:
-    text, spans = render_with_spans(inp.template, list(inp.numbers), inp.prefix, inp.suffix)
-    return layout_prompt(tokenizer, text, spans)
+    return layout_input(tokenizer, inp)
 
 
 def layout_of(engine: PatchEngine, inp: AdditionInput) -> PromptLayout:
