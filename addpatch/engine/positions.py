@@ -238,6 +238,16 @@ def shared_digit_tokens(layouts: Iterable[PromptLayout], num_addends: int) -> li
 
 
 POSITION_SETS = ("all", "query", "numbers", "digits", "last")
+AUTO_POSITIONS = "auto"
+
+
+def resolve_position_set(which: str, task: object) -> str:
+    """`auto`: the query's tokens when the prompt has a prefix, worked examples or a chat
+    wrapper (they would multiply the grid), else `all` (the plain prompt's every token)."""
+    if which != AUTO_POSITIONS:
+        return which
+    extra = getattr(task, "prompt_prefix", "") or getattr(task, "num_shots", 0)
+    return "query" if extra or getattr(task, "chat", False) else "all"
 
 
 def select_positions(
