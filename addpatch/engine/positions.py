@@ -17,8 +17,8 @@ prompt has names of its own kind, so that it never shifts the query's names:
   c0.{j}       token j of the chat template before the prompt (--chat)
   c1.{j}       token j of the chat template after it (the generation prompt)
 
-A token is named by the part its first character falls in (a token that overlaps an addend's
-digits always belongs to the addend). The position set `query` is the query's tokens and `last`.
+A token that holds any character of the query is the query's (one that overlaps an addend's
+digits belongs to the addend); any other is named by the part its first character falls in. The position set `query` is the query's tokens and `last`.
 
 A token that overlaps an addend's digits belongs to that addend (a BPE token ` 23` holds the
 space and the number). Equal addends (`44 and 44`) are told apart by their character spans, not
@@ -133,6 +133,14 @@ def layout_input(tokenizer: PreTrainedTokenizerBase, inp: AdditionInput) -> Prom
     )
 
 
+def _region_of(regions: tuple[Region, ...], start: int, end: int) -> str | None:
+    """The part a token lies in: the one its first character is in, if none of its characters
+    are the query's (a BPE token ` The` that starts with the prefix's space is the query's)."""
+    if not all(any(s <= c < e for _, s, e in regions) for c in range(start, end)):
+        return None
+    return next(r for r, s, e in regions if s <= start < e)
+
+
 @dataclass(frozen=True)
 class PromptLayout:
     """Named positions of one tokenized prompt (indices count from the first token, no padding)."""
@@ -179,7 +187,7 @@ def layout_prompt(
             name = "bos" if index == 0 else f"special{index}"
         else:
             owner = next((k for k, (s, e) in ordered if start < e and end > s), None)
-            region = next((r for r, s, e in regions if s <= start < e), None)
+            region = _region_of(regions, start, end)
             if owner is None and region is not None:
                 j = region_tokens.get(region, 0)
                 region_tokens[region] = j + 1
