@@ -11,13 +11,15 @@ interventions per second. From Python:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import polars as pl
 import torch
 
+from addpatch.engine.positions import resolve_position_set
 from addpatch.errors import NothingToDo
+from addpatch.experiment.filtering import low_keep_rate_hint
 from addpatch.experiment.progress import Progress, no_progress
 from addpatch.experiment.reporting import report_runs
 from addpatch.report.build import ReportFiles
@@ -46,8 +48,14 @@ class RunSpec:
     size: int = 256
     seed: int = 0
     layers: str = "all"
-    positions: str = "all"
+    positions: str = "auto"  # auto: every token, or the query's when the prompt has more
     targets: list[str] | None = None  # None: the run's default targets
+    templates: tuple[str, ...] | None = None  # None: the plain template for `addends`
+    prefix: str = ""
+    suffix: str = ""
+    shots: int = 0  # worked examples before each prompt
+    chat: bool = False  # wrap the prompt in the tokenizer's chat template
+    filtered: bool = True  # False: patch every pair, right or wrong (--no-filter)
     batch_size: int = 64
     device: str = "auto"
     dtype: str = "auto"
@@ -57,7 +65,7 @@ class RunSpec:
     report_dir: Path | None = None  # default: STORE/reports/run-ID
 
     def as_sweep(self) -> SweepSpec:
-        return SweepSpec(
+        sweep = SweepSpec(
             models=[self.model],
             digits=[self.digits],
             addends=self.addends,
@@ -72,7 +80,15 @@ class RunSpec:
             device=self.device,
             dtype=self.dtype,
             trust_remote_code=self.trust_remote_code,
+            templates=self.templates,
+            prefix=self.prefix,
+            suffix=self.suffix,
+            shots=self.shots,
+            chat=self.chat,
+            filtered=self.filtered,
         )
+        positions = resolve_position_set(self.positions, sweep.task(self.digits))
+        return replace(sweep, positions=positions)
 
 
 @dataclass
@@ -81,6 +97,7 @@ class RunOutcome:
     result: CombinationResult
     best: pl.DataFrame = field(default_factory=pl.DataFrame)  # empty with interventions_only
     report: ReportFiles | None = None
+    keep_rate_hint: str = ""  # with a low keep rate: what the model answered, what may help
 
     @property
     def run_id(self) -> int:
@@ -116,6 +133,10 @@ def run_experiment(
     if result.run_id is None:
         raise NothingToDo(result.skipped_reason)
     outcome = RunOutcome(opened, result)
+    if result.low_keep_rate:
+        outcome.keep_rate_hint = low_keep_rate_hint(
+            opened, model_id=result.model_id, dataset_id=result.dataset_id
+        )
     if spec.interventions_only:
         return outcome
     outcome.best = best_cells(opened, run_id=result.run_id, targets=result.targets)

@@ -13,17 +13,23 @@ from cli.options import (
     STORE_DEFAULT,
     AddendsOption,
     BatchOption,
+    ChatOption,
     DeviceOption,
     DigitsOption,
     DtypeOption,
     KindOption,
     LayersOption,
     ModelOption,
+    NoFilterOption,
     PositionsOption,
+    PrefixOption,
     SeedOption,
+    ShotsOption,
     SizeOption,
     StoreOption,
+    SuffixOption,
     TargetsOption,
+    TemplateOption,
     split_targets,
 )
 from cli.output import console, errors, print_frame, progress_bars
@@ -37,8 +43,14 @@ def run(
     size: SizeOption = 256,
     seed: SeedOption = 0,
     layers: LayersOption = "all",
-    positions: PositionsOption = "all",
+    positions: PositionsOption = "auto",
     targets: TargetsOption = None,
+    template: TemplateOption = None,
+    prefix: PrefixOption = "",
+    suffix: SuffixOption = "",
+    shots: ShotsOption = 0,
+    chat: ChatOption = False,
+    no_filter: NoFilterOption = False,
     batch_size: BatchOption = 64,
     device: DeviceOption = "auto",
     dtype: DtypeOption = "auto",
@@ -69,6 +81,9 @@ def run(
     Example:
         addpatch run                                  # tiny-adder-digits, 2 digits, 256 pairs
         addpatch run --model ~/models/Llama-3.1-8B --digits 3 --batch-size 256
+        addpatch run --digits 1 --shots 2 --template '{num0}+{num1}=' --size 64
+        addpatch run --model ~/models/SmolLM2-135M-Instruct --digits 1 --shots 3 --chat
+        addpatch run --model ~/models/random-init --no-filter --size 32
     """
     from addpatch.pipeline import RunSpec, run_experiment
 
@@ -83,6 +98,12 @@ def run(
         layers=layers,
         positions=positions,
         targets=split_targets(targets),
+        templates=tuple(template) if template else None,
+        prefix=prefix,
+        suffix=suffix,
+        shots=shots,
+        chat=chat,
+        filtered=not no_filter,
         batch_size=batch_size,
         device=device,
         dtype=dtype,
@@ -98,6 +119,7 @@ def run(
         errors.print(
             f"Warning: keep rate {result.keep_rate:.1%} is under 50%; the model often adds wrong"
         )
+        errors.print(outcome.keep_rate_hint)
     console.print(f"Patched: {result.highlighted}")
     cells = len(result.layers) * len(result.positions)
     if result.batches_run:
