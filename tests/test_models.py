@@ -123,6 +123,13 @@ def test_a_family_name_picks_the_checkpoint_of_the_width():
         resolve_model("tiny-adder-chunks")
 
 
+def test_an_unknown_number_init_is_refused_with_the_choices():
+    from addpatch.errors import BadInput
+
+    with pytest.raises(BadInput, match="unknown number_init 'orthonormal'; use one of: random"):
+        TrainConfig(number_init="orthonormal")  # type: ignore[arg-type]
+
+
 def test_fourier_init_puts_each_number_token_on_the_number_line():
     import math
 

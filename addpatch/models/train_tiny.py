@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 import torch
 import transformers
@@ -33,6 +34,9 @@ from addpatch.models.train_checkpoint import (
 )
 from addpatch.models.weights import sha256_file
 from addpatch.task.templates import TWO_ADDEND_TEMPLATE, answer_text, parse_answer, render_prompt
+
+
+NumberInit = Literal["random", "digits", "orthogonal", "fourier"]
 
 
 @dataclass(frozen=True)
@@ -61,7 +65,7 @@ class TrainConfig:
     # how number tokens' (tied) embeddings start: "random", "digits" (the sum of an embedding
     # per (place in the chunk, digit), see _digit_sum_numbers), "orthogonal" (the same with
     # orthogonal place/digit vectors of norm `number_scale`) or "fourier" (_fourier_numbers)
-    number_init: str = "random"
+    number_init: NumberInit = "random"
     number_scale: float = 1.0
     freeze_numbers: bool = False  # keep number tokens' embeddings at their init
     weight_decay: float = 0.0
@@ -72,6 +76,13 @@ class TrainConfig:
     eval_size: int = 1000
     eval_seed: int = 12345  # held-out prompts come from this seed and are never trained on
     notes: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.number_init not in get_args(NumberInit):
+            raise BadInput(
+                f"unknown number_init {self.number_init!r}; use one of: "
+                + ", ".join(get_args(NumberInit))
+            )
 
 
 def _random_addend(rng: random.Random, width: int) -> int:
