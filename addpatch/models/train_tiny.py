@@ -35,7 +35,6 @@ from addpatch.models.train_checkpoint import (
 from addpatch.models.weights import sha256_file
 from addpatch.task.templates import TWO_ADDEND_TEMPLATE, answer_text, parse_answer, render_prompt
 
-
 NumberInit = Literal["random", "digits", "orthogonal", "fourier"]
 
 
