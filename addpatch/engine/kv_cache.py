@@ -8,6 +8,8 @@ patched prompt and then each decoding step write into them in place, instead of 
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 
@@ -24,7 +26,7 @@ class KVCache:
         keys: torch.Tensor,
         values: torch.Tensor,
         layer_idx: int,
-        cache_kwargs: dict | None = None,
+        cache_kwargs: dict[str, Any] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         old_k, old_v = self.keys[layer_idx], self.values[layer_idx]
         used = self.lengths[layer_idx]

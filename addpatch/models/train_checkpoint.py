@@ -13,6 +13,7 @@ import random
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
@@ -21,22 +22,25 @@ from addpatch.errors import BadInput
 
 CHECKPOINT = "checkpoint"
 
+if TYPE_CHECKING:
+    from addpatch.models.train_tiny import TrainConfig
+
 
 @dataclass
 class TrainingState:
     step: int
-    history: list[dict]
+    history: list[dict[str, Any]]
     wall_time_s: float
 
 
-def _config_json(config) -> str:
+def _config_json(config: TrainConfig) -> str:
     return json.dumps(asdict(config), sort_keys=True)
 
 
 def save_checkpoint(
     out_dir: Path,
     *,
-    config,
+    config: TrainConfig,
     device: torch.device,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -78,7 +82,7 @@ def save_checkpoint(
 def load_checkpoint(
     out_dir: Path,
     *,
-    config,
+    config: TrainConfig,
     device: torch.device,
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,

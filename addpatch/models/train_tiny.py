@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import torch
 import transformers
@@ -140,7 +140,7 @@ def greedy_accuracy(
             chunk = pairs[start : start + batch_size]
             prompts = [render_prompt(TWO_ADDEND_TEMPLATE, [a, b]) for a, b in chunk]
             enc = tokenizer(prompts, return_tensors="pt", padding=True).to(model.device)
-            out = model.generate(
+            out = model.generate(  # type: ignore[misc]  # transformers types self oddly
                 **enc,
                 max_new_tokens=max_new,
                 do_sample=False,
@@ -164,7 +164,7 @@ def _learning_rate(config: TrainConfig, step: int) -> float:
 
 def build_model(config: TrainConfig, tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
     torch.manual_seed(config.seed)
-    model_config = LlamaConfig(
+    model_config = LlamaConfig(  # type: ignore[call-arg]  # rope_theta via **kwargs
         vocab_size=len(tokenizer),
         hidden_size=config.hidden_size,
         intermediate_size=config.ffn_size,
@@ -237,7 +237,7 @@ def _digit_sum_numbers(
     embeddings are tied, a chunk's output logit starts as the sum of per-place digit scores:
     the model can learn the sum digit by digit instead of one class out of a thousand.
     """
-    weight = model.get_input_embeddings().weight  # [vocab, hidden]
+    weight = _embedding_weight(model)  # [vocab, hidden]
     hidden = weight.shape[1]
     generator = torch.Generator().manual_seed(seed)
     std = model.config.initializer_range
@@ -255,6 +255,13 @@ def _digit_sum_numbers(
                 weight[index] = torch.stack(parts).sum(0) / math.sqrt(len(parts))
 
 
+def _embedding_weight(model: LlamaForCausalLM) -> torch.Tensor:
+    """The (tied) token embedding matrix ([vocab, hidden])."""
+    embedding = model.get_input_embeddings()
+    assert isinstance(embedding, torch.nn.Embedding)
+    return embedding.weight
+
+
 def _fourier_numbers(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast) -> None:
     """Start each number token's (tied) embedding from cos/sin of its value at periods 2-2000.
 
@@ -262,7 +269,7 @@ def _fourier_numbers(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast
     with these features the sum's features are products of the addends' (angle addition), which
     the gated MLP computes directly. Half the width holds them; the rest stays random.
     """
-    weight = model.get_input_embeddings().weight  # [vocab, hidden]
+    weight = _embedding_weight(model)  # [vocab, hidden]
     pairs = weight.shape[1] // 4
     periods = 2.0 * 1000.0 ** (torch.arange(pairs) / max(1, pairs - 1))  # 2 .. 2000
     with torch.no_grad():
@@ -277,13 +284,13 @@ def _frozen_number_rows(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The number tokens' row indices and their initial embeddings ([n], [n, hidden])."""
     rows = torch.tensor(sorted(i for t, i in tokenizer.get_vocab().items() if t.isdigit()))
-    weight = model.get_input_embeddings().weight
+    weight = _embedding_weight(model)
     return rows.to(weight.device), weight.detach()[rows.to(weight.device)].clone()
 
 
 def _restore_rows(model: LlamaForCausalLM, rows: torch.Tensor, values: torch.Tensor) -> None:
     with torch.no_grad():
-        model.get_input_embeddings().weight[rows] = values
+        _embedding_weight(model)[rows] = values
 
 
 ProgressCallback = Callable[[int, float, dict[int, float] | None], None]
@@ -297,7 +304,7 @@ def train_tiny_adder(
     steps: int | None = None,
     device: torch.device | None = None,
     on_resume: Callable[[int], None] | None = None,
-) -> dict:
+) -> dict[str, Any]:
     """Train one tiny adder into `out_dir`; returns the model card written beside the weights.
 
     `steps` stops early without changing the schedule, so a short run is the prefix of the full
@@ -312,7 +319,8 @@ def train_tiny_adder(
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True)
     tokenizer = build_tokenizer(config.grouping)
-    model = build_model(config, tokenizer).to(device)
+    model = build_model(config, tokenizer)
+    torch.nn.Module.to(model, device)  # in place (PreTrainedModel.to's wrapper is mistyped)
     optimizer = torch.optim.AdamW(
         model.parameters(),
         lr=config.learning_rate,
@@ -368,7 +376,8 @@ def train_tiny_adder(
     wall = time.perf_counter() - started
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.to("cpu").save_pretrained(out_dir, safe_serialization=True)
+    torch.nn.Module.to(model, "cpu")  # in place
+    model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     final = history[-1]["accuracy"] if history else {}
     card = {
