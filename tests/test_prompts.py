@@ -310,3 +310,25 @@ def test_no_pair_kept_shows_what_the_model_answered(monkeypatch, capsys, tmp_pat
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 1 and len(lines) == 1 and "answered none of the 8 pairs" in lines[0]
     assert lines[0].count("(want ") == 5 and "--shots" in lines[0] and "--chat" in lines[0]
+
+
+def test_sweep_takes_the_prompt_options_and_no_filter(monkeypatch, capsys, tmp_path):
+    store = tmp_path / "s"
+    args = ["sweep", "--models", "tiny-adder-digits", "--digits", "2", *SMALL_RUN]
+    code, out, err = addpatch(
+        monkeypatch, capsys, *args, "--prefix", "Q: ", "--no-filter", "--store", str(store)
+    )
+    assert code == 0, err
+    assert "unfiltered" in out
+    conn = duckdb.connect(str(store / "catalog.duckdb"), read_only=True)
+    run = conn.execute(
+        "SELECT r.num_examples, r.provenance_json, d.prompt_prefix, d.size FROM runs r "
+        "JOIN datasets d ON d.id = r.dataset_id"
+    ).fetchone()
+    names = [n for (n,) in conn.execute("SELECT name FROM run_positions").fetchall()]
+    answered = conn.execute("SELECT count(*) FROM filter_results").fetchone()[0]
+    conn.close()
+    examples, provenance, prefix, size = run
+    assert examples == size == 8 and prefix == "Q: " and answered == 0
+    assert json.loads(provenance)["filtered"] is False
+    assert names and not [n for n in names if n.startswith("p.")]  # auto: the query's tokens
