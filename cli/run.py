@@ -223,7 +223,9 @@ def _run_locked(
                     "adds wrong"
                 )
                 errors.print(
-                    low_keep_rate_hint(opened, model_id=loaded.model_id, dataset_id=info.id)
+                    low_keep_rate_hint(opened, model_id=loaded.model_id, dataset_id=info.id),
+                    markup=False,
+                    highlight=False,
                 )
         else:
             console.print("Filter: skipped (--no-filter), every pair is patched")
