@@ -228,6 +228,8 @@ def test_keep_rate_under_half_warns_and_continues(tmp_path, monkeypatch):
     assert result.exit_code == 0, result.output
     assert "Warning: keep rate" in result.output and "under 50%" in result.output
     assert "kept " in result.output
+    # what the model answered on a few of the pairs it got wrong, and the options that help
+    assert result.output.count("-> ' 0' (want ") == 5 and "--shots" in result.output
 
 
 def test_run_warns_on_a_low_keep_rate_and_patches_the_kept_pairs(tmp_path, monkeypatch):

@@ -310,3 +310,57 @@ def test_no_pair_kept_shows_what_the_model_answered(monkeypatch, capsys, tmp_pat
     lines = [line for line in err.splitlines() if line.strip()]
     assert code == 1 and len(lines) == 1 and "answered none of the 8 pairs" in lines[0]
     assert lines[0].count("(want ") == 5 and "--shots" in lines[0] and "--chat" in lines[0]
+
+
+def test_sweep_takes_the_prompt_options_and_no_filter(monkeypatch, capsys, tmp_path):
+    store = tmp_path / "s"
+    args = ["sweep", "--models", "tiny-adder-digits", "--digits", "2", *SMALL_RUN]
+    code, out, err = addpatch(
+        monkeypatch, capsys, *args, "--prefix", "Q: ", "--no-filter", "--store", str(store)
+    )
+    assert code == 0, err
+    assert "unfiltered" in out
+    conn = duckdb.connect(str(store / "catalog.duckdb"), read_only=True)
+    run = conn.execute(
+        "SELECT r.num_examples, r.provenance_json, d.prompt_prefix, d.size FROM runs r "
+        "JOIN datasets d ON d.id = r.dataset_id"
+    ).fetchone()
+    names = [n for (n,) in conn.execute("SELECT name FROM run_positions").fetchall()]
+    answered = conn.execute("SELECT count(*) FROM filter_results").fetchone()[0]
+    conn.close()
+    examples, provenance, prefix, size = run
+    assert examples == size == 8 and prefix == "Q: " and answered == 0
+    assert json.loads(provenance)["filtered"] is False
+    assert names and not [n for n in names if n.startswith("p.")]  # auto: the query's tokens
+
+
+@pytest.mark.parametrize("chat", [False, True])
+def test_engine_equals_naive_loop_on_few_shot_prompts(chat):
+    from addpatch.engine.naive import naive_patch
+    from addpatch.engine.patching import PatchEngine, PromptPair
+    from tests.conftest import tiny_model
+
+    model, tokenizer = tiny_model("llama", "digits")
+    tokenizer.chat_template = CHAT_TEMPLATE
+    task = AdditionTask(2, 2, templates=TEMPLATES, prompt_prefix="Q: ", num_shots=2, chat=chat)
+    pairs = [
+        PromptPair(i, layout_input(tokenizer, p.base), layout_input(tokenizer, p.counterfactual))
+        for i, p in enumerate(generate_pairs("one_digit", task, 2, 5))
+    ]
+    # one position of each kind: prefix, each worked example, chat wrapper, query, last
+    canonical = pairs[0].base.canonical
+    kinds = ("p.", "s0.", "s1.", "c0.", "c1.") if chat else ("p.", "s0.", "s1.")
+    positions = [next(n for n in canonical if n.startswith(k)) for k in kinds]
+    positions += ["a0.d1", "a1.d0", "w1.0", "last"]
+    engine = PatchEngine(model, tokenizer)
+    compared = 0
+    for table in engine.sweep(pairs, list(range(-1, engine.num_layers)), positions, 3):
+        for row in table.to_pylist():
+            pair = pairs[row["example_id"]]
+            expected = naive_patch(
+                model, tokenizer, pair, row["layer"], positions[row["position"]], 3
+            )
+            assert expected is not None and row["token_ids"] == expected[0], row
+            assert row["top_logprobs"] == pytest.approx(expected[2], abs=1e-4)
+            compared += 1
+    assert compared >= len(positions) * (engine.num_layers + 1)
