@@ -5,7 +5,7 @@ the standard normal), the interval is
 
     (p + z²/2n ± z·sqrt(p(1 - p)/n + z²/4n²)) / (1 + z²/n)
 
-It stays inside [0, 1] and keeps a non-zero width at p = 0 or 1, where the normal
+It stays inside [0, 1] (exactly 0 at hits = 0 and 1 at hits = n) and keeps a non-zero width at p = 0 or 1, where the normal
 approximation collapses. The catalog's `iia_cells` macro computes the same in SQL.
 """
 
@@ -28,7 +28,9 @@ def wilson_interval(hits: int, n: int, z: float = Z95) -> tuple[float, float] | 
     centre = p + z * z / (2 * n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
     scale = 1 + z * z / n
-    return max(0.0, (centre - half) / scale), min(1.0, (centre + half) / scale)
+    low = 0.0 if hits == 0 else max(0.0, (centre - half) / scale)
+    high = 1.0 if hits == n else min(1.0, (centre + half) / scale)
+    return low, high
 
 
 def wilson_exprs(hits: pl.Expr, n: pl.Expr, z: float = Z95) -> tuple[pl.Expr, pl.Expr]:
@@ -39,6 +41,19 @@ def wilson_exprs(hits: pl.Expr, n: pl.Expr, z: float = Z95) -> tuple[pl.Expr, pl
     half = z * (p * (1 - p) / n + z * z / (4 * n * n)).sqrt()
     scale = 1 + z * z / n
     valid = n > 0
-    low = pl.when(valid).then(((centre - half) / scale).clip(0.0, 1.0))
-    high = pl.when(valid).then(((centre + half) / scale).clip(0.0, 1.0))
+    hits = hits.cast(pl.Float64)
+    low = (
+        pl.when(~valid)
+        .then(None)
+        .when(hits == 0)
+        .then(0.0)
+        .otherwise(((centre - half) / scale).clip(0.0, 1.0))
+    )
+    high = (
+        pl.when(~valid)
+        .then(None)
+        .when(hits == n)
+        .then(1.0)
+        .otherwise(((centre + half) / scale).clip(0.0, 1.0))
+    )
     return low, high

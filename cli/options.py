@@ -58,3 +58,11 @@ def split_targets(targets: str | None) -> list[str] | None:
     if targets is None:
         return None
     return [t.strip() for t in targets.split(",") if t.strip()]
+
+InformativeOption = Annotated[
+    bool,
+    typer.Option(
+        "--informative",
+        help="Score only the examples whose label differs from the base answer for that target.",
+    ),
+]

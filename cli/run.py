@@ -24,6 +24,7 @@ from cli.options import (
     KindOption,
     LayersOption,
     ModelOption,
+    InformativeOption,
     PositionsOption,
     SeedOption,
     SizeOption,
@@ -31,7 +32,7 @@ from cli.options import (
     TargetsOption,
     split_targets,
 )
-from cli.output import console, errors, print_frame, progress_bars
+from cli.output import best_cells_view, console, errors, print_frame, progress_bars
 
 
 def run(
@@ -57,6 +58,7 @@ def run(
     report_dir: Annotated[
         Path | None, typer.Option(help="Where to write the report (default: STORE/reports/run-ID).")
     ] = None,
+    informative: InformativeOption = False,
     trust_remote_code: Annotated[
         bool, typer.Option(help="Allow the model's own Python code (off by default).")
     ] = False,
@@ -125,6 +127,7 @@ def run(
             interventions_only=interventions_only,
             target_list=target_list,
             report_dir=report_dir,
+            informative=informative,
             started=started,
         )
 
@@ -147,6 +150,7 @@ def _run_locked(
     interventions_only: bool,
     target_list: list[str] | None,
     report_dir: Path | None,
+    informative: bool,
     started: float,
 ) -> None:
     """The steps of `run`, while this process holds the store's writer lock."""
@@ -221,13 +225,16 @@ def _run_locked(
         )
         return
     chosen = target_list or run_default_targets(opened, [result.run_id])[result.run_id]
-    best = best_cells(opened, run_id=result.run_id, targets=chosen)
+    best = best_cells(opened, run_id=result.run_id, targets=chosen, informative=informative)
+    over = "informative examples of " if informative else ""
+    columns = ["target", "layer", "position", "position_label", "iia", "iia_low", "iia_high"]
     print_frame(
-        best.select("target", "layer", "position", "position_label", "iia", "baseline", "n"),
-        title=f"Best cell per variable (run {result.run_id}, IIA over {result.examples} examples)",
+        best_cells_view(best, [*columns, "baseline", "n"]),
+        title=f"Best cell per variable (run {result.run_id}, IIA over {over}{result.examples} "
+        "examples, 95% interval)",
     )
     out_dir = report_dir or opened.root / "reports" / f"run-{result.run_id}"
-    files = report_runs(opened, [result.run_id], target_list, out_dir)
+    files = report_runs(opened, [result.run_id], target_list, out_dir, informative=informative)
     console.print(f"Store:  {opened.root.resolve()}")
     console.print(f"Report: {files.html.resolve()}  (+ {len(files.pngs)} PNG heatmaps)")
     console.print(f"Done in {time.perf_counter() - started:.1f} s")

@@ -9,7 +9,8 @@ figures in the same columns, followed by three new ones:
     SELECT * FROM iia_cells(run_id, ['C_1'])                       -- every kept example
     SELECT * FROM iia_cells(run_id, ['C_1'], informative := true)  -- label <> base answer only
 * hits: the examples whose patched answer equals the label (iia = hits / n);
-* iia_low, iia_high: the 95% Wilson score interval of iia (z = 1.959964), from hits and n.
+* iia_low, iia_high: the 95% Wilson score interval of iia (z = 1.959964), from hits and n;
+  exactly 0 when hits = 0 and 1 when hits = n (rounding would leave 1e-17 there).
 With `informative := true` a target's examples are only those whose label differs from the
 base answer (where "the patch did nothing" cannot score), so `n` differs between targets and
 `baseline` is 0 by construction. The counts per target use the same 24-bit lanes as the hits.
@@ -128,12 +129,12 @@ SELECT
     w.n,
     b.baseline,
     w.hits,
-    greatest(0.0, (w.p + w.z * w.z / (2 * w.n)
+    CASE WHEN w.hits = 0 AND w.n > 0 THEN 0.0 ELSE greatest(0.0, (w.p + w.z * w.z / (2 * w.n)
         - w.z * sqrt(w.p * (1 - w.p) / w.n + w.z * w.z / (4 * w.n * w.n)))
-        / (1 + w.z * w.z / w.n)) AS iia_low,
-    least(1.0, (w.p + w.z * w.z / (2 * w.n)
+        / (1 + w.z * w.z / w.n)) END AS iia_low,
+    CASE WHEN w.hits = w.n AND w.n > 0 THEN 1.0 ELSE least(1.0, (w.p + w.z * w.z / (2 * w.n)
         + w.z * sqrt(w.p * (1 - w.p) / w.n + w.z * w.z / (4 * w.n * w.n)))
-        / (1 + w.z * w.z / w.n)) AS iia_high
+        / (1 + w.z * w.z / w.n)) END AS iia_high
 FROM wilson AS w
 LEFT JOIN baselines AS b ON b.run_id = w.run_id AND b.target = w.target
 JOIN runs AS r ON r.id = w.run_id
