@@ -49,6 +49,14 @@ def score(
     targets: TargetsOption = None,
     top: Annotated[int, typer.Option(help="Best cells per target.")] = 1,
     informative: InformativeOption = False,
+    logprob: Annotated[
+        bool,
+        typer.Option(
+            "--logprob",
+            help="Add each cell's mean log-prob of the label's first digit token and its "
+            "coverage (share of examples whose label token is in the stored top 5).",
+        ),
+    ] = False,
     fmt: FormatOption = "table",
     output: OutputOption = None,
     store: StoreOption = STORE_DEFAULT,
@@ -63,6 +71,7 @@ def score(
     Example:
         addpatch score --targets C_1,C_2,O_3
         addpatch score --targets C_1,C_2 --informative
+        addpatch score --targets O_3,C_2 --logprob
         addpatch score --run-id 1 --targets digit_0_0+digit_1_0 --top 3 --format csv
     """
     from addpatch.scoring import best_cells
@@ -88,9 +97,24 @@ def score(
     import polars as pl
 
     frame = pl.concat(frames)
+    columns = ["run_id", "model", "target", "layer", "position", "position_label"]
+    columns += ["iia", "iia_low", "iia_high", "baseline", "n"]
+    if logprob:
+        from addpatch.probabilities import label_logprobs
+
+        per_run = [
+            label_logprobs(
+                opened,
+                run_id=run,
+                targets=frame.filter(pl.col("run_id") == run)["target"].unique().to_list(),
+                informative=informative,
+            ).drop("n")
+            for run in runs
+        ]
+        keys = ["run_id", "target", "layer", "position"]
+        frame = frame.join(pl.concat(per_run), on=keys, how="left")
+        columns += ["label_logprob", "coverage"]
     if fmt == "table":
-        columns = ["run_id", "model", "target", "layer", "position", "position_label"]
-        columns += ["iia", "iia_low", "iia_high", "baseline", "n"]
         examples = "informative examples (label ≠ base answer)" if informative else "all examples"
         print_frame(
             best_cells_view(frame, columns),

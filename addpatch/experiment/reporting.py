@@ -8,6 +8,7 @@ from pathlib import Path
 import polars as pl
 
 from addpatch.errors import BadInput
+from addpatch.probabilities import MetricUnavailable, label_logprobs
 from addpatch.queries import get_query, run_query
 from addpatch.report import CellExamples, build_report
 from addpatch.scoring import scores
@@ -145,9 +146,26 @@ def report_runs(
         for run_id in run_ids
         for target in scores_targets(table, run_id)
     ]
-    examples = CellExamples.from_frame(
-        pl.concat(samples) if samples else pl.DataFrame(), per_cell
-    )
+    examples = CellExamples.from_frame(pl.concat(samples) if samples else pl.DataFrame(), per_cell)
+    logprobs, notes = [], {}
+    for run_id in run_ids:
+        if not scores_targets(table, run_id):
+            continue
+        try:
+            logprobs.append(
+                label_logprobs(
+                    store,
+                    run_id=run_id,
+                    targets=scores_targets(table, run_id),
+                    informative=informative,
+                )
+            )
+        except MetricUnavailable as error:
+            notes[run_id] = str(error)
+    if logprobs or notes:
+        examples = examples.with_logprobs(
+            pl.concat(logprobs) if logprobs else pl.DataFrame(), notes
+        )
     return build_report(
         table, runs_info(store, run_ids), out_dir, examples=examples, informative=informative
     )

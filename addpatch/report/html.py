@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html import escape
 from typing import Any
 
@@ -86,6 +86,13 @@ function showCell(d) {
     "IIA " + fmt(d.iia) + " (95% interval " + fmt(d.iia_low) + "\u2013" + fmt(d.iia_high) +
     "), n = " + d.n + ", baseline " + fmt(d.baseline) +
     (d.localized ? " \u2014 interval above the baseline" : " \u2014 not above the baseline");
+  const lp = (CELL_DATA.logprobs || {})[key];
+  const note = (CELL_DATA.logprob_notes || {})[String(d.run_id)];
+  panel.querySelector(".logprob").textContent = lp ?
+    "Mean log-prob of the label's first digit token: " +
+    (lp[0] === null ? "\u2014" : lp[0].toFixed(3)) + " (over the " +
+    (100 * lp[1]).toFixed(0) + "% of examples whose label token is in the stored top 5)" :
+    "Label log-prob: " + (note || "not computed for this report");
   panel.querySelector(".shown").textContent = rows.length ?
     "Showing " + rows.length + " of its " + d.n + " examples (right and wrong in turn, " +
     "by example id)." : "No examples stored for this cell in the report.";
@@ -170,10 +177,26 @@ class CellExamples:
     prompts: dict[str, dict[str, tuple[str, str, int]]]
     cells: dict[str, list[tuple[int, int, str, int | None, bool]]]
     per_cell: int
+    # same keys -> (mean log-prob of the label's first digit token, coverage); per run, why not
+    logprobs: dict[str, tuple[float | None, float]] = field(default_factory=dict)
+    logprob_notes: dict[str, str] = field(default_factory=dict)
 
     @staticmethod
     def empty() -> CellExamples:
         return CellExamples({}, {}, 0)
+
+    def with_logprobs(self, frame: pl.DataFrame, notes: dict[int, str]) -> CellExamples:
+        """Add the label log-prob per cell (rows of `addpatch.probabilities.label_logprobs`)
+        and, per run, why it could not be computed."""
+        values = {
+            f"{r['run_id']}|{r['target']}|{r['layer']}|{r['position']}": (
+                r["label_logprob"],
+                r["coverage"],
+            )
+            for r in frame.iter_rows(named=True)
+        }
+        text = {str(k): v for k, v in notes.items()}
+        return CellExamples(self.prompts, self.cells, self.per_cell, values, text)
 
     @staticmethod
     def from_frame(frame: pl.DataFrame, per_cell: int) -> CellExamples:
@@ -241,7 +264,13 @@ def render_page(
         _detail_panel(),
         '<script type="application/json" id="cell-examples">'
         + _json_for_script(
-            {"runs": examples.prompts, "cells": examples.cells, "per_cell": examples.per_cell}
+            {
+                "runs": examples.prompts,
+                "cells": examples.cells,
+                "per_cell": examples.per_cell,
+                "logprobs": examples.logprobs,
+                "logprob_notes": examples.logprob_notes,
+            }
         )
         + "</script>",
         "<h2>Runs</h2>",
@@ -334,7 +363,7 @@ def _detail_panel() -> str:
     head = "".join(f"<th>{escape(c)}</th>" for c in columns)
     return (
         '<section id="cell-detail" hidden><button class="close" title="Close">&times;</button>'
-        '<h3></h3><p class="figures"></p><p class="shown"></p>'
+        '<h3></h3><p class="figures"></p><p class="logprob"></p><p class="shown"></p>'
         f"<table><thead><tr>{head}</tr></thead><tbody></tbody></table></section>"
     )
 
