@@ -2,7 +2,8 @@
 -- counterfactual prompts, the patched answer, the label and whether they match. Per cell it
 -- takes right and wrong examples in turn, each kind in example-id order (pairs are generated
 -- at random, so that is a random sample), more of one kind when the other runs out, up to
--- per_cell; `cell_right` and `cell_n` count the whole cell.
+-- per_cell; `cell_right` and `cell_n` count the whole cell. The target's labels must be stored
+-- (`addpatch score --targets T` stores them).
 -- param run_id INTEGER      the run (required)
 -- param target VARCHAR      the target variable, e.g. 'C_1' (required)
 -- param layer INTEGER       only this layer, -1 = embeddings (unset: every layer)
