@@ -63,9 +63,7 @@ def label_first_tokens(tokenizer, labels: list[int]) -> pl.DataFrame:
     rows = []
     for label in labels:
         ids = tokenizer(answer_text(label), add_special_tokens=False)["input_ids"]
-        first = next(
-            (i for i in ids if any(ch in DIGITS for ch in tokenizer.decode([i]))), None
-        )
+        first = next((i for i in ids if any(ch in DIGITS for ch in tokenizer.decode([i]))), None)
         if first is not None:
             rows.append((label, first))
     return pl.DataFrame(rows, schema={"label": pl.Int64, "token_id": pl.Int32}, orient="row")

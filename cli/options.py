@@ -59,6 +59,7 @@ def split_targets(targets: str | None) -> list[str] | None:
         return None
     return [t.strip() for t in targets.split(",") if t.strip()]
 
+
 InformativeOption = Annotated[
     bool,
     typer.Option(

@@ -376,7 +376,9 @@ def test_not_localized_exactly_when_no_interval_clears_the_baseline(small_run):
             )
             assert table.exit_code == 0, table.output
             printed = {
-                line.split("│")[3].strip(): line for line in table.output.splitlines() if "│" in line
+                line.split("│")[3].strip(): line
+                for line in table.output.splitlines()
+                if "│" in line
             }
             for target, localized in clears.items():
                 assert ("not localized" in printed[target]) == (not localized)
@@ -445,7 +447,13 @@ def test_cell_examples_equal_the_stored_rows_of_the_cell(small_run):
         got = run_query(
             conn,
             get_query("cell_examples"),
-            {"run_id": run_id, "target": "O_2", "layer": layer, "position": position, "per_cell": 6},
+            {
+                "run_id": run_id,
+                "target": "O_2",
+                "layer": layer,
+                "position": position,
+                "per_cell": 6,
+            },
         )
     cell = (
         _outputs(store)

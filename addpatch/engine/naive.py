@@ -137,7 +137,11 @@ def naive_patch_batch(
         if eos is not None and eos in row:
             row = row[: row.index(eos)]
         digit_step = next(
-            (s for s, tok in enumerate(row) if any(ch in "0123456789" for ch in tokenizer.decode([tok]))),
+            (
+                s
+                for s, tok in enumerate(row)
+                if any(ch in "0123456789" for ch in tokenizer.decode([tok]))
+            ),
             None,
         )
         results.append(

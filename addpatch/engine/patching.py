@@ -173,7 +173,9 @@ class PatchEngine:
         tokens = greedy_continue(
             self.stack, first, attention, cache, steps - 1, self.eos_id, on_logits=tops
         )
-        return _Answers(tokens, top_ids, top_logprobs, *tops.at_digit(tokens, self.digit_mask, self.eos_id))
+        return _Answers(
+            tokens, top_ids, top_logprobs, *tops.at_digit(tokens, self.digit_mask, self.eos_id)
+        )
 
     # -- the sweep ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -337,7 +339,9 @@ class PatchEngine:
             self.eos_id,
             on_logits=tops,
         )  # (rows, max_new_tokens)
-        digit_steps, digit_ids, digit_logprobs = tops.at_digit(generated, self.digit_mask, self.eos_id)
+        digit_steps, digit_ids, digit_logprobs = tops.at_digit(
+            generated, self.digit_mask, self.eos_id
+        )
         decoded = self._decode_many(generated.tolist())
         index = 0
         for position_index, cell in group:

@@ -14,4 +14,9 @@ from addpatch.report.summary import DEFAULT_THRESHOLD
 
 __all__ = [
     "CellExamples",
-    "DEFAULT_THRESHOLD", "HTML_NAME", "ReportFiles", "build_report", "safe_name"]
+    "DEFAULT_THRESHOLD",
+    "HTML_NAME",
+    "ReportFiles",
+    "build_report",
+    "safe_name",
+]

@@ -79,7 +79,9 @@ def target_section(scores: pl.DataFrame, target: str, threshold: float) -> list[
     best = best_cells(df)
     if best.height == 0:
         top = top_cells(with_intervals(df))
-        highest = "" if top.height == 0 else f" (highest IIA {interval_text(top.row(0, named=True))})"
+        highest = (
+            "" if top.height == 0 else f" (highest IIA {interval_text(top.row(0, named=True))})"
+        )
         return lines + [
             "- Not localized: no cell's 95% interval lies above the baseline"
             f"{_baseline_text(df)}{highest}.",

@@ -54,6 +54,7 @@ tr.right td.mark { color: #0a7d24; } tr.wrong td.mark { color: #c21d1d; }
 
 _HEAD_SCRIPT = """
 window.__addpatchStatus = {views: 0, charts: [], errors: [], csp: []};
+window.__addpatchViews = {};
 document.addEventListener("securitypolicyviolation", function (e) {
   window.__addpatchStatus.csp.push(e.violatedDirective + " " + e.blockedURI);
 });
@@ -135,6 +136,7 @@ _RENDER_SCRIPT = """
       status.views += 1;
       entry.cells = host.querySelectorAll("g.cells_marks > path").length;
       entry.best = host.querySelectorAll("g.best_marks > path").length;
+      window.__addpatchViews[block.dataset.target] = result.view;
       result.view.addEventListener("click", function (event, item) {
         const d = item && item.datum;
         if (d && d.target !== undefined && d.layer !== undefined) { showCell(d); }
@@ -205,7 +207,9 @@ class CellExamples:
         cells: dict[str, list[tuple[int, int, str, int | None, bool]]] = {}
         for r in frame.iter_rows(named=True):
             run = prompts.setdefault(str(r["run_id"]), {})
-            run.setdefault(str(r["example_id"]), (r["base_prompt"], r["cf_prompt"], r["base_answer"]))
+            run.setdefault(
+                str(r["example_id"]), (r["base_prompt"], r["cf_prompt"], r["base_answer"])
+            )
             key = f"{r['run_id']}|{r['target']}|{r['layer']}|{r['position']}"
             cells.setdefault(key, []).append(
                 (r["example_id"], r["label"], r["patched_text"], r["patched_answer"], r["correct"])
@@ -322,9 +326,7 @@ def _summary_table(summary: pl.DataFrame, threshold: float) -> str:
         if found:
             iia = f"{r['best_iia']:.3f} [{r['best_iia_low']:.3f}, {r['best_iia_high']:.3f}]"
         elif r.get("max_iia") is not None:
-            iia = (
-                f"highest {r['max_iia']:.3f} [{r['max_iia_low']:.3f}, {r['max_iia_high']:.3f}]"
-            )
+            iia = f"highest {r['max_iia']:.3f} [{r['max_iia_low']:.3f}, {r['max_iia_high']:.3f}]"
         else:
             iia = NEVER
         rows.append(

@@ -52,7 +52,11 @@ def check_scores(scores: pl.DataFrame) -> pl.DataFrame:
             pl.col("run_id", "num_digits", "layer", "position", "n").cast(pl.Int64),
             pl.col("model", "target", "position_label").cast(pl.String),
             pl.col("iia").cast(pl.Float64).fill_nan(None),
-            *[pl.col(c).cast(pl.Float64) for c in ("baseline", "iia_low", "iia_high") if c in optional],
+            *[
+                pl.col(c).cast(pl.Float64)
+                for c in ("baseline", "iia_low", "iia_high")
+                if c in optional
+            ],
         )
     except pl.exceptions.PolarsError as exc:
         raise BadInput(f"scores has a column of the wrong type ({exc}); cast it first") from exc
