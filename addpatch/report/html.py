@@ -36,7 +36,7 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.
 h1 { margin-bottom: 0.2rem; } .note { color: #555; max-width: 60rem; }
 table { border-collapse: collapse; margin: 0.6rem 0 1.2rem; font-size: 0.9rem; }
 th, td { border: 1px solid #d0d0d0; padding: 0.25rem 0.6rem; text-align: left; }
-th { background: #f3f3f3; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+th { background: #f3f3f3; } #summary td { white-space: nowrap; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 code { background: #f3f3f3; padding: 0 0.2rem; }
 .chart { overflow-x: auto; margin-bottom: 2rem; } .files { font-size: 0.85rem; }
 #render-status { display: none; }
