@@ -119,6 +119,7 @@ def test_keep_rates_equals_polars(small_run):
         ({"run_id": "1; DROP TABLE runs"}, "must be integer"),
         ({"nope": "1"}, "has no parameter"),
         ({"top": "x"}, "must be integer"),
+        ({"informative": "maybe"}, "must be true or false"),
     ],
 )
 def test_malformed_parameters_are_rejected_before_any_sql(small_run, params, message):

@@ -423,3 +423,13 @@ def test_analysis_caps_region_lines() -> None:
     lines = region_lines(found, 0.8)
     assert len(lines) == MAX_REGION_LINES
     assert lines[-1] == "  - … and 22 more positions"
+
+
+def test_report_says_which_examples_it_counts(tmp_path: Path, scores: pl.DataFrame) -> None:
+    everything = build_report(scores, synthetic_runs(), tmp_path / "all")
+    informative = build_report(scores, synthetic_runs(), tmp_path / "inf", informative=True)
+    html_all = everything.html.read_text(encoding="utf-8")
+    html_inf = informative.html.read_text(encoding="utf-8")
+    assert 'data-informative="0"' in html_all and "every kept example" in html_all
+    assert 'data-informative="1"' in html_inf and "informative examples" in html_inf
+    assert "95% Wilson score interval" in html_all
