@@ -326,6 +326,7 @@ def test_informative_parameter_runs_in_the_duckdb_shell(small_run):
     from addpatch.resources import queries_dir
 
     store, _, run_id = small_run
+    expected = scores(store, run_id=run_id, targets=["C_1"], informative=True)  # stores labels
     duckdb_cli = shutil.which("duckdb", path=str(Path(sys.executable).parent))
     assert duckdb_cli
     script = (
@@ -342,7 +343,7 @@ def test_informative_parameter_runs_in_the_duckdb_shell(small_run):
     )
     assert shell.returncode == 0, shell.stderr
     from_shell = pl.read_csv(shell.stdout.encode())
-    expected = scores(store, run_id=run_id, targets=["C_1"], informative=True)
+    assert from_shell.height == expected.height > 0
     assert from_shell["n"].to_list() == expected["n"].to_list()
     assert from_shell["iia_low"].to_list() == pytest.approx(expected["iia_low"].to_list())
 
@@ -476,3 +477,36 @@ def test_cell_examples_equal_the_stored_rows_of_the_cell(small_run):
     half = min(3, len(right), len(wrong))
     assert sorted(got.filter(pl.col("correct"))["example_id"])[:half] == right[:half]
     assert sorted(got.filter(~pl.col("correct"))["example_id"])[:half] == wrong[:half]
+
+
+def test_macro_called_as_before_returns_the_old_columns_first(small_run):
+    """Queries written for the 0002 macro (two arguments) keep their columns and figures."""
+    store, _, run_id = small_run
+    old_columns = [
+        "run_id",
+        "model",
+        "num_digits",
+        "target",
+        "layer",
+        "position",
+        "position_name",
+        "position_label",
+        "iia",
+        "n",
+        "baseline",
+    ]
+    with store.connect(read_only=True) as conn:
+        plain = conn.execute(
+            "SELECT * FROM iia_cells(?, ['C_1']) ORDER BY layer, position", [run_id]
+        ).pl()
+        named = conn.execute(
+            "SELECT * FROM iia_cells(?, ['C_1'], informative := false) ORDER BY layer, position",
+            [run_id],
+        ).pl()
+    assert plain.columns[: len(old_columns)] == old_columns
+    assert plain.columns[len(old_columns) :] == ["hits", "iia_low", "iia_high"]
+    assert plain.equals(named)
+    expected = _expected_iia(store, small_run[1]).filter(pl.col("target") == "C_1")
+    merged = plain.join(expected, on=["layer", "position"], suffix="_polars")
+    assert merged.height == plain.height
+    assert (merged["iia"] - merged["iia_polars"]).abs().max() < 1e-12

@@ -139,7 +139,8 @@ class PatchEngine:
         self.device = next(model.parameters()).device
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
-        vocab = self.model.get_output_embeddings().weight.shape[0]
+        head = self.model.get_output_embeddings()
+        vocab = head.weight.shape[0] if head is not None else len(tokenizer)
         self.digit_mask = digit_token_mask(tokenizer, vocab).to(self.device)  # (vocab,)
 
     @property
@@ -263,9 +264,6 @@ class PatchEngine:
         digit_top_ids,
         digit_top_logprobs,
     ) -> None:
-        columns["digit_step"].append(digit_step)
-        columns["digit_top_ids"].append(digit_top_ids)
-        columns["digit_top_logprobs"].append(digit_top_logprobs)
         columns["example_id"].append(example_id)
         columns["layer"].append(layer)
         columns["position"].append(position)
@@ -274,6 +272,9 @@ class PatchEngine:
         columns["answer"].append(parse_answer(text))
         columns["top_ids"].append(top_ids)
         columns["top_logprobs"].append(top_logprobs)
+        columns["digit_step"].append(digit_step)
+        columns["digit_top_ids"].append(digit_top_ids)
+        columns["digit_top_logprobs"].append(digit_top_logprobs)
 
     def _cell_rows(
         self, pairs: list[PromptPair], base: _Run, counterfactual: _Run, name: str
