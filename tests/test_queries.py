@@ -317,7 +317,7 @@ def test_informative_equals_polars_on_stored_rows(small_run):
     assert (everything["n"] == everything["n"].max()).all()
 
 
-def test_informative_parameter_runs_in_the_duckdb_shell(small_run):
+def test_informative_and_cell_examples_run_in_the_duckdb_shell(small_run):
     import shutil
     import subprocess
     import sys
@@ -346,6 +346,28 @@ def test_informative_parameter_runs_in_the_duckdb_shell(small_run):
     assert from_shell.height == expected.height > 0
     assert from_shell["n"].to_list() == expected["n"].to_list()
     assert from_shell["iia_low"].to_list() == pytest.approx(expected["iia_low"].to_list())
+
+    drill = (
+        f"SET VARIABLE run_id = {run_id};\nSET VARIABLE target = 'C_1';\n"
+        "SET VARIABLE layer = 0;\nSET VARIABLE per_cell = 3;\n"
+        f".read {queries_dir() / 'cell_examples.sql'}\n"
+    )
+    shell = subprocess.run(
+        [duckdb_cli, "-csv", "-readonly", "catalog.duckdb"],
+        input=drill,
+        cwd=store.root,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shell.returncode == 0, shell.stderr
+    from_shell = pl.read_csv(shell.stdout.encode())
+    with store.connect(read_only=True) as conn:
+        params = {"run_id": run_id, "target": "C_1", "layer": 0, "per_cell": 3}
+        from_addpatch = run_query(conn, get_query("cell_examples"), params)
+    assert from_shell.height == from_addpatch.height == 3 * from_addpatch["position"].n_unique()
+    assert from_shell["example_id"].to_list() == from_addpatch["example_id"].to_list()
+    assert from_shell["correct"].to_list() == from_addpatch["correct"].to_list()
 
 
 def test_not_localized_exactly_when_no_interval_clears_the_baseline(small_run):
