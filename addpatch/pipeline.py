@@ -62,6 +62,7 @@ class RunSpec:
     threads: int = 0  # CPU threads for torch (0: torch's default)
     trust_remote_code: bool = False
     interventions_only: bool = False  # stop after storing the patched outputs
+    informative: bool = False  # score only examples whose label differs from the base answer
     report_dir: Path | None = None  # default: STORE/reports/run-ID
 
     def as_sweep(self) -> SweepSpec:
@@ -139,7 +140,11 @@ def run_experiment(
         )
     if spec.interventions_only:
         return outcome
-    outcome.best = best_cells(opened, run_id=result.run_id, targets=result.targets)
+    outcome.best = best_cells(
+        opened, run_id=result.run_id, targets=result.targets, informative=spec.informative
+    )
     out_dir = spec.report_dir or opened.root / "reports" / f"run-{result.run_id}"
-    outcome.report = report_runs(opened, [result.run_id], spec.targets, out_dir)
+    outcome.report = report_runs(
+        opened, [result.run_id], spec.targets, out_dir, informative=spec.informative
+    )
     return outcome

@@ -19,7 +19,9 @@ from addpatch.errors import BadInput, StoreError
 from addpatch.resources import queries_dir
 
 _PARAM = re.compile(r"^--\s*param\s+(\w+)\s+([A-Z]+(?:\[\])?)\s*(.*)$")
-_TYPES = {"INTEGER", "VARCHAR", "DOUBLE", "INTEGER[]", "VARCHAR[]"}
+_TYPES = {"INTEGER", "VARCHAR", "DOUBLE", "BOOLEAN", "INTEGER[]", "VARCHAR[]"}
+_TRUE = {"true", "1", "yes", "on"}
+_FALSE = {"false", "0", "no", "off"}
 
 
 @dataclass(frozen=True)
@@ -75,6 +77,13 @@ def _convert(param: QueryParam, raw: object) -> object:
         )
         element = QueryParam(param.name, param.type[:-2], param.help)
         return [_convert(element, item) for item in items]
+    if param.type == "BOOLEAN":
+        if isinstance(raw, bool):
+            return raw
+        text = str(raw).strip().lower()
+        if text not in _TRUE | _FALSE:
+            raise BadInput(f"parameter {param.name} must be true or false, got {raw!r}")
+        return text in _TRUE
     try:
         if param.type == "INTEGER":
             return int(str(raw).strip()) if not isinstance(raw, int) else raw

@@ -1,8 +1,9 @@
 """Scores as polars DataFrames: the Python face of the SQL in `queries/`.
 
     from addpatch.scoring import scores, best_cells
-    scores(store, run_id=1, targets=["C_1", "raw_output"])   # IIA per cell
+    scores(store, run_id=1, targets=["C_1", "raw_output"])   # IIA per cell, 95% interval
     best_cells(store, run_id=1)                               # best cell per target
+    scores(store, run_id=1, informative=True)   # only examples whose label <> base answer
 Labels for the requested targets are computed and stored first if the store lacks them.
 """
 
@@ -46,14 +47,26 @@ def _run(
 
 
 def scores(
-    store: Store, *, run_id: int | None = None, targets: list[str] | None = None
+    store: Store,
+    *,
+    run_id: int | None = None,
+    targets: list[str] | None = None,
+    informative: bool = False,
 ) -> pl.DataFrame:
-    """IIA per (run, target, layer, position), with model, digit width and position labels."""
-    return _run(store, "iia_by_cell", run_id, targets)
+    """IIA per (run, target, layer, position) with its 95% Wilson interval (iia_low, iia_high),
+    hits, n, baseline, model, digit width and position labels. `informative`: only examples
+    whose label differs from the base answer for that target."""
+    return _run(store, "iia_by_cell", run_id, targets, informative=informative)
 
 
 def best_cells(
-    store: Store, *, run_id: int | None = None, targets: list[str] | None = None, top: int = 1
+    store: Store,
+    *,
+    run_id: int | None = None,
+    targets: list[str] | None = None,
+    top: int = 1,
+    informative: bool = False,
 ) -> pl.DataFrame:
-    """The `top` best cells per (run, target)."""
-    return _run(store, "best_cells", run_id, targets, top=top)
+    """The `top` best cells per (run, target); `localized` where iia_low > baseline (those
+    first: a target whose first row is not localized is localized nowhere)."""
+    return _run(store, "best_cells", run_id, targets, top=top, informative=informative)

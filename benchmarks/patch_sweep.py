@@ -139,8 +139,8 @@ def bench(
         for layer in layers:
             for index, name in enumerate(positions):
                 answers = naive_patch_batch(model, tokenizer, pairs, layer, name, steps)
-                for pair, (tokens, _, _) in zip(pairs, answers, strict=True):
-                    naive_out[(pair.example_id, layer, index)] = tokens
+                for pair, answer in zip(pairs, answers, strict=True):
+                    naive_out[(pair.example_id, layer, index)] = answer.tokens
         naive_s = min(naive_s, time.perf_counter() - started)
     mismatches = sum(
         naive_out[(r["example_id"], r["layer"], r["position"])] != r["token_ids"]

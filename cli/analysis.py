@@ -13,8 +13,14 @@ if TYPE_CHECKING:
     from addpatch.store.store import Store
 
 from addpatch.errors import BadInput, StoreError
-from cli.options import STORE_DEFAULT, StoreOption, TargetsOption, split_targets
-from cli.output import console, print_frame, write_frame
+from cli.options import (
+    STORE_DEFAULT,
+    InformativeOption,
+    StoreOption,
+    TargetsOption,
+    split_targets,
+)
+from cli.output import best_cells_view, console, print_frame, write_frame
 
 FormatOption = Annotated[str, typer.Option("--format", "-f", help="table, csv, json or parquet.")]
 OutputOption = Annotated[str | None, typer.Option("--output", "-o", help="Write to this file.")]
@@ -42,17 +48,30 @@ def score(
     run_id: Annotated[int | None, typer.Option(help="Run to score (default: every run).")] = None,
     targets: TargetsOption = None,
     top: Annotated[int, typer.Option(help="Best cells per target.")] = 1,
+    informative: InformativeOption = False,
+    logprob: Annotated[
+        bool,
+        typer.Option(
+            "--logprob",
+            help="Add each cell's mean log-prob of the label's first digit token and its "
+            "coverage (share of examples whose label token is in the stored top 5).",
+        ),
+    ] = False,
     fmt: FormatOption = "table",
     output: OutputOption = None,
     store: StoreOption = STORE_DEFAULT,
 ) -> None:
     """Score target variables on stored outputs with SQL; no model is loaded, nothing re-runs.
 
+    Each IIA comes with its 95% Wilson interval; a target whose best interval does not lie
+    above the baseline (the IIA of a patch that changes nothing) is "not localized".
     Labels for new targets are computed from the causal models and stored once.
 
     \b
     Example:
         addpatch score --targets C_1,C_2,O_3
+        addpatch score --targets C_1,C_2 --informative
+        addpatch score --targets O_3,C_2 --logprob
         addpatch score --run-id 1 --targets digit_0_0+digit_1_0 --top 3 --format csv
     """
     from addpatch.scoring import best_cells
@@ -66,18 +85,40 @@ def score(
     runs = _runs(opened, run_id)
     defaults = run_default_targets(opened, runs) if target_list is None else {}
     frames = [
-        best_cells(opened, run_id=run, targets=target_list or defaults[run], top=top)
+        best_cells(
+            opened,
+            run_id=run,
+            targets=target_list or defaults[run],
+            top=top,
+            informative=informative,
+        )
         for run in runs
     ]
     import polars as pl
 
     frame = pl.concat(frames)
+    columns = ["run_id", "model", "target", "layer", "position", "position_label"]
+    columns += ["iia", "iia_low", "iia_high", "baseline", "n"]
+    if logprob:
+        from addpatch.probabilities import label_logprobs
+
+        per_run = [
+            label_logprobs(
+                opened,
+                run_id=run,
+                targets=frame.filter(pl.col("run_id") == run)["target"].unique().to_list(),
+                informative=informative,
+            ).drop("n")
+            for run in runs
+        ]
+        keys = ["run_id", "target", "layer", "position"]
+        frame = frame.join(pl.concat(per_run), on=keys, how="left")
+        columns += ["label_logprob", "coverage"]
     if fmt == "table":
+        examples = "informative examples (label ≠ base answer)" if informative else "all examples"
         print_frame(
-            frame.select(
-                "run_id", "model", "target", "layer", "position", "position_label", "iia", "n"
-            ),
-            title="Best cells",
+            best_cells_view(frame, columns),
+            title=f"Best cells (IIA over {examples}; 95% Wilson interval iia_low..iia_high)",
         )
     else:
         write_frame(frame, fmt, output)
@@ -91,13 +132,17 @@ def report(
     out: Annotated[
         Path | None, typer.Option(help="Output directory (default: STORE/reports/...).")
     ] = None,
+    informative: InformativeOption = False,
     store: StoreOption = STORE_DEFAULT,
 ) -> None:
     """Write the HTML report (offline, self-contained) and PNG/SVG heatmaps from stored scores.
 
+    Click a heatmap cell for a sample of its examples (embedded when the report is built).
+
     \b
     Example:
         addpatch report --run-id 1 --targets C_1,C_2,raw_output --out ./report
+        addpatch report --informative      # IIA over examples whose label <> base answer
     """
     from addpatch.experiment.reporting import report_runs
     from addpatch.store.store import Store
@@ -106,7 +151,11 @@ def report(
     runs = _runs(opened, run_id)
     target_list = split_targets(targets)
     name = f"run-{runs[0]}" if len(runs) == 1 else "all-runs"
-    files = report_runs(opened, runs, target_list, out or opened.root / "reports" / name)
+    if informative:
+        name += "-informative"
+    files = report_runs(
+        opened, runs, target_list, out or opened.root / "reports" / name, informative=informative
+    )
     console.print(
         f"Report: {files.html.resolve()}  (+ {len(files.pngs)} PNG, {len(files.svgs)} SVG)"
     )

@@ -133,3 +133,12 @@ def prompt_task(
         num_shots=shots,
         chat=chat,
     )
+
+
+InformativeOption = Annotated[
+    bool,
+    typer.Option(
+        "--informative",
+        help="Score only the examples whose label differs from the base answer for that target.",
+    ),
+]

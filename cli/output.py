@@ -83,3 +83,22 @@ def _emit(text: str, output: str | None) -> None:
             handle.write(text)
     else:
         print(text, end="" if text.endswith("\n") else "\n")
+
+
+NOT_LOCALIZED = "not localized"
+
+
+def best_cells_view(frame: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
+    """`columns` of a best_cells frame for display: a row whose cell is not localized (its 95%
+    interval not above the baseline) shows "not localized" instead of naming a cell."""
+    import polars as pl
+
+    where = [c for c in ("layer", "position", "position_label") if c in columns]
+    localized = pl.col("localized") if "localized" in frame.columns else pl.lit(True)
+    return frame.with_columns(
+        pl.when(localized)
+        .then(pl.col(c).cast(pl.String))
+        .otherwise(pl.lit(NOT_LOCALIZED if c == "position_label" else "—"))
+        .alias(c)
+        for c in where
+    ).select(columns)

@@ -17,6 +17,7 @@ from cli.options import (
     DeviceOption,
     DigitsOption,
     DtypeOption,
+    InformativeOption,
     KindOption,
     LayersOption,
     ModelOption,
@@ -32,7 +33,7 @@ from cli.options import (
     TemplateOption,
     split_targets,
 )
-from cli.output import console, errors, print_frame, progress_bars
+from cli.output import best_cells_view, console, errors, print_frame, progress_bars
 
 
 def run(
@@ -64,6 +65,7 @@ def run(
     report_dir: Annotated[
         Path | None, typer.Option(help="Where to write the report (default: STORE/reports/run-ID).")
     ] = None,
+    informative: InformativeOption = False,
     trust_remote_code: Annotated[
         bool, typer.Option(help="Allow the model's own Python code (off by default).")
     ] = False,
@@ -110,6 +112,7 @@ def run(
         threads=threads,
         trust_remote_code=trust_remote_code,
         interventions_only=interventions_only,
+        informative=informative,
         report_dir=report_dir,
     )
     with progress_bars() as progress:
@@ -135,11 +138,12 @@ def run(
             f"Store: {outcome.store.root}  (score with `addpatch score --run-id {outcome.run_id}`)"
         )
         return
+    over = "informative examples of " if spec.informative else ""
+    columns = ["target", "layer", "position", "position_label", "iia", "iia_low", "iia_high"]
     print_frame(
-        outcome.best.select(
-            "target", "layer", "position", "position_label", "iia", "baseline", "n"
-        ),
-        title=f"Best cell per variable (run {outcome.run_id}, IIA over {result.examples} examples)",
+        best_cells_view(outcome.best, [*columns, "baseline", "n"]),
+        title=f"Best cell per variable (run {outcome.run_id}, IIA over {over}{result.examples} "
+        "examples, 95% interval)",
     )
     console.print(f"Store:  {outcome.store.root.resolve()}")
     console.print(

@@ -30,7 +30,7 @@ from cli.options import (
     TemplateOption,
     split_targets,
 )
-from cli.output import console, errors, print_frame
+from cli.output import best_cells_view, console, errors, print_frame
 
 if TYPE_CHECKING:
     from addpatch.store.store import Store
@@ -170,9 +170,10 @@ def _report(opened: Store, spec: SweepSpec, results: list[CombinationResult], ou
     if not runs:
         raise BadInput("no combination kept any pair; use models that can add at these widths")
     best = pl.concat([best_cells(opened, run_id=r.run_id, targets=r.targets) for r in runs])
+    columns = ["run_id", "model", "num_digits", "target", "layer", "position_label"]
     print_frame(
-        best.select("run_id", "model", "num_digits", "target", "layer", "position_label", "iia"),
-        title="Best cell per variable and run",
+        best_cells_view(best, [*columns, "iia", "iia_low", "iia_high", "baseline"]),
+        title="Best cell per variable and run (95% interval; not localized: none above baseline)",
     )
     out_dir = out or sweep_report_dir(opened, results)
     return report_runs(opened, [r.run_id for r in runs], spec.targets, out_dir)

@@ -1,10 +1,15 @@
 -- Interchange-intervention accuracy (IIA) per run, target, layer and position.
--- A cell's IIA is the share of examples whose patched answer equals the counterfactual label.
--- (The computation is the catalog's iia_cells macro, created by migration 0002.)
+-- A cell's IIA is the share of examples whose patched answer equals the counterfactual label
+-- (hits / n), with its 95% Wilson score interval iia_low .. iia_high.
+-- (The computation is the catalog's iia_cells macro, created by migrations 0002 and 0003.)
 -- `baseline` is the IIA of a patch that changes nothing (label = base answer): a cell
--- localizes a variable only where its IIA rises above it.
+-- localizes a variable only where its interval lies above it (iia_low > baseline).
 -- param run_id INTEGER      only this run (unset: every run)
 -- param targets VARCHAR[]   only these targets, e.g. ['C_1', 'raw_output'] (unset: all labelled)
+-- param informative BOOLEAN only examples whose label differs from the base answer (unset: false)
 SELECT *
-FROM iia_cells(getvariable('run_id'), getvariable('targets'))
+FROM iia_cells(
+    getvariable('run_id'), getvariable('targets'),
+    informative := coalesce(getvariable('informative'), false)
+)
 ORDER BY run_id, target, layer, position;

@@ -1,5 +1,7 @@
--- One target across models and digit widths: its best cell and IIA in every run.
+-- One target across models and digit widths: its best cell and IIA in every run, with the
+-- best cell's 95% Wilson interval (best_iia_low .. best_iia_high).
 -- param target VARCHAR      the target variable, e.g. 'C_1' (required)
+-- param informative BOOLEAN only examples whose label differs from the base answer (unset: false)
 SELECT
     model,
     num_digits,
@@ -10,7 +12,11 @@ SELECT
     max(iia) AS best_iia,
     avg(iia) AS mean_iia,
     any_value(baseline) AS baseline,
-    max(n) AS examples
-FROM iia_cells(NULL, [getvariable('target')])
+    max(n) AS examples,
+    arg_max(iia_low, iia) AS best_iia_low,
+    arg_max(iia_high, iia) AS best_iia_high
+FROM iia_cells(
+    NULL, [getvariable('target')], informative := coalesce(getvariable('informative'), false)
+)
 GROUP BY ALL
 ORDER BY model, num_digits, run_id;

@@ -68,9 +68,11 @@ def test_run_end_to_end_writes_store_scores_and_report(demo_store):
 
     best = best_cells(Store.open(store), run_id=1, targets=["C_1"])
     row = best.row(0, named=True)
-    assert (
-        f'<td class="num">{row["iia"]:.3f}</td><td class="num">{row["baseline"]:.3f}</td>' in html
-    )
+    interval = f"{row['iia']:.3f} [{row['iia_low']:.3f}, {row['iia_high']:.3f}]"
+    shown = interval if row["localized"] else f"highest {interval}"
+    assert f'<td class="num">{shown}</td><td class="num">{row["baseline"]:.3f}</td>' in html
+    c_1 = next(line for line in out.splitlines() if "│ C_1 " in line)
+    assert ("not localized" in c_1) == (not row["localized"])
     assert str(store.resolve()) in out
 
 

@@ -53,10 +53,15 @@ def _compare_all_cells(model, tokenizer, pairs, positions, max_new_tokens=4):
                 model, tokenizer, pair, row["layer"], positions[row["position"]], max_new_tokens
             )
             assert expected is not None
-            tokens, top_ids, top_logprobs = expected
-            assert row["token_ids"] == tokens, (row, expected)
-            assert row["top_ids"] == top_ids
-            assert row["top_logprobs"] == pytest.approx(top_logprobs, abs=1e-4)
+            assert row["token_ids"] == expected.tokens, (row, expected)
+            assert row["top_ids"] == expected.top_ids
+            assert row["top_logprobs"] == pytest.approx(expected.top_logprobs, abs=1e-4)
+            assert row["digit_step"] == expected.digit_step
+            assert row["digit_top_ids"] == expected.digit_top_ids
+            if expected.digit_step is not None:
+                assert row["digit_top_logprobs"] == pytest.approx(
+                    expected.digit_top_logprobs, abs=1e-4
+                )
             compared += 1
     return compared
 
@@ -124,3 +129,22 @@ def test_shared_digit_tokens_follow_the_tokenizer():
     assert shared_digit_tokens(layouts("chunks", [(12, 345)]), 2) == [(0, (0, 1)), (1, (0, 1, 2))]
     assert shared_digit_tokens(layouts("chunks", [(12, 345), (345, 12)]), 2) == []
     assert shared_digit_tokens(layouts("digits", four), 2) == []
+
+
+def test_digit_step_top_k_is_taken_after_the_leading_space():
+    """The shipped model answers ` 68` as ` `, `6`, `8`: the digit step is 1, and its top-1
+    token is the answer's first digit."""
+    from addpatch.models.loading import load_model, resolve_model
+
+    model, tokenizer = load_model(
+        resolve_model("tiny-adder-digits"), torch.device("cpu"), torch.float32
+    )
+    engine = PatchEngine(model, tokenizer)
+    pairs = _pairs(tokenizer, [([23, 45], [71, 38]), ([50, 57], [76, 82])])
+    [table] = list(engine.sweep(pairs, [0], ["last"], 4))
+    for row in table.to_pylist():
+        assert tokenizer.decode(row["token_ids"][:1]) == " "
+        assert row["digit_step"] == 1
+        first_digit = tokenizer.decode(row["token_ids"][1:2])
+        assert tokenizer.decode([row["digit_top_ids"][0]]) == first_digit
+        assert row["digit_top_logprobs"] == sorted(row["digit_top_logprobs"], reverse=True)

@@ -285,7 +285,7 @@ def test_html_contents(report: ReportFiles, scores: pl.DataFrame) -> None:
 
 def test_markdown_best_cell_matches_polars(report: ReportFiles, scores: pl.DataFrame) -> None:
     pattern = re.compile(
-        r"Best cell: layer (\S+), position `(\d+): [^`]*`, IIA ([0-9.]+) \(n = (\d+)\)"
+        r"Best cell: layer (\S+), position `(\d+): [^`]*`, IIA ([0-9.]+) \(n = (\d+), "
     )
     for run_id, md_path in zip(RUNS, report.markdowns, strict=True):
         md = md_path.read_text(encoding="utf-8")
@@ -294,7 +294,7 @@ def test_markdown_best_cell_matches_polars(report: ReportFiles, scores: pl.DataF
         for target, plan in PLANS.items():
             body = sections[target]
             if plan[run_id].best is None:
-                assert "No localization found" in body
+                assert "Not localized: no cell's 95% interval lies above" in body
                 continue
             exp = best_independently(scores, run_id, target)
             layer, pos, iia, n = pattern.search(body).groups()
@@ -374,7 +374,7 @@ def test_summary_in_html(report: ReportFiles, scores: pl.DataFrame) -> None:
     html = report.html.read_text(encoding="utf-8")
     table = html[html.index('<table id="summary">') :]
     table = table[: table.index("</table>")]
-    assert table.count("<tr>") == 1 + summary.height
+    assert table.count("<tr") == 1 + summary.height
     assert "<td>Embed</td><td>9: 4</td>" in table  # run 2, C_1+O_2 best cell
     assert "<td>—</td>" in table  # never carried
 
@@ -423,3 +423,13 @@ def test_analysis_caps_region_lines() -> None:
     lines = region_lines(found, 0.8)
     assert len(lines) == MAX_REGION_LINES
     assert lines[-1] == "  - … and 22 more positions"
+
+
+def test_report_says_which_examples_it_counts(tmp_path: Path, scores: pl.DataFrame) -> None:
+    everything = build_report(scores, synthetic_runs(), tmp_path / "all")
+    informative = build_report(scores, synthetic_runs(), tmp_path / "inf", informative=True)
+    html_all = everything.html.read_text(encoding="utf-8")
+    html_inf = informative.html.read_text(encoding="utf-8")
+    assert 'data-informative="0"' in html_all and "every kept example" in html_all
+    assert 'data-informative="1"' in html_inf and "informative examples" in html_inf
+    assert "95% Wilson score interval" in html_all

@@ -7,6 +7,8 @@ every position seen so far, cached and new. A call processes the query positions
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from addpatch.engine.architecture import DecoderStack
@@ -87,10 +89,12 @@ def greedy_continue(
     cache: KVCache,  # holds every layer's keys/values for the whole prompt
     steps: int,
     eos_id: int | None = None,
+    on_logits: Callable[[torch.Tensor], None] | None = None,
 ) -> torch.Tensor:
     """Generate `steps` more tokens greedily after `first_token`: returns (batch, 1 + steps).
 
     Once every row has produced `eos_id`, the remaining steps are filled with it unrun.
+    `on_logits` receives the logits (batch, vocab) of every step that runs, in order.
     """
     tokens = [first_token]
     for step in range(steps):
@@ -102,5 +106,8 @@ def greedy_continue(
         positions = position_ids_from(attention)[:, start:]
         hidden = stack.embed(tokens[-1][:, None], positions)
         hidden, _ = run_layers(stack, hidden, attention, start, 0, cache)
-        tokens.append(stack.logits(hidden[:, -1:])[:, -1].argmax(-1))
+        logits = stack.logits(hidden[:, -1:])[:, -1]  # (batch, vocab)
+        if on_logits is not None:
+            on_logits(logits)
+        tokens.append(logits.argmax(-1))
     return torch.stack(tokens, dim=1)

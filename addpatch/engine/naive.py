@@ -7,12 +7,26 @@ and `benchmarks/patch_sweep.py` measures how much faster the engine is.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from addpatch.engine.architecture import find_decoder
 from addpatch.engine.forward import left_pad
 from addpatch.engine.patching import TOP_K, PromptPair
+
+
+class NaiveAnswer(NamedTuple):
+    """One example's patched answer: tokens cut at EOS, the first step's top-k, and the top-k of
+    the first step whose token's text holds a digit (step None when none does)."""
+
+    tokens: list[int]
+    top_ids: list[int]
+    top_logprobs: list[float]
+    digit_step: int | None
+    digit_top_ids: list[int] | None
+    digit_top_logprobs: list[float] | None
 
 
 def _replace_hidden(output: object, new_hidden: torch.Tensor) -> object:
@@ -32,9 +46,9 @@ def naive_patch(
     layer: int,
     name: str,
     max_new_tokens: int,
-) -> tuple[list[int], list[int], list[float]] | None:
-    """Patched greedy answer tokens (cut at EOS) and first-step top-k for one example and cell;
-    None when the prompt has no such position."""
+) -> NaiveAnswer | None:
+    """Patched greedy answer of one example and cell; None when the prompt has no such
+    position."""
     if pair.base.index(name) is None or pair.counterfactual.index(name) is None:
         return None
     [answer] = naive_patch_batch(model, tokenizer, [pair], layer, name, max_new_tokens)
@@ -49,11 +63,12 @@ def naive_patch_batch(
     layer: int,
     name: str,
     max_new_tokens: int,
-) -> list[tuple[list[int], list[int], list[float]]]:
+) -> list[NaiveAnswer]:
     """One cell for a whole batch, as TransformerLens' patching loop does it: a counterfactual
     forward over the batch, then a hooked `generate` over the batch (left-padded).
 
-    Per example: answer tokens cut at EOS, and the top-k ids and log-probs of the first step.
+    Per example: answer tokens cut at EOS, the top-k ids and log-probs of the first step, and
+    those of the first step whose generated token's text holds a digit.
     """
     stack = find_decoder(model)
     device = next(model.parameters()).device
@@ -114,16 +129,29 @@ def naive_patch_batch(
         )
     finally:
         handle.remove()
-    top = torch.log_softmax(out.scores[0].float(), dim=-1).topk(TOP_K, dim=-1)
+    tops = [torch.log_softmax(step.float(), dim=-1).topk(TOP_K, dim=-1) for step in out.scores]
     results = []
     eos = tokenizer.eos_token_id
-    for row, ids, logprobs in zip(
-        out.sequences[:, base_ids.shape[1] :].tolist(),
-        top.indices.tolist(),
-        top.values.tolist(),
-        strict=True,
-    ):
+    generated = out.sequences[:, base_ids.shape[1] :].tolist()
+    for index, row in enumerate(generated):
         if eos is not None and eos in row:
             row = row[: row.index(eos)]
-        results.append((row, ids, logprobs))
+        digit_step = next(
+            (
+                s
+                for s, tok in enumerate(row)
+                if any(ch in "0123456789" for ch in tokenizer.decode([tok]))
+            ),
+            None,
+        )
+        results.append(
+            NaiveAnswer(
+                row,
+                tops[0].indices[index].tolist(),
+                tops[0].values[index].tolist(),
+                digit_step,
+                None if digit_step is None else tops[digit_step].indices[index].tolist(),
+                None if digit_step is None else tops[digit_step].values[index].tolist(),
+            )
+        )
     return results

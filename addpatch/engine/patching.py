@@ -10,6 +10,11 @@ For a batch of (base, counterfactual) prompts the engine
      The answer is then generated greedily with that cache.
 Rows whose counterfactual prompt equals the base prompt up to p cannot change: they take the
 base answer without any compute. Layer -1 is the embedding output (the stream entering layer 0).
+
+Each output keeps the top-k log-probabilities of two answer steps: the first (`top_ids`,
+`top_logprobs`), and the first whose greedy token carries a digit (`digit_step`, counted from
+0, `digit_top_ids`, `digit_top_logprobs`; null when the answer has no digit). For tokenizers
+that answer with a space token first, only the latter says anything about the number.
 """
 
 from __future__ import annotations
@@ -39,8 +44,12 @@ OUTPUT_SCHEMA = pa.schema(
         ("answer", pa.int64()),
         ("top_ids", pa.list_(pa.int32())),
         ("top_logprobs", pa.list_(pa.float32())),
+        ("digit_step", pa.int16()),
+        ("digit_top_ids", pa.list_(pa.int32())),
+        ("digit_top_logprobs", pa.list_(pa.float32())),
     ]
 )
+DIGITS = frozenset("0123456789")
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,57 @@ class _Answers:
     tokens: torch.Tensor  # (rows, steps)
     top_ids: torch.Tensor  # (rows, TOP_K)
     top_logprobs: torch.Tensor  # (rows, TOP_K)
+    digit_step: list[int | None]  # first step whose token carries a digit, per row
+    digit_top_ids: list[list[int] | None]  # top-k at that step
+    digit_top_logprobs: list[list[float] | None]
+
+
+def digit_token_mask(tokenizer: PreTrainedTokenizerBase, vocab_size: int) -> torch.Tensor:
+    """(vocab_size,) bool: whether each token's text holds a decimal digit."""
+    size = min(vocab_size, len(tokenizer))
+    texts = tokenizer.batch_decode([[i] for i in range(size)])
+    mask = torch.zeros(vocab_size, dtype=torch.bool)
+    mask[:size] = torch.tensor([any(ch in DIGITS for ch in text) for text in texts])
+    return mask
+
+
+class _StepTops:
+    """Collects the top-k log-probs of every decoding step (first step included)."""
+
+    def __init__(self, first_ids: torch.Tensor, first_logprobs: torch.Tensor) -> None:
+        self.ids = [first_ids]  # each (rows, TOP_K)
+        self.logprobs = [first_logprobs]
+
+    def __call__(self, logits: torch.Tensor) -> None:  # (rows, vocab)
+        top = torch.log_softmax(logits.float(), dim=-1).topk(TOP_K, dim=-1)
+        self.ids.append(top.indices)
+        self.logprobs.append(top.values)
+
+    def at_digit(
+        self, tokens: torch.Tensor, digit_mask: torch.Tensor, eos_id: int | None
+    ) -> tuple[list[int | None], list[list[int] | None], list[list[float] | None]]:
+        """Per row of `tokens` (rows, steps): the first step before EOS whose token carries a
+        digit, and the top-k ids and log-probs there (None when no step does)."""
+        steps = len(self.ids)  # steps that ran; later ones are EOS filler
+        tokens = tokens[:, :steps]
+        is_digit = digit_mask.to(tokens.device)[tokens]  # (rows, steps)
+        if eos_id is not None:  # a row's answer ends at its first EOS
+            is_digit &= (tokens == eos_id).int().cumsum(dim=1) == 0
+        has = is_digit.any(dim=1)
+        first = is_digit.int().argmax(dim=1)  # (rows,)
+        ids = torch.stack(self.ids, dim=1)  # (rows, steps, TOP_K)
+        logprobs = torch.stack(self.logprobs, dim=1)
+        rows = torch.arange(tokens.shape[0], device=tokens.device)
+        chosen_ids = ids[rows, first].tolist()
+        chosen_logprobs = logprobs[rows, first].tolist()
+        out_steps: list[int | None] = []
+        out_ids: list[list[int] | None] = []
+        out_logprobs: list[list[float] | None] = []
+        for row, found in enumerate(has.tolist()):
+            out_steps.append(int(first[row]) if found else None)
+            out_ids.append(chosen_ids[row] if found else None)
+            out_logprobs.append(chosen_logprobs[row] if found else None)
+        return out_steps, out_ids, out_logprobs
 
 
 class PatchEngine:
@@ -79,6 +139,9 @@ class PatchEngine:
         self.device = next(model.parameters()).device
         self.eos_id = tokenizer.eos_token_id
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.eos_id
+        head = self.model.get_output_embeddings()
+        vocab = head.weight.shape[0] if head is not None else len(tokenizer)
+        self.digit_mask = digit_token_mask(tokenizer, vocab).to(self.device)  # (vocab,)
 
     @property
     def num_layers(self) -> int:
@@ -107,8 +170,13 @@ class PatchEngine:
         self, last_logits: torch.Tensor, attention: torch.Tensor, cache: KVCache, steps: int
     ) -> _Answers:
         first, top_ids, top_logprobs = self._first_step(last_logits)
-        tokens = greedy_continue(self.stack, first, attention, cache, steps - 1, self.eos_id)
-        return _Answers(tokens, top_ids, top_logprobs)
+        tops = _StepTops(top_ids, top_logprobs)
+        tokens = greedy_continue(
+            self.stack, first, attention, cache, steps - 1, self.eos_id, on_logits=tops
+        )
+        return _Answers(
+            tokens, top_ids, top_logprobs, *tops.at_digit(tokens, self.digit_mask, self.eos_id)
+        )
 
     # -- the sweep ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -170,6 +238,9 @@ class PatchEngine:
                         text,
                         base_answers.top_ids[row].tolist(),
                         base_answers.top_logprobs[row].tolist(),
+                        base_answers.digit_step[row],
+                        base_answers.digit_top_ids[row],
+                        base_answers.digit_top_logprobs[row],
                     )
                 if cell.active:
                     active.append((position_index, cell))
@@ -180,7 +251,19 @@ class PatchEngine:
             yield pa.table(columns, schema=OUTPUT_SCHEMA)
 
     @staticmethod
-    def _append(columns, example_id, layer, position, tokens, text, top_ids, top_logprobs) -> None:
+    def _append(
+        columns,
+        example_id,
+        layer,
+        position,
+        tokens,
+        text,
+        top_ids,
+        top_logprobs,
+        digit_step,
+        digit_top_ids,
+        digit_top_logprobs,
+    ) -> None:
         columns["example_id"].append(example_id)
         columns["layer"].append(layer)
         columns["position"].append(position)
@@ -189,6 +272,9 @@ class PatchEngine:
         columns["answer"].append(parse_answer(text))
         columns["top_ids"].append(top_ids)
         columns["top_logprobs"].append(top_logprobs)
+        columns["digit_step"].append(digit_step)
+        columns["digit_top_ids"].append(digit_top_ids)
+        columns["digit_top_logprobs"].append(digit_top_logprobs)
 
     def _cell_rows(
         self, pairs: list[PromptPair], base: _Run, counterfactual: _Run, name: str
@@ -229,6 +315,7 @@ class PatchEngine:
         prompt_length = base.ids.shape[1]
         cache = KVCache.allocate(base.cache, total, prompt_length + max_new_tokens - 1)
         firsts, top_ids, top_logprobs, attentions = [], [], [], []
+        id_tensors, logprob_tensors = [], []  # (rows, TOP_K) per cell
         offset = 0
         for _, cell in group:
             rows = len(cell.active)
@@ -238,18 +325,25 @@ class PatchEngine:
             firsts.append(first)
             top_ids += ids.tolist()
             top_logprobs += logprobs.tolist()
+            id_tensors.append(ids)
+            logprob_tensors.append(logprobs)
             attentions.append(attention)
             offset += rows
         cache.set_lengths(prompt_length)
-        tokens = greedy_continue(
+        tops = _StepTops(torch.cat(id_tensors), torch.cat(logprob_tensors))
+        generated = greedy_continue(
             self.stack,
             torch.cat(firsts),
             torch.cat(attentions),
             cache,
             max_new_tokens - 1,
             self.eos_id,
-        ).tolist()
-        decoded = self._decode_many(tokens)
+            on_logits=tops,
+        )  # (rows, max_new_tokens)
+        digit_steps, digit_ids, digit_logprobs = tops.at_digit(
+            generated, self.digit_mask, self.eos_id
+        )
+        decoded = self._decode_many(generated.tolist())
         index = 0
         for position_index, cell in group:
             for row in cell.active:
@@ -263,6 +357,9 @@ class PatchEngine:
                     text,
                     top_ids[index],
                     top_logprobs[index],
+                    digit_steps[index],
+                    digit_ids[index],
+                    digit_logprobs[index],
                 )
                 index += 1
 

@@ -8,7 +8,9 @@ from pathlib import Path
 import polars as pl
 
 from addpatch.errors import BadInput
-from addpatch.report import build_report
+from addpatch.probabilities import MetricUnavailable, label_logprobs
+from addpatch.queries import get_query, run_query
+from addpatch.report import CellExamples, build_report
 from addpatch.scoring import scores
 from addpatch.store import catalog
 from addpatch.store.store import Store
@@ -117,13 +119,78 @@ def _has_target(task: AdditionTask, target: str) -> bool:
     return True
 
 
-def report_runs(store: Store, run_ids: list[int], targets: list[str] | None, out_dir: Path):
-    """One report over `run_ids`; runs of different widths each get the targets they have."""
+MAX_EXAMPLES_PER_CELL = 8
+"""The drill-down embeds at most this many examples per heatmap cell..."""
+MAX_EMBEDDED_EXAMPLES = 24_000
+"""...and at most this many in all: with more cells, fewer per cell (at least 1). Each example
+shown costs ~30 bytes (prompts are stored once per run), so the drill-down adds < 1 MB."""
+
+
+def examples_per_cell(cells: int) -> int:
+    """Examples embedded per cell for a report of `cells` heatmap cells."""
+    return max(1, min(MAX_EXAMPLES_PER_CELL, MAX_EMBEDDED_EXAMPLES // max(1, cells)))
+
+
+def cell_examples(
+    store: Store, run_id: int, target: str, *, per_cell: int, informative: bool = False
+) -> pl.DataFrame:
+    """`queries/cell_examples.sql` for every cell of one run and target."""
+    params = {"run_id": run_id, "target": target, "per_cell": per_cell}
+    with store.connect(read_only=True) as conn:
+        return run_query(conn, get_query("cell_examples"), {**params, "informative": informative})
+
+
+def report_runs(
+    store: Store,
+    run_ids: list[int],
+    targets: list[str] | None,
+    out_dir: Path,
+    *,
+    informative: bool = False,
+):
+    """One report over `run_ids`; runs of different widths each get the targets they have.
+    `informative`: IIA over the examples whose label differs from the base answer only."""
     per_run = targets_per_run(store, run_ids, targets)
     frames = [
-        scores(store, run_id=run_id, targets=per_run[run_id])
+        scores(store, run_id=run_id, targets=per_run[run_id], informative=informative)
         for run_id in run_ids
         if per_run.get(run_id)
     ]
     table = pl.concat(frames) if frames else pl.DataFrame()
-    return build_report(table, runs_info(store, run_ids), out_dir)
+    per_cell = examples_per_cell(table.height)
+    samples = [
+        cell_examples(store, run_id, target, per_cell=per_cell, informative=informative)
+        for run_id in run_ids
+        for target in scores_targets(table, run_id)
+    ]
+    examples = CellExamples.from_frame(pl.concat(samples) if samples else pl.DataFrame(), per_cell)
+    logprobs, notes = [], {}
+    for run_id in run_ids:
+        if not scores_targets(table, run_id):
+            continue
+        try:
+            logprobs.append(
+                label_logprobs(
+                    store,
+                    run_id=run_id,
+                    targets=scores_targets(table, run_id),
+                    informative=informative,
+                )
+            )
+        except MetricUnavailable as error:
+            notes[run_id] = str(error)
+    if logprobs or notes:
+        examples = examples.with_logprobs(
+            pl.concat(logprobs) if logprobs else pl.DataFrame(), notes
+        )
+    return build_report(
+        table, runs_info(store, run_ids), out_dir, examples=examples, informative=informative
+    )
+
+
+def scores_targets(table: pl.DataFrame, run_id: int) -> list[str]:
+    """The canonical target names scored for one run."""
+    if table.height == 0:
+        return []
+    part = table.filter(pl.col("run_id") == run_id)
+    return part.get_column("target").unique(maintain_order=True).to_list()

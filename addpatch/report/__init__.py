@@ -8,7 +8,15 @@
 """
 
 from addpatch.report.build import HTML_NAME, ReportFiles, build_report
+from addpatch.report.html import CellExamples
 from addpatch.report.naming import safe_name
 from addpatch.report.summary import DEFAULT_THRESHOLD
 
-__all__ = ["DEFAULT_THRESHOLD", "HTML_NAME", "ReportFiles", "build_report", "safe_name"]
+__all__ = [
+    "CellExamples",
+    "DEFAULT_THRESHOLD",
+    "HTML_NAME",
+    "ReportFiles",
+    "build_report",
+    "safe_name",
+]

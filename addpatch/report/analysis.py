@@ -8,7 +8,15 @@ from typing import Any
 import polars as pl
 
 from addpatch.report.labels import layer_label, position_label
-from addpatch.report.summary import Region, best_cells, carried_from_layer, regions, target_order
+from addpatch.report.summary import (
+    Region,
+    best_cells,
+    carried_from_layer,
+    regions,
+    target_order,
+    top_cells,
+)
+from addpatch.report.validate import with_intervals
 
 MAX_REGION_LINES = 20
 """At most this many lines list the high-IIA regions of one target."""
@@ -52,13 +60,33 @@ def region_lines(found: Sequence[Region], threshold: float) -> list[str]:
     return lines + items
 
 
+def interval_text(row: Mapping[str, Any]) -> str:
+    """``0.492 [0.431, 0.553]``: an IIA and its 95% interval."""
+    return f"{row['iia']:.3f} [{row['iia_low']:.3f}, {row['iia_high']:.3f}]"
+
+
+def _baseline_text(df: pl.DataFrame) -> str:
+    """``; baseline 0.078`` when the scores carry a baseline, else nothing."""
+    if "baseline" not in df.columns or df.get_column("baseline").is_null().all():
+        return ""
+    return f"; baseline {df.get_column('baseline').drop_nulls()[0]:.3f}"
+
+
 def target_section(scores: pl.DataFrame, target: str, threshold: float) -> list[str]:
     """Markdown lines for one target of one run (`scores` holds only that run)."""
     df = scores.filter(pl.col("target") == target)
     lines = [f"## {code(target)}", ""]
     best = best_cells(df)
-    if best.height == 0 or best.get_column("iia").item() == 0:
-        return lines + ["- No localization found: IIA is 0 in every cell.", ""]
+    if best.height == 0:
+        top = top_cells(with_intervals(df))
+        highest = (
+            "" if top.height == 0 else f" (highest IIA {interval_text(top.row(0, named=True))})"
+        )
+        return lines + [
+            "- Not localized: no cell's 95% interval lies above the baseline"
+            f"{_baseline_text(df)}{highest}.",
+            "",
+        ]
     b = best.row(0, named=True)
     carried = carried_from_layer(df, threshold).row(0, named=True)
     from_layer = carried["carried_from"]
@@ -66,7 +94,8 @@ def target_section(scores: pl.DataFrame, target: str, threshold: float) -> list[
     lines += [
         f"- Best cell: layer {layer_label(b['layer'])}, position "
         f"{code(position_label(b['position'], b['position_label']))}, "
-        f"IIA {b['iia']:.3f} (n = {b['n']})",
+        f"IIA {b['iia']:.3f} (n = {b['n']}, 95% interval {b['iia_low']:.3f}–{b['iia_high']:.3f})"
+        f"{_baseline_text(df)}",
         f"- Carried by last token ({last}) "
         f"from layer: {NEVER if from_layer is None else layer_label(from_layer)}",
         *region_lines(regions(df, threshold), threshold),

@@ -13,7 +13,7 @@ from addpatch.errors import BadInput
 from addpatch.report.analysis import analysis_markdown
 from addpatch.report.export import javascript_bundle, write_images
 from addpatch.report.heatmaps import heatmap_spec
-from addpatch.report.html import ChartBlock, render_page
+from addpatch.report.html import CellExamples, ChartBlock, render_page
 from addpatch.report.labels import with_labels
 from addpatch.report.naming import analysis_name, heatmap_stem
 from addpatch.report.summary import DEFAULT_THRESHOLD, check_threshold, summary_table, target_order
@@ -39,6 +39,8 @@ def build_report(
     *,
     title: str = "addpatch report",
     threshold: float = DEFAULT_THRESHOLD,
+    examples: CellExamples | None = None,
+    informative: bool = False,
 ) -> ReportFiles:
     """Write the report of `scores` into `out_dir` (created if missing).
 
@@ -98,6 +100,8 @@ def build_report(
         runs=ordered_runs,
         threshold=threshold,
         bundle=javascript_bundle(),
+        examples=examples,
+        informative=informative,
     )
     html_path.write_text(page, encoding="utf-8")
     return ReportFiles(html=html_path, pngs=pngs, svgs=svgs, markdowns=markdowns)

@@ -1,7 +1,11 @@
 """Altair heatmaps of IIA: layers (Embed at the bottom) x token positions.
 
 Every chart uses the same colour scale (viridis, fixed domain 0..1) and legend, so
-colours compare across targets and runs. The best cell of each run is outlined.
+colours compare across targets and runs. Each cell shows its IIA (two decimals; ``*`` where
+its 95% interval lies above the baseline); the tooltip adds the interval, n and baseline.
+The best cell of each run (the best whose interval lies above the baseline) is outlined.
+Cells are sized for a laptop screen: 34 px high and 40-64 px wide (narrower with many
+positions).
 With several runs the chart is faceted into one column per run (model / digit width),
 each with its own axes because models may differ in layers and tokens.
 Cells whose IIA is null (not scored) are not drawn and show as blank.
@@ -15,7 +19,8 @@ import altair as alt
 import polars as pl
 
 from addpatch.report.labels import layer_label
-from addpatch.report.summary import best_cells
+from addpatch.report.summary import best_cells, clears_baseline
+from addpatch.report.validate import with_intervals
 
 CELL_MARK = "cells"
 """Vega mark name of the heatmap cells; rendered SVG groups carry class ``cells_marks``."""
@@ -32,8 +37,18 @@ _FIELDS = [
     "x_label",
     "iia",
     "n",
+    "iia_low",
+    "iia_high",
+    "baseline",
+    "localized",
+    "iia_text",
     "is_best",
 ]
+TEXT_MARK = "values"
+"""Vega mark name of the IIA written in each cell; class ``values_marks``."""
+CELL_HEIGHT = 34
+CELL_WIDTH = (40, 64)  # narrowest and widest cell, px
+CHART_WIDTH = 1000  # cells are narrowed (down to CELL_WIDTH[0]) to fit about this width
 _COLOR = alt.Color(
     "iia:Q",
     title="IIA",
@@ -46,6 +61,9 @@ _TOOLTIP = [
     alt.Tooltip("layer_label:N", title="Layer"),
     alt.Tooltip("x_label:N", title="Position"),
     alt.Tooltip("iia:Q", title="IIA", format=".3f"),
+    alt.Tooltip("iia_low:Q", title="95% interval from", format=".3f"),
+    alt.Tooltip("iia_high:Q", title="95% interval to", format=".3f"),
+    alt.Tooltip("baseline:Q", title="Baseline", format=".3f"),
     alt.Tooltip("n:Q", title="Examples (n)", format=",d"),
 ]
 
@@ -53,16 +71,26 @@ _TOOLTIP = [
 def heatmap_rows(labelled: pl.DataFrame) -> list[dict[str, Any]]:
     """Rows of one target's labelled scores; ``is_best`` marks each run's best cell.
 
-    A run whose IIA is 0 everywhere has no best cell (nothing is outlined).
+    A run where no cell's interval lies above the baseline has no best cell (nothing is
+    outlined).
     """
+    labelled = with_intervals(labelled)
+    if "baseline" not in labelled.columns:
+        labelled = labelled.with_columns(pl.lit(None, pl.Float64).alias("baseline"))
     best = (
         best_cells(labelled)
-        .filter(pl.col("iia") > 0)
         .select("run_id", "layer", "position")
         .with_columns(pl.lit(True).alias("is_best"))
     )
     df = labelled.join(best, on=["run_id", "layer", "position"], how="left").with_columns(
-        pl.col("is_best").fill_null(False)
+        pl.col("is_best").fill_null(False),
+        clears_baseline(labelled).alias("localized"),
+        pl.when(pl.col("iia").is_not_null())
+        .then(
+            pl.col("iia").round(2).map_elements(lambda v: f"{v:.2f}", return_dtype=pl.String)
+            + pl.when(clears_baseline(labelled)).then(pl.lit("*")).otherwise(pl.lit(""))
+        )
+        .alias("iia_text"),
     )
     return df.sort("run_id", "layer", "position").select(_FIELDS).to_dicts()
 
@@ -85,20 +113,37 @@ def heatmap(labelled: pl.DataFrame, target: str) -> alt.TopLevelMixin:
         "x_label:N",
         title="Token position",
         sort=x_order,
-        axis=alt.Axis(labelAngle=-45, labelAlign="right", labelLimit=140),
+        axis=alt.Axis(labelAngle=-45, labelAlign="right", labelLimit=160, labelFontSize=13),
     )
-    y = alt.Y("layer_label:N", title="Layer", sort=y_order)
+    y = alt.Y("layer_label:N", title="Layer", sort=y_order, axis=alt.Axis(labelFontSize=13))
     base = alt.Chart().encode(x=x, y=y, tooltip=_TOOLTIP)
-    cells = base.properties(name=CELL_MARK).mark_rect().encode(color=_COLOR)
+    cells = base.properties(name=CELL_MARK).mark_rect(cursor="pointer").encode(color=_COLOR)
+    values = (
+        base.properties(name=TEXT_MARK)
+        .mark_text(fontSize=11, cursor="pointer")
+        .encode(
+            text="iia_text:N",
+            color=alt.condition("datum.iia > 0.6", alt.value("#1d1d1f"), alt.value("white")),
+        )
+        .transform_filter("datum.iia != null")
+    )
     best = (
         base.properties(name=BEST_MARK)
-        .mark_rect(fill=None, stroke="#e4002b", strokeWidth=2.5)
+        .mark_rect(fill=None, stroke="#e4002b", strokeWidth=3, cursor="pointer")
         .transform_filter("datum.is_best")
     )
-    layered = alt.layer(cells, best, data=alt.InlineData(values=rows)).properties(
-        width=alt.Step(30), height=alt.Step(20)
+    width = max(CELL_WIDTH[0], min(CELL_WIDTH[1], CHART_WIDTH // max(1, len(x_order))))
+    layered = alt.layer(cells, values, best, data=alt.InlineData(values=rows)).properties(
+        width=alt.Step(width), height=alt.Step(CELL_HEIGHT)
     )
-    title = alt.Title(target, subtitle="IIA by layer and token position; best cell outlined")
+    title = alt.Title(
+        target,
+        subtitle=[
+            "IIA by layer and token position (* : 95% interval above the baseline); "
+            "best such cell outlined; click a cell for its examples",
+            _baseline_line(labelled),
+        ],
+    )
     panels = labelled.sort("run_id").get_column("panel").unique(maintain_order=True).to_list()
     if len(panels) == 1:
         chart: alt.TopLevelMixin = layered.properties(title=title)
@@ -113,6 +158,24 @@ def heatmap(labelled: pl.DataFrame, target: str) -> alt.TopLevelMixin:
         .configure_title(anchor="start")
         .configure_view(strokeWidth=0)
     )
+
+
+def _baseline_line(labelled: pl.DataFrame) -> str:
+    """``Baseline (no-op patch): 0.078`` (per run when several), or a note that it is unknown."""
+    if "baseline" not in labelled.columns or labelled.get_column("baseline").is_null().all():
+        return "Baseline unknown (compared with 0)"
+    per_run = (
+        labelled.group_by("run_id", maintain_order=True)
+        .agg(pl.col("panel").first(), pl.col("baseline").drop_nulls().first())
+        .sort("run_id")
+    )
+    if per_run.height == 1:
+        return f"Baseline (IIA of a patch that changes nothing): {per_run['baseline'][0]:.3f}"
+    parts = [
+        f"{panel} {value:.3f}" if value is not None else f"{panel} —"
+        for panel, value in per_run.select("panel", "baseline").iter_rows()
+    ]
+    return "Baseline: " + "; ".join(parts)
 
 
 def heatmap_spec(labelled: pl.DataFrame, target: str) -> dict[str, Any]:

@@ -1,7 +1,9 @@
 """Per (run, target) figures computed from the scores frame with polars.
 
-* Best cell: the cell with the highest IIA; ties go to the lowest layer, then the
-  lowest position. Cells whose IIA is null are ignored.
+* Best cell: among the cells whose 95% Wilson interval lies above the baseline
+  (``iia_low > baseline``; a frame without a baseline column compares with 0), the one with
+  the highest IIA; ties go to the lowest layer, then the lowest position. Cells whose IIA is
+  null are ignored. When no cell clears the baseline the target is *not localized*.
 * Carried by the last token from layer: the smallest layer (``-1`` = embeddings) whose
   IIA at the run's last token position (the largest position scored for that run and
   target) is at least `threshold`; null when no layer reaches it.
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from addpatch.errors import BadInput
+from addpatch.report.validate import with_intervals
 
 DEFAULT_THRESHOLD = 0.8
 """IIA at or above which a cell counts as carrying the variable (summary, regions)."""
@@ -35,8 +38,22 @@ def target_order(scores: pl.DataFrame) -> list[str]:
     return scores.get_column("target").unique(maintain_order=True).to_list()
 
 
+def clears_baseline(scores: pl.DataFrame) -> pl.Expr:
+    """True where a cell's 95% interval lies above the baseline (iia_low > baseline)."""
+    baseline = pl.col("baseline").fill_null(0.0) if "baseline" in scores.columns else pl.lit(0.0)
+    return (pl.col("iia_low") > baseline).fill_null(False)
+
+
 def best_cells(scores: pl.DataFrame) -> pl.DataFrame:
-    """One row per (run_id, target): layer, position, position_label, iia, n of the best cell."""
+    """One row per localized (run_id, target): layer, position, position_label, iia, n,
+    iia_low, iia_high of the best cell whose interval lies above the baseline."""
+    scores = with_intervals(scores)
+    return top_cells(scores.filter(clears_baseline(scores)))
+
+
+def top_cells(scores: pl.DataFrame) -> pl.DataFrame:
+    """One row per (run_id, target): the cell with the highest IIA, localized or not."""
+    extra = [c for c in ("iia_low", "iia_high") if c in scores.columns]
     return (
         scores.filter(pl.col("iia").is_not_null())
         .sort(
@@ -45,7 +62,7 @@ def best_cells(scores: pl.DataFrame) -> pl.DataFrame:
         )
         .group_by(_KEY, maintain_order=True)
         .first()
-        .select(*_KEY, "layer", "position", "position_label", "iia", "n")
+        .select(*_KEY, "layer", "position", "position_label", "iia", "n", *extra)
     )
 
 
@@ -63,13 +80,16 @@ def carried_from_layer(scores: pl.DataFrame, threshold: float = DEFAULT_THRESHOL
 
 
 def summary_table(scores: pl.DataFrame, threshold: float = DEFAULT_THRESHOLD) -> pl.DataFrame:
-    """Per (run_id, target): the best cell, its IIA and n, and carried_from.
+    """Per (run_id, target): the best cell, its IIA, interval and n, and carried_from.
 
     Rows are ordered by run_id, then targets in order of first appearance. Columns:
     run_id, model, num_digits, target, best_layer, best_position, best_label,
-    best_iia, best_n, last_position, last_label, carried_from (and baseline, when the scores
-    carry it: the IIA of a patch that changes nothing).
+    best_iia, best_n, best_iia_low, best_iia_high (null when not localized), localized,
+    max_iia, max_iia_low, max_iia_high (the highest IIA, localized or not), last_position,
+    last_label, carried_from (and baseline, when the scores carry it: the IIA of a patch that
+    changes nothing).
     """
+    scores = with_intervals(scores)
     order = {t: i for i, t in enumerate(target_order(scores))}
     extra = ["baseline"] if "baseline" in scores.columns else []  # IIA of a no-op patch
     keys = scores.select(*_KEY, "model", "num_digits", *extra).unique(subset=_KEY, keep="first")
@@ -80,10 +100,20 @@ def summary_table(scores: pl.DataFrame, threshold: float = DEFAULT_THRESHOLD) ->
             "position_label": "best_label",
             "iia": "best_iia",
             "n": "best_n",
+            "iia_low": "best_iia_low",
+            "iia_high": "best_iia_high",
         }
+    )
+    highest = top_cells(scores).select(
+        *_KEY,
+        pl.col("iia").alias("max_iia"),
+        pl.col("iia_low").alias("max_iia_low"),
+        pl.col("iia_high").alias("max_iia_high"),
     )
     return (
         keys.join(best, on=_KEY, how="left")
+        .join(highest, on=_KEY, how="left")
+        .with_columns(pl.col("best_layer").is_not_null().alias("localized"))
         .join(carried_from_layer(scores, threshold), on=_KEY, how="left")
         .with_columns(pl.col("target").replace_strict(order, return_dtype=pl.Int64).alias("_o"))
         .sort("run_id", "_o")

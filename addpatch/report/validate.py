@@ -9,6 +9,7 @@ from typing import Any
 import polars as pl
 
 from addpatch.errors import BadInput
+from addpatch.intervals import wilson_exprs
 
 SCORE_COLUMNS: tuple[str, ...] = (
     "run_id",
@@ -21,7 +22,12 @@ SCORE_COLUMNS: tuple[str, ...] = (
     "iia",
     "n",
 )
-OPTIONAL_SCORE_COLUMNS: tuple[str, ...] = ("baseline",)  # IIA of a patch that changes nothing
+OPTIONAL_SCORE_COLUMNS: tuple[str, ...] = (
+    "baseline",  # IIA of a patch that changes nothing
+    "hits",  # examples whose patched answer is the label (iia = hits / n)
+    "iia_low",  # 95% Wilson interval of iia; computed from hits (or iia x n) when absent
+    "iia_high",
+)
 RUN_KEYS: tuple[str, ...] = ("run_id", "model", "num_digits", "keep_rate", "examples", "provenance")
 
 
@@ -46,6 +52,11 @@ def check_scores(scores: pl.DataFrame) -> pl.DataFrame:
             pl.col("run_id", "num_digits", "layer", "position", "n").cast(pl.Int64),
             pl.col("model", "target", "position_label").cast(pl.String),
             pl.col("iia").cast(pl.Float64).fill_nan(None),
+            *[
+                pl.col(c).cast(pl.Float64)
+                for c in ("baseline", "iia_low", "iia_high")
+                if c in optional
+            ],
         )
     except pl.exceptions.PolarsError as exc:
         raise BadInput(f"scores has a column of the wrong type ({exc}); cast it first") from exc
@@ -64,7 +75,20 @@ def check_scores(scores: pl.DataFrame) -> pl.DataFrame:
             "scores has several rows for one (run_id, target, layer, position); "
             "aggregate them to one row per cell first"
         )
-    return df
+    return with_intervals(df)
+
+
+def with_intervals(df: pl.DataFrame) -> pl.DataFrame:
+    """`df` with iia_low and iia_high: as given, else the Wilson interval of hits (or of
+    round(iia x n) when the frame has no hits column) over n."""
+    if "iia_low" in df.columns and "iia_high" in df.columns:
+        return df
+    hits = pl.col("hits") if "hits" in df.columns else (pl.col("iia") * pl.col("n")).round()
+    low, high = wilson_exprs(hits, pl.col("n"))
+    valid = pl.col("iia").is_not_null()
+    return df.with_columns(
+        pl.when(valid).then(low).alias("iia_low"), pl.when(valid).then(high).alias("iia_high")
+    )
 
 
 def check_runs(runs: Sequence[Mapping[str, Any]], run_ids: set[int]) -> dict[int, dict[str, Any]]:

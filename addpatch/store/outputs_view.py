@@ -3,6 +3,10 @@
 Files written but not (yet) registered — a run killed between writing and registering — stay
 invisible to queries. Paths in the view are relative to the store, so a moved store still works
 (addpatch sets DuckDB's file_search_path; in the DuckDB shell, start it inside the store).
+
+Files written before a column existed (a store's older batches lack `digit_step`,
+`digit_top_ids`, `digit_top_logprobs`) read that column as NULL: the files are read by column
+name and stacked under a typed empty row set that has every column.
 """
 
 from __future__ import annotations
@@ -12,9 +16,15 @@ import duckdb
 EMPTY_OUTPUTS = """
 SELECT NULL::INTEGER AS run_id, NULL::BIGINT AS example_id, NULL::SMALLINT AS layer,
        NULL::SMALLINT AS position, NULL::INTEGER[] AS token_ids, NULL::VARCHAR AS text,
-       NULL::BIGINT AS answer, NULL::INTEGER[] AS top_ids, NULL::FLOAT[] AS top_logprobs
+       NULL::BIGINT AS answer, NULL::INTEGER[] AS top_ids, NULL::FLOAT[] AS top_logprobs,
+       NULL::SMALLINT AS digit_step, NULL::INTEGER[] AS digit_top_ids,
+       NULL::FLOAT[] AS digit_top_logprobs
 LIMIT 0
 """
+COLUMNS = (
+    "run_id, example_id, layer, position, token_ids, text, answer, top_ids, top_logprobs, "
+    "digit_step, digit_top_ids, digit_top_logprobs"
+)
 
 
 def _quote(path: str) -> str:
@@ -26,8 +36,8 @@ def refresh_outputs_view(conn: duckdb.DuckDBPyConnection) -> None:
     if paths:
         files = ", ".join(_quote(p) for p in paths)
         body = (
-            "SELECT run_id, example_id, layer, position, token_ids, text, answer, top_ids, "
-            f"top_logprobs FROM read_parquet([{files}])"
+            f"SELECT {COLUMNS} FROM (({EMPTY_OUTPUTS}) UNION ALL BY NAME "
+            f"(SELECT * FROM read_parquet([{files}], union_by_name = true)))"
         )
     else:
         body = EMPTY_OUTPUTS

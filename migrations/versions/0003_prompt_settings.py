@@ -1,6 +1,6 @@
 """prompt settings of datasets and examples: templates, prefix, suffix, shots, chat
 
-Revision ID: 0003_i14p
+Revision ID: 0003
 Revises: 0002
 Create Date: 2026-12-03
 
@@ -18,7 +18,7 @@ import re
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003_i14p"
+revision = "0003"
 down_revision = "0002"
 branch_labels = None
 depends_on = None

@@ -1,0 +1,127 @@
+"""How much probability a patched model gives the label: the label-log-prob metric.
+
+For each output the engine stores the top-5 log-probabilities at the first answer step whose
+greedy token carries a digit (`digit_step`; step 1 for tokenizers that answer with a space
+token first). A cell's `label_logprob` is the mean, over its examples, of the log-probability
+of the label's first digit token at that step:
+
+* the label's first digit token is the first token holding a digit when the model's tokenizer
+  encodes the label as an answer (`" 109"` -> `1` with one-digit tokens, `109` with 3-digit
+  chunks);
+* rule outside the top-5: an example whose label token is not among the stored five (or whose
+  answer has no digit at all) is *missing*: it is left out of the mean, and `coverage` is the
+  share of the cell's examples that count. Read the mean with its coverage: a low coverage
+  means the label mostly gets less than the fifth-best token's probability;
+* outputs stored before addpatch kept these columns cannot be scored: `label_logprobs` raises
+  `MetricUnavailable` naming the run.
+
+The tokenizer is loaded (not the model) from where the run's model was loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+
+from addpatch.errors import BadInput
+from addpatch.scoring import _label_runs
+from addpatch.store.store import Store
+from addpatch.task.templates import answer_text
+
+DIGITS = frozenset("0123456789")
+
+
+class MetricUnavailable(BadInput):
+    """The stored outputs lack what a metric needs (e.g. written by an older addpatch)."""
+
+
+LOGPROB_SQL = """
+WITH scored AS (
+    SELECT o.run_id, l.target, o.layer, o.position, o.digit_step,
+           list_position(o.digit_top_ids, t.token_id) AS rank, o.digit_top_logprobs
+    FROM patched_outputs AS o
+    JOIN runs AS r ON r.id = o.run_id
+    JOIN labels AS l ON l.dataset_id = r.dataset_id AND l.example_id = o.example_id
+    JOIN examples AS e ON e.dataset_id = r.dataset_id AND e.example_id = o.example_id
+    JOIN label_tokens AS t ON t.label = l.label
+    WHERE o.run_id = $run_id AND list_contains($targets, l.target)
+      AND (NOT $informative OR l.label <> e.base_sum)
+)
+SELECT run_id, target, layer, position,
+       avg(digit_top_logprobs[rank]) FILTER (WHERE rank > 0) AS label_logprob,
+       count(*) FILTER (WHERE rank > 0) / count(*) AS coverage,
+       count(*) AS n
+FROM scored
+GROUP BY ALL
+ORDER BY run_id, target, layer, position
+"""
+
+
+def label_first_tokens(tokenizer, labels: list[int]) -> pl.DataFrame:
+    """label -> token_id of the first token holding a digit in the label's answer text."""
+    rows = []
+    for label in labels:
+        ids = tokenizer(answer_text(label), add_special_tokens=False)["input_ids"]
+        first = next((i for i in ids if any(ch in DIGITS for ch in tokenizer.decode([i]))), None)
+        if first is not None:
+            rows.append((label, first))
+    return pl.DataFrame(rows, schema={"label": pl.Int64, "token_id": pl.Int32}, orient="row")
+
+
+def _tokenizer_of_run(store: Store, run_id: int):
+    from addpatch.errors import AddpatchError
+    from addpatch.models.loading import ResolvedModel, load_tokenizer, resolve_model
+
+    with store.connect(read_only=True) as conn:
+        name, source = conn.execute(
+            "SELECT m.name, m.source FROM runs r JOIN models m ON m.id = r.model_id WHERE r.id = ?",
+            [run_id],
+        ).fetchone()
+    path = Path(source)
+    try:
+        resolved = ResolvedModel(name, path, None) if path.is_dir() else resolve_model(name)
+        return load_tokenizer(resolved)
+    except (AddpatchError, OSError, ValueError) as error:
+        raise MetricUnavailable(
+            f"the label log-prob of run {run_id} needs the tokenizer of {name} "
+            f"(looked in {source}): {str(error).splitlines()[0]}"
+        ) from None
+
+
+def label_logprobs(
+    store: Store, *, run_id: int, targets: list[str], informative: bool = False
+) -> pl.DataFrame:
+    """Per (run, target, layer, position): label_logprob (mean log-prob of the label's first
+    digit token at the digit step, over the examples where it is in the stored top-5),
+    coverage (the share of examples where it is) and n.
+
+    Raises:
+        MetricUnavailable: the run's outputs were stored without the digit step's log-probs
+            (an older addpatch), or the model's tokenizer cannot be found.
+    """
+    canonical = _label_runs(store, run_id, targets) or targets
+    with store.connect(read_only=True) as conn:
+        stored, rows = conn.execute(
+            "SELECT count(digit_top_ids), count(*) FROM patched_outputs WHERE run_id = ?",
+            [run_id],
+        ).fetchone()
+        labels = [
+            r[0]
+            for r in conn.execute(
+                "SELECT DISTINCT l.label FROM labels l JOIN runs r ON r.dataset_id = l.dataset_id "
+                "WHERE r.id = ? AND list_contains(?, l.target)",
+                [run_id, canonical],
+            ).fetchall()
+        ]
+    if rows and not stored:
+        raise MetricUnavailable(
+            f"run {run_id} was stored without the log-probs of the first digit step (by an "
+            "addpatch older than this metric): its label log-prob cannot be computed; "
+            "patch it again in a new store to get them"
+        )
+    tokens = label_first_tokens(_tokenizer_of_run(store, run_id), labels)
+    with store.connect(read_only=True) as conn:
+        conn.register("label_tokens", tokens.to_arrow())
+        params = {"run_id": run_id, "targets": canonical, "informative": informative}
+        return conn.execute(LOGPROB_SQL, params).pl()
