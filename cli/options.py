@@ -34,6 +34,13 @@ KindOption = Annotated[
 LayersOption = Annotated[
     str, typer.Option(help="all (embeddings as -1, then every layer), or e.g. -1,0,3 or 0-11.")
 ]
+ComponentsOption = Annotated[
+    str,
+    typer.Option(
+        help="What to patch: resid (residual stream), attn (attention output), mlp (MLP output), "
+        "heads (each attention head), or a list like resid,attn,mlp,heads."
+    ),
+]
 PositionsOption = Annotated[
     str,
     typer.Option(help="all (every prompt token), numbers, digits, last, or names like a0.d1,last."),

@@ -18,6 +18,7 @@ from cli.options import (
     STORE_DEFAULT,
     AddendsOption,
     BatchOption,
+    ComponentsOption,
     DeviceOption,
     DigitsOption,
     DtypeOption,
@@ -43,6 +44,7 @@ def run(
     seed: SeedOption = 0,
     layers: LayersOption = "all",
     positions: PositionsOption = "all",
+    components: ComponentsOption = "resid",
     targets: TargetsOption = None,
     batch_size: BatchOption = 64,
     device: DeviceOption = "auto",
@@ -74,7 +76,9 @@ def run(
     Example:
         addpatch run                                  # tiny-adder-digits, 2 digits, 256 pairs
         addpatch run --model ~/models/Llama-3.1-8B --digits 3 --batch-size 256
+        addpatch run --components resid,attn,mlp,heads   # also attention, MLP, each head
     """
+    from addpatch.engine.components import parse_components
     from addpatch.task.addition import AdditionTask
     from addpatch.task.generators import GENERATORS
     from addpatch.task.labels import resolve_target
@@ -89,6 +93,7 @@ def run(
         raise BadInput(f"unknown generator {kind!r}; choose one of: {', '.join(GENERATORS)}")
     if size < 1 or batch_size < 1:
         raise BadInput("--size and --batch-size must be at least 1")
+    component_list = parse_components(components)
 
     from addpatch.experiment.preflight import preflight
     from addpatch.models.loading import model_for_width
@@ -105,6 +110,7 @@ def run(
         device=device,
         dtype=dtype,
         trust_remote_code=trust_remote_code,
+        components=component_list,
     )
     opened = Store.open(store, create=True)
     with opened.writer():
@@ -126,6 +132,7 @@ def run(
             target_list=target_list,
             report_dir=report_dir,
             started=started,
+            components=component_list,
         )
 
 
@@ -148,6 +155,7 @@ def _run_locked(
     target_list: list[str] | None,
     report_dir: Path | None,
     started: float,
+    components: list[str],
 ) -> None:
     """The steps of `run`, while this process holds the store's writer lock."""
     from addpatch.experiment.datasets import create_dataset
@@ -204,13 +212,20 @@ def _run_locked(
             seed=seed,
             dtype=loaded.dtype,
             progress=progress,
+            components=components,
         )
     console.print(f"Patched: {result.highlighted}")
     cells = len(result.layers) * len(result.positions)
-    if result.batches_run:
+    if result.batches_run and result.components == ("resid",):
         console.print(
             f"Run {result.run_id}: {result.examples} examples x {len(result.layers)} layers x "
             f"{len(result.positions)} positions = {result.examples * cells:,} interventions, "
+            f"{result.interventions_per_s:,.0f}/s"
+        )
+    elif result.batches_run:
+        console.print(
+            f"Run {result.run_id}: {result.examples} examples x ({', '.join(result.components)}) "
+            f"x {len(result.positions)} positions = {result.interventions:,} interventions, "
             f"{result.interventions_per_s:,.0f}/s"
         )
     else:

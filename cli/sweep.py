@@ -12,6 +12,7 @@ from cli.options import (
     STORE_DEFAULT,
     AddendsOption,
     BatchOption,
+    ComponentsOption,
     DeviceOption,
     DtypeOption,
     KindOption,
@@ -56,6 +57,7 @@ def sweep(
     seed: SeedOption = 0,
     layers: LayersOption = "all",
     positions: PositionsOption = "all",
+    components: ComponentsOption = "resid",
     targets: TargetsOption = None,
     batch_size: BatchOption = 64,
     batches_per_task: Annotated[
@@ -83,6 +85,7 @@ def sweep(
         addpatch sweep --models tiny-adder-digits,tiny-adder-chunks --digits 2 --ray
         addpatch sweep --models ~/models/Llama-3.1-8B,~/models/gemma-2-9b --digits 2,3 --ray auto
     """
+    from addpatch.engine.components import parse_components
     from addpatch.errors import BadInput
     from addpatch.store.store import Store
     from addpatch.sweep.driver import SweepSpec, run_sweep, sweep_device, validate_sweep
@@ -102,6 +105,7 @@ def sweep(
         seed=seed,
         layers=layers,
         positions=positions,
+        components=tuple(parse_components(components)),
         targets=split_targets(targets),
         batch_size=batch_size,
         batches_per_task=batches_per_task,

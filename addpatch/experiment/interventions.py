@@ -41,6 +41,7 @@ class RunSummary:
     batches_skipped: int
     interventions: int
     wall_time_s: float
+    components: tuple[str, ...] = ("resid",)
 
     @property
     def interventions_per_s(self) -> float:
@@ -89,10 +90,14 @@ class RunPlan:
     batches: list[list[PromptPair]]
     highlighted: str  # the first example's prompt with the patched tokens marked
     digit_tokens: list[DigitGroup]  # (addend, digits) that share one token in every prompt
+    components: tuple[str, ...] = ("resid",)  # what is patched (components.COMPONENTS)
 
     @property
     def config(self) -> dict:
+        # residual-only runs keep the configuration (and so the hash) they had before components
+        extra = {} if self.components == ("resid",) else {"components": list(self.components)}
         return {
+            **extra,
             "engine": ENGINE_VERSION,
             "model_id": self.model_id,
             "dataset_id": self.dataset_id,
@@ -112,6 +117,20 @@ class RunPlan:
     def num_examples(self) -> int:
         return sum(len(b) for b in self.batches)
 
+    def cells(self, num_heads: int) -> int:
+        """Cells per example: layers x positions per component (and x heads for heads)."""
+        return len(self.positions) * sum(
+            component_cells(c, self.layers, num_heads) for c in self.components
+        )
+
+
+def component_cells(component: str, layers: list[int], num_heads: int) -> int:
+    """(layer[, head]) sites of a component: attn/mlp/heads have no layer -1 (embeddings)."""
+    if component == "resid":
+        return len(layers)
+    per_layer = num_heads if component == "heads" else 1
+    return sum(1 for layer in layers if layer >= 0) * per_layer
+
 
 def plan_run(
     store: Store,
@@ -123,6 +142,7 @@ def plan_run(
     position_set: str,
     batch_size: int,
     dtype: str,
+    components: tuple[str, ...] | list[str] = ("resid",),
 ) -> RunPlan:
     """Lay out the model's kept pairs of the dataset and split them into batches (tokenizer only)."""
     if batch_size < 1:
@@ -158,6 +178,7 @@ def plan_run(
             (layout for p in prompt_pairs for layout in (p.base, p.counterfactual)),
             task.num_addends,
         ),
+        components=tuple(components),
     )
 
 
@@ -189,6 +210,7 @@ def open_run(
                     "device": device,
                     "dtype": plan.dtype,
                     "digit_tokens": plan.digit_tokens,
+                    "components": list(plan.components),
                 },
             )
             return run_id, None, set()
@@ -215,13 +237,14 @@ def patch_batch_to_file(
     layers: list[int],
     positions: list[str],
     max_new_tokens: int,
+    components: tuple[str, ...] | list[str] = ("resid",),
 ) -> OutputFile:
     """Patch every cell of one batch and write it as the batch's Parquet file (not registered).
 
     The file's path depends only on (model, run, batch), so doing a batch again replaces its file
     atomically: a retried worker never leaves a second copy.
     """
-    tables = list(engine.sweep(batch, layers, positions, max_new_tokens))
+    tables = list(engine.sweep(batch, layers, positions, max_new_tokens, components=components))
     relpath = output_relpath(model_id, run_id, batch_index)
     rows, sha = write_output_file(root, relpath, run_id, pa.concat_tables(tables))
     return OutputFile(batch_index, relpath, rows, sha)
@@ -262,6 +285,7 @@ def run_interventions(
     seed: int,
     dtype: str,
     progress: Progress = no_progress,
+    components: tuple[str, ...] | list[str] = ("resid",),
 ) -> RunSummary:
     plan = plan_run(
         store,
@@ -272,6 +296,7 @@ def run_interventions(
         position_set=position_set,
         batch_size=batch_size,
         dtype=dtype,
+        components=components,
     )
     run_id, status, done = open_run(
         store, plan, device=str(engine.device), seed=seed, model_provenance=model_provenance
@@ -290,12 +315,13 @@ def run_interventions(
                 layers=plan.layers,
                 positions=plan.positions,
                 max_new_tokens=plan.max_new_tokens,
+                components=plan.components,
             )
             register_output(store, run_id, output)
             ran += 1
         progress("interventions", index + 1, len(plan.batches))
     wall = time.perf_counter() - started
-    cells = len(plan.layers) * len(plan.positions)
+    cells = plan.cells(engine.num_heads if "heads" in plan.components else 0)
     interventions = sum(len(b) for i, b in enumerate(plan.batches) if i not in done) * cells
     if ran or status != "complete":
         finish(store, run_id, wall_time_s=wall, interventions=interventions)
@@ -309,6 +335,7 @@ def run_interventions(
         batches_skipped=len(plan.batches) - ran,
         interventions=interventions,
         wall_time_s=wall,
+        components=plan.components,
     )
 
 

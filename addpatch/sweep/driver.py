@@ -59,6 +59,7 @@ class SweepSpec:
     seed: int = 0
     layers: str = "all"
     positions: str = "all"
+    components: tuple[str, ...] = ("resid",)
     targets: list[str] | None = None  # None: each width's default targets
     batch_size: int = 64
     batches_per_task: int = 4
@@ -123,6 +124,7 @@ def validate_sweep(spec: SweepSpec) -> None:
                 device="cpu",  # the workers' devices are checked against the executor's
                 dtype=spec.dtype,
                 trust_remote_code=spec.trust_remote_code,
+                components=spec.components,
             )
 
 
@@ -274,6 +276,7 @@ def _submit_patching(
         position_set=spec.positions,
         batch_size=spec.batch_size,
         dtype=combo.spec.dtype,
+        components=spec.components,
     )
     run_id, status, done = open_run(
         store, plan, device=combo.spec.device, seed=spec.seed, model_provenance=combo.provenance
@@ -295,6 +298,7 @@ def _submit_patching(
             layers=plan.layers,
             positions=plan.positions,
             max_new_tokens=plan.max_new_tokens,
+            components=plan.components,
         )
         ticket = executor.submit(patch_task, combo.spec, str(store.root.resolve()), shard)
         tickets[ticket] = (combo, "patch")
