@@ -3,6 +3,10 @@
 Files written but not (yet) registered — a run killed between writing and registering — stay
 invisible to queries. Paths in the view are relative to the store, so a moved store still works
 (addpatch sets DuckDB's file_search_path; in the DuckDB shell, start it inside the store).
+
+Each output is keyed by run, example, layer, position, component and head. Files written before
+components existed have neither column: they read as component 'resid' and head NULL (the
+`UNION ALL BY NAME` with an empty row of defaults supplies the columns any file lacks).
 """
 
 from __future__ import annotations
@@ -11,10 +15,15 @@ import duckdb
 
 EMPTY_OUTPUTS = """
 SELECT NULL::INTEGER AS run_id, NULL::BIGINT AS example_id, NULL::SMALLINT AS layer,
-       NULL::SMALLINT AS position, NULL::INTEGER[] AS token_ids, NULL::VARCHAR AS text,
+       NULL::SMALLINT AS position, NULL::VARCHAR AS component, NULL::SMALLINT AS head,
+       NULL::INTEGER[] AS token_ids, NULL::VARCHAR AS text,
        NULL::BIGINT AS answer, NULL::INTEGER[] AS top_ids, NULL::FLOAT[] AS top_logprobs
 LIMIT 0
 """
+
+
+# columns older files lack, typed, in a query of no rows
+_COLUMN_DEFAULTS = "SELECT NULL::VARCHAR AS component, NULL::SMALLINT AS head WHERE false"
 
 
 def _quote(path: str) -> str:
@@ -26,8 +35,10 @@ def refresh_outputs_view(conn: duckdb.DuckDBPyConnection) -> None:
     if paths:
         files = ", ".join(_quote(p) for p in paths)
         body = (
-            "SELECT run_id, example_id, layer, position, token_ids, text, answer, top_ids, "
-            f"top_logprobs FROM read_parquet([{files}])"
+            "SELECT run_id, example_id, layer, position, "
+            "coalesce(component, 'resid') AS component, head, token_ids, text, answer, top_ids, "
+            f"top_logprobs FROM (SELECT * FROM read_parquet([{files}], union_by_name = true) "
+            f"UNION ALL BY NAME {_COLUMN_DEFAULTS})"
         )
     else:
         body = EMPTY_OUTPUTS
