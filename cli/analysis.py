@@ -13,7 +13,13 @@ if TYPE_CHECKING:
     from addpatch.store.store import Store
 
 from addpatch.errors import BadInput, StoreError
-from cli.options import STORE_DEFAULT, StoreOption, TargetsOption, split_targets
+from cli.options import (
+    STORE_DEFAULT,
+    HeadsPositionOption,
+    StoreOption,
+    TargetsOption,
+    split_targets,
+)
 from cli.output import console, print_frame, write_frame
 
 FormatOption = Annotated[str, typer.Option("--format", "-f", help="table, csv, json or parquet.")]
@@ -73,9 +79,20 @@ def score(
 
     frame = pl.concat(frames)
     if fmt == "table":
+        components = (
+            ["component", "head"] if set(frame.get_column("component")) != {"resid"} else []
+        )
         print_frame(
             frame.select(
-                "run_id", "model", "target", "layer", "position", "position_label", "iia", "n"
+                "run_id",
+                "model",
+                "target",
+                *components,
+                "layer",
+                "position",
+                "position_label",
+                "iia",
+                "n",
             ),
             title="Best cells",
         )
@@ -91,6 +108,7 @@ def report(
     out: Annotated[
         Path | None, typer.Option(help="Output directory (default: STORE/reports/...).")
     ] = None,
+    heads_position: HeadsPositionOption = None,
     store: StoreOption = STORE_DEFAULT,
 ) -> None:
     """Write the HTML report (offline, self-contained) and PNG/SVG heatmaps from stored scores.
@@ -98,6 +116,7 @@ def report(
     \b
     Example:
         addpatch report --run-id 1 --targets C_1,C_2,raw_output --out ./report
+        addpatch report --run-id 2 --heads-position last    # heads heatmaps at the last token
     """
     from addpatch.experiment.reporting import report_runs
     from addpatch.store.store import Store
@@ -106,7 +125,9 @@ def report(
     runs = _runs(opened, run_id)
     target_list = split_targets(targets)
     name = f"run-{runs[0]}" if len(runs) == 1 else "all-runs"
-    files = report_runs(opened, runs, target_list, out or opened.root / "reports" / name)
+    files = report_runs(
+        opened, runs, target_list, out or opened.root / "reports" / name, heads_position
+    )
     console.print(
         f"Report: {files.html.resolve()}  (+ {len(files.pngs)} PNG, {len(files.svgs)} SVG)"
     )

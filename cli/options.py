@@ -41,6 +41,13 @@ ComponentsOption = Annotated[
         "heads (each attention head), or a list like resid,attn,mlp,heads."
     ),
 ]
+HeadsPositionOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Token position of the report's layer x head heatmaps (e.g. last, a0.d1; "
+        "default: each target's best residual-stream position, else last)."
+    ),
+]
 PositionsOption = Annotated[
     str,
     typer.Option(help="all (every prompt token), numbers, digits, last, or names like a0.d1,last."),

@@ -22,6 +22,7 @@ from cli.options import (
     DeviceOption,
     DigitsOption,
     DtypeOption,
+    HeadsPositionOption,
     KindOption,
     LayersOption,
     ModelOption,
@@ -45,6 +46,7 @@ def run(
     layers: LayersOption = "all",
     positions: PositionsOption = "all",
     components: ComponentsOption = "resid",
+    heads_position: HeadsPositionOption = None,
     targets: TargetsOption = None,
     batch_size: BatchOption = 64,
     device: DeviceOption = "auto",
@@ -133,6 +135,7 @@ def run(
             report_dir=report_dir,
             started=started,
             components=component_list,
+            heads_position=heads_position,
         )
 
 
@@ -156,6 +159,7 @@ def _run_locked(
     report_dir: Path | None,
     started: float,
     components: list[str],
+    heads_position: str | None = None,
 ) -> None:
     """The steps of `run`, while this process holds the store's writer lock."""
     from addpatch.experiment.datasets import create_dataset
@@ -237,12 +241,15 @@ def _run_locked(
         return
     chosen = target_list or run_default_targets(opened, [result.run_id])[result.run_id]
     best = best_cells(opened, run_id=result.run_id, targets=chosen)
+    shown = ["component", "head"] if components != ["resid"] else []  # the best cell of each
     print_frame(
-        best.select("target", "layer", "position", "position_label", "iia", "baseline", "n"),
+        best.select(
+            "target", *shown, "layer", "position", "position_label", "iia", "baseline", "n"
+        ),
         title=f"Best cell per variable (run {result.run_id}, IIA over {result.examples} examples)",
     )
     out_dir = report_dir or opened.root / "reports" / f"run-{result.run_id}"
-    files = report_runs(opened, [result.run_id], target_list, out_dir)
+    files = report_runs(opened, [result.run_id], target_list, out_dir, heads_position)
     console.print(f"Store:  {opened.root.resolve()}")
     console.print(f"Report: {files.html.resolve()}  (+ {len(files.pngs)} PNG heatmaps)")
     console.print(f"Done in {time.perf_counter() - started:.1f} s")

@@ -148,7 +148,16 @@ def _report(opened: Store, spec: SweepSpec, results: list[CombinationResult], ou
         raise BadInput("no combination kept any pair; use models that can add at these widths")
     best = pl.concat([best_cells(opened, run_id=r.run_id, targets=r.targets) for r in runs])
     print_frame(
-        best.select("run_id", "model", "num_digits", "target", "layer", "position_label", "iia"),
+        best.select(
+            "run_id",
+            "model",
+            "num_digits",
+            "target",
+            *(["component", "head"] if spec.components != ("resid",) else []),
+            "layer",
+            "position_label",
+            "iia",
+        ),
         title="Best cell per variable and run",
     )
     out_dir = out or sweep_report_dir(opened, results)

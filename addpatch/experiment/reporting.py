@@ -9,6 +9,7 @@ import polars as pl
 
 from addpatch.errors import BadInput
 from addpatch.report import build_report
+from addpatch.report.components import component_facets
 from addpatch.scoring import scores
 from addpatch.store.store import Store
 from addpatch.task.addition import AdditionTask
@@ -100,13 +101,22 @@ def _has_target(task: AdditionTask, target: str) -> bool:
     return True
 
 
-def report_runs(store: Store, run_ids: list[int], targets: list[str] | None, out_dir: Path):
-    """One report over `run_ids`; runs of different widths each get the targets they have."""
+def report_runs(
+    store: Store,
+    run_ids: list[int],
+    targets: list[str] | None,
+    out_dir: Path,
+    heads_position: str | None = None,
+):
+    """One report over `run_ids`; runs of different widths each get the targets they have.
+
+    Each component patched gets its own heatmaps (`report.components`); the heads' layer x head
+    heatmaps are drawn at `heads_position` (default: each target's best residual position)."""
     per_run = targets_per_run(store, run_ids, targets)
     frames = [
         scores(store, run_id=run_id, targets=per_run[run_id])
         for run_id in run_ids
         if per_run.get(run_id)
     ]
-    table = pl.concat(frames) if frames else pl.DataFrame()
+    table = component_facets(pl.concat(frames), heads_position) if frames else pl.DataFrame()
     return build_report(table, runs_info(store, run_ids), out_dir)

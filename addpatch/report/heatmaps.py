@@ -14,6 +14,7 @@ from typing import Any
 import altair as alt
 import polars as pl
 
+from addpatch.report.components import HEADS_FACET
 from addpatch.report.labels import layer_label
 from addpatch.report.summary import best_cells
 
@@ -81,9 +82,10 @@ def heatmap(labelled: pl.DataFrame, target: str) -> alt.TopLevelMixin:
         .unique(maintain_order=True)
         .to_list()
     )
+    heads = f"[{HEADS_FACET}" in target  # a layer x head facet (report.components)
     x = alt.X(
         "x_label:N",
-        title="Token position",
+        title="Head" if heads else "Token position",
         sort=x_order,
         axis=alt.Axis(labelAngle=-45, labelAlign="right", labelLimit=140),
     )
@@ -98,7 +100,8 @@ def heatmap(labelled: pl.DataFrame, target: str) -> alt.TopLevelMixin:
     layered = alt.layer(cells, best, data=alt.InlineData(values=rows)).properties(
         width=alt.Step(30), height=alt.Step(20)
     )
-    title = alt.Title(target, subtitle="IIA by layer and token position; best cell outlined")
+    what = "head, at one token position" if heads else "token position"
+    title = alt.Title(target, subtitle=f"IIA by layer and {what}; best cell outlined")
     panels = labelled.sort("run_id").get_column("panel").unique(maintain_order=True).to_list()
     if len(panels) == 1:
         chart: alt.TopLevelMixin = layered.properties(title=title)
