@@ -224,6 +224,45 @@ class OutputFile:
     relpath: str
     rows: int
     sha256: str
+    halvings: int = 0  # times the batch was halved after running out of GPU memory
+    smallest: int = 0  # examples in the smallest piece it ran in (when halved)
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, torch.OutOfMemoryError)
+
+
+def sweep_halving_on_oom(
+    engine: PatchEngine,
+    batch: list[PromptPair],
+    layers: list[int],
+    positions: list[str],
+    max_new_tokens: int,
+    components: tuple[str, ...] | list[str],
+) -> tuple[list[pa.Table], int, int]:
+    """The batch's output tables; when the device runs out of memory, the batch is split in
+    halves (again and again, down to single examples) and each half runs on its own.
+
+    Returns the tables, the number of halvings and the size of the smallest piece run.
+    """
+    try:
+        tables = list(engine.sweep(batch, layers, positions, max_new_tokens, components=components))
+        return tables, 0, len(batch)
+    except Exception as error:
+        if not _is_out_of_memory(error) or len(batch) == 1:
+            raise
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    middle = len(batch) // 2
+    tables, halvings, smallest = [], 1, len(batch)
+    for half in (batch[:middle], batch[middle:]):
+        part, more, least = sweep_halving_on_oom(
+            engine, half, layers, positions, max_new_tokens, components
+        )
+        tables += part
+        halvings += more
+        smallest = min(smallest, least)
+    return tables, halvings, smallest
 
 
 def patch_batch_to_file(
@@ -244,10 +283,12 @@ def patch_batch_to_file(
     The file's path depends only on (model, run, batch), so doing a batch again replaces its file
     atomically: a retried worker never leaves a second copy.
     """
-    tables = list(engine.sweep(batch, layers, positions, max_new_tokens, components=components))
+    tables, halvings, smallest = sweep_halving_on_oom(
+        engine, batch, layers, positions, max_new_tokens, components
+    )
     relpath = output_relpath(model_id, run_id, batch_index)
     rows, sha = write_output_file(root, relpath, run_id, pa.concat_tables(tables))
-    return OutputFile(batch_index, relpath, rows, sha)
+    return OutputFile(batch_index, relpath, rows, sha, halvings, smallest if halvings else 0)
 
 
 def register_output(store: Store, run_id: int, output: OutputFile) -> None:
@@ -260,6 +301,16 @@ def register_output(store: Store, run_id: int, output: OutputFile) -> None:
             rows=output.rows,
             sha256=output.sha256,
         )
+        if output.halvings:  # the batch ran out of memory and was split: say so in provenance
+            catalog.record_oom_retry(
+                conn=conn,
+                run_id=run_id,
+                retry={
+                    "batch": output.batch_index,
+                    "halvings": output.halvings,
+                    "smallest_batch": output.smallest,
+                },
+            )
 
 
 def finish(store: Store, run_id: int, *, wall_time_s: float, interventions: int) -> None:
