@@ -102,3 +102,15 @@ def test_residual_run_keeps_its_configuration_hash():
     both = RunPlan(**common, components=("resid", "attn"))
     assert both.config["components"] == ["resid", "attn"]
     assert both.config_sha256 != resid.config_sha256
+
+
+def test_sweep_takes_components(tmp_path):
+    store = tmp_path / "s"
+    result = _invoke(
+        "sweep", "--models", "tiny-adder-digits", "--digits", "2", "--size", "4",
+        "--batch-size", "4", "--components", "attn", "--positions", "last", "--targets", "O_1",
+        store=store,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert _rows(store) == {("attn", False): (4 * 3, 4 * 3)}  # 4 examples x 3 layers x 1 position
+    assert "attn" in result.output
