@@ -63,6 +63,8 @@ class RunSpec:
     trust_remote_code: bool = False
     interventions_only: bool = False  # stop after storing the patched outputs
     informative: bool = False  # score only examples whose label differs from the base answer
+    components: tuple[str, ...] = ("resid",)  # resid, attn, mlp, heads
+    heads_position: str | None = None  # where heads heatmaps are drawn (default: best resid)
     report_dir: Path | None = None  # default: STORE/reports/run-ID
 
     def as_sweep(self) -> SweepSpec:
@@ -87,6 +89,7 @@ class RunSpec:
             shots=self.shots,
             chat=self.chat,
             filtered=self.filtered,
+            components=self.components,
         )
         positions = resolve_position_set(self.positions, sweep.task(self.digits))
         return replace(sweep, positions=positions)
@@ -145,6 +148,11 @@ def run_experiment(
     )
     out_dir = spec.report_dir or opened.root / "reports" / f"run-{result.run_id}"
     outcome.report = report_runs(
-        opened, [result.run_id], spec.targets, out_dir, informative=spec.informative
+        opened,
+        [result.run_id],
+        spec.targets,
+        out_dir,
+        informative=spec.informative,
+        heads_position=spec.heads_position,
     )
     return outcome

@@ -2,6 +2,7 @@
 
     python benchmarks/patch_sweep.py                 # both models, CPU (CUDA when present)
     python benchmarks/patch_sweep.py --examples 8 --models tiny
+    python benchmarks/patch_sweep.py --components resid,heads   # a row per component
 
 For each model, on the same examples and every (layer, position) cell:
   naive   for every cell, a fresh counterfactual forward over the batch and a hooked `generate`
@@ -10,6 +11,9 @@ For each model, on the same examples and every (layer, position) cell:
 Both must give identical answer tokens. The FLOP-bound ratio is naive FLOPs / engine FLOPs,
 counted from the model's shapes for exactly the work each does (cells the engine answers from
 the base run count zero for it): the speed-up a perfect implementation of each would show.
+A component (attn, mlp, one head) at layer L costs both what the residual stream at layer L
+costs: the naive loop hooks the component's module, the engine recomputes layer L's output at
+the patched token and reruns from layer L + 1.
 """
 
 from __future__ import annotations
@@ -78,14 +82,18 @@ def decode_flops(s: Shapes, prompt: int, steps: int) -> float:
 
 
 def flop_counts(
-    s: Shapes, pairs: list[PromptPair], layers: list[int], positions: list[str], new_tokens: int
+    s: Shapes,
+    pairs: list[PromptPair],
+    sites: list[tuple[int, int | None]],
+    positions: list[str],
+    new_tokens: int,
 ):
     naive = engine = 0.0
     for pair in pairs:
         t_base, t_cf = len(pair.base.token_ids), len(pair.counterfactual.token_ids)
         engine += forward_flops(s, t_base, 0, 0, 1) + forward_flops(s, t_cf, 0, 0, 1)
         engine += decode_flops(s, t_base, new_tokens - 1)
-        for layer in layers:
+        for layer, _ in sites:
             for name in positions:
                 b, c = pair.base.index(name), pair.counterfactual.index(name)
                 # naive: a full counterfactual forward (logits at every position), then generate
@@ -110,25 +118,32 @@ def bench(
     new_tokens: int | None,
     digits: int,
     repeats: int = 1,
+    component: str = "resid",
 ) -> dict:
-    """Time both on every cell; each time is the best of `repeats` runs (the least disturbed)."""
+    """Time both on every cell of one component; each time is the best of `repeats` runs."""
     engine = PatchEngine(model, tokenizer)
     task = AdditionTask(num_addends=2, num_digits=digits)
     pairs = [
         PromptPair(i, layout_of(engine, p.base), layout_of(engine, p.counterfactual))
         for i, p in enumerate(generate_pairs("random", task, examples, seed=0))
     ]
-    layers = list(range(-1, engine.num_layers))
+    first = -1 if component == "resid" else 0
+    layers = list(range(first, engine.num_layers))
+    heads = list(range(engine.num_heads)) if component == "heads" else [None]
+    sites = [(layer, head) for layer in layers for head in heads]
     positions = list(pairs[0].base.canonical)
     steps = new_tokens or answer_budget(engine, 2 * (10**digits - 1))
-    cells = len(pairs) * len(layers) * len(positions)
+    cells = len(pairs) * len(sites) * len(positions)
+    components = (component,)
 
-    engine.sweep(pairs[:2], layers[:1], positions[:1], steps)  # warm-up
+    list(engine.sweep(pairs[:2], layers[:1], positions[:1], steps, components=components))
     engine_s = naive_s = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
         engine_rows = [
-            r for t in engine.sweep(pairs, layers, positions, steps) for r in t.to_pylist()
+            r
+            for t in engine.sweep(pairs, layers, positions, steps, components=components)
+            for r in t.to_pylist()
         ]
         if engine.device.type == "cuda":
             torch.cuda.synchronize()
@@ -136,23 +151,25 @@ def bench(
 
         started = time.perf_counter()
         naive_out = {}
-        for layer in layers:
+        for layer, head in sites:
             for index, name in enumerate(positions):
-                answers = naive_patch_batch(model, tokenizer, pairs, layer, name, steps)
+                answers = naive_patch_batch(
+                    model, tokenizer, pairs, layer, name, steps, component, head
+                )
                 for pair, answer in zip(pairs, answers, strict=True):
-                    naive_out[(pair.example_id, layer, index)] = answer.tokens
+                    naive_out[(pair.example_id, layer, head, index)] = answer.tokens
         naive_s = min(naive_s, time.perf_counter() - started)
     mismatches = sum(
-        naive_out[(r["example_id"], r["layer"], r["position"])] != r["token_ids"]
+        naive_out[(r["example_id"], r["layer"], r["head"], r["position"])] != r["token_ids"]
         for r in engine_rows
     )
     assert len(engine_rows) == cells
 
-    naive_flops, engine_flops = flop_counts(shapes_of(model), pairs, layers, positions, steps)
+    naive_flops, engine_flops = flop_counts(shapes_of(model), pairs, sites, positions, steps)
     bound = naive_flops / engine_flops
     speedup = naive_s / engine_s
     return {
-        "model": label,
+        "model": label if component == "resid" else f"{label} [{component}]",
         "device": str(engine.device),
         "cells": cells,
         "identical": mismatches == 0,
@@ -193,29 +210,41 @@ def main() -> None:
         "--repeats", type=int, default=3, help="timed runs per side (best kept), tiny adder"
     )
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--components", default="resid,heads", help="rows per model: resid, attn, mlp, heads"
+    )
     args = parser.parse_args()
     device = torch.device(
         "cuda"
         if args.device == "auto" and torch.cuda.is_available()
         else ("cpu" if args.device == "auto" else args.device)
     )
+    components = [c.strip() for c in args.components.split(",") if c.strip()]
     results = []
     if "tiny" in args.models:
         model, tokenizer = load_model(resolve_model("tiny-adder-digits"), device, torch.float32)
-        results.append(
-            bench("tiny-adder-digits", model, tokenizer, args.examples, None, 2, args.repeats)
-        )
+        for component in components:
+            results.append(
+                bench(
+                    "tiny-adder-digits", model, tokenizer, args.examples, None, 2, args.repeats,
+                    component,
+                )
+            )  # fmt: skip
     if "llama-12x768" in args.models:
         tokenizer = build_tokenizer("digits")
         model = random_llama(tokenizer, device)
-        results.append(
-            bench("llama-12x768 (random init)", model, tokenizer, args.examples_large, 3, 2)
-        )
-    header = f"{'model':<28} {'device':<6} {'cells':>6} {'identical':>9} {'naive/s':>9} {'engine/s':>9} {'speed-up':>9} {'FLOP bound':>10} {'share':>6}"
+        for component in components:
+            results.append(
+                bench(
+                    "llama-12x768 (random init)", model, tokenizer, args.examples_large, 3, 2,
+                    1, component,
+                )
+            )  # fmt: skip
+    header = f"{'model':<36} {'device':<6} {'cells':>6} {'identical':>9} {'naive/s':>9} {'engine/s':>9} {'speed-up':>9} {'FLOP bound':>10} {'share':>6}"
     print(header)
     for r in results:
         print(
-            f"{r['model']:<28} {r['device']:<6} {r['cells']:>6} {str(r['identical']):>9} "
+            f"{r['model']:<36} {r['device']:<6} {r['cells']:>6} {str(r['identical']):>9} "
             f"{r['naive_per_s']:>9.1f} {r['engine_per_s']:>9.1f} {r['speedup']:>8.1f}x "
             f"{r['flop_bound']:>9.1f}x {r['share_of_bound']:>6.0%}"
         )

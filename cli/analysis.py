@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 from addpatch.errors import BadInput, StoreError
 from cli.options import (
     STORE_DEFAULT,
+    HeadsPositionOption,
     InformativeOption,
     StoreOption,
     TargetsOption,
@@ -97,7 +98,8 @@ def score(
     import polars as pl
 
     frame = pl.concat(frames)
-    columns = ["run_id", "model", "target", "layer", "position", "position_label"]
+    components = ["component", "head"] if set(frame.get_column("component")) != {"resid"} else []
+    columns = ["run_id", "model", "target", *components, "layer", "position", "position_label"]
     columns += ["iia", "iia_low", "iia_high", "baseline", "n"]
     if logprob:
         from addpatch.probabilities import label_logprobs
@@ -133,6 +135,7 @@ def report(
         Path | None, typer.Option(help="Output directory (default: STORE/reports/...).")
     ] = None,
     informative: InformativeOption = False,
+    heads_position: HeadsPositionOption = None,
     store: StoreOption = STORE_DEFAULT,
 ) -> None:
     """Write the HTML report (offline, self-contained) and PNG/SVG heatmaps from stored scores.
@@ -143,6 +146,7 @@ def report(
     Example:
         addpatch report --run-id 1 --targets C_1,C_2,raw_output --out ./report
         addpatch report --informative      # IIA over examples whose label <> base answer
+        addpatch report --run-id 2 --heads-position last    # heads heatmaps at the last token
     """
     from addpatch.experiment.reporting import report_runs
     from addpatch.store.store import Store
@@ -154,7 +158,12 @@ def report(
     if informative:
         name += "-informative"
     files = report_runs(
-        opened, runs, target_list, out or opened.root / "reports" / name, informative=informative
+        opened,
+        runs,
+        target_list,
+        out or opened.root / "reports" / name,
+        informative=informative,
+        heads_position=heads_position,
     )
     console.print(
         f"Report: {files.html.resolve()}  (+ {len(files.pngs)} PNG, {len(files.svgs)} SVG)"

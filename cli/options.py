@@ -34,6 +34,20 @@ KindOption = Annotated[
 LayersOption = Annotated[
     str, typer.Option(help="all (embeddings as -1, then every layer), or e.g. -1,0,3 or 0-11.")
 ]
+ComponentsOption = Annotated[
+    str,
+    typer.Option(
+        help="What to patch: resid (residual stream), attn (attention output), mlp (MLP output), "
+        "heads (each attention head), or a list like resid,attn,mlp,heads."
+    ),
+]
+HeadsPositionOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Token position of the report's layer x head heatmaps (e.g. last, a0.d1; "
+        "default: each target's best residual-stream position, else last)."
+    ),
+]
 PositionsOption = Annotated[
     str,
     typer.Option(

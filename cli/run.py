@@ -14,9 +14,11 @@ from cli.options import (
     AddendsOption,
     BatchOption,
     ChatOption,
+    ComponentsOption,
     DeviceOption,
     DigitsOption,
     DtypeOption,
+    HeadsPositionOption,
     InformativeOption,
     KindOption,
     LayersOption,
@@ -45,6 +47,8 @@ def run(
     seed: SeedOption = 0,
     layers: LayersOption = "all",
     positions: PositionsOption = "auto",
+    components: ComponentsOption = "resid",
+    heads_position: HeadsPositionOption = None,
     targets: TargetsOption = None,
     template: TemplateOption = None,
     prefix: PrefixOption = "",
@@ -86,7 +90,9 @@ def run(
         addpatch run --digits 1 --shots 2 --template '{num0}+{num1}=' --size 64
         addpatch run --model ~/models/SmolLM2-135M-Instruct --digits 1 --shots 3 --chat
         addpatch run --model ~/models/random-init --no-filter --size 32
+        addpatch run --components resid,attn,mlp,heads   # also attention, MLP, each head
     """
+    from addpatch.engine.components import parse_components
     from addpatch.pipeline import RunSpec, run_experiment
 
     started = time.perf_counter()
@@ -113,6 +119,8 @@ def run(
         trust_remote_code=trust_remote_code,
         interventions_only=interventions_only,
         informative=informative,
+        components=tuple(parse_components(components)),
+        heads_position=heads_position,
         report_dir=report_dir,
     )
     with progress_bars() as progress:
@@ -125,10 +133,16 @@ def run(
         errors.print(outcome.keep_rate_hint)
     console.print(f"Patched: {result.highlighted}")
     cells = len(result.layers) * len(result.positions)
-    if result.batches_run:
+    if result.batches_run and result.components == ("resid",):
         console.print(
             f"Run {outcome.run_id}: {result.examples} examples x {len(result.layers)} layers x "
             f"{len(result.positions)} positions = {result.examples * cells:,} interventions, "
+            f"{result.interventions_per_s:,.0f}/s"
+        )
+    elif result.batches_run:
+        console.print(
+            f"Run {outcome.run_id}: {result.examples} examples x ({', '.join(result.components)}) "
+            f"x {len(result.positions)} positions = {result.interventions:,} interventions, "
             f"{result.interventions_per_s:,.0f}/s"
         )
     else:
@@ -139,7 +153,17 @@ def run(
         )
         return
     over = "informative examples of " if spec.informative else ""
-    columns = ["target", "layer", "position", "position_label", "iia", "iia_low", "iia_high"]
+    shown = ["component", "head"] if result.components != ("resid",) else []  # best of each
+    columns = [
+        "target",
+        *shown,
+        "layer",
+        "position",
+        "position_label",
+        "iia",
+        "iia_low",
+        "iia_high",
+    ]
     print_frame(
         best_cells_view(outcome.best, [*columns, "baseline", "n"]),
         title=f"Best cell per variable (run {outcome.run_id}, IIA over {over}{result.examples} "

@@ -14,6 +14,7 @@ from cli.options import (
     AddendsOption,
     BatchOption,
     ChatOption,
+    ComponentsOption,
     DeviceOption,
     DtypeOption,
     KindOption,
@@ -63,6 +64,7 @@ def sweep(
     seed: SeedOption = 0,
     layers: LayersOption = "all",
     positions: PositionsOption = "auto",
+    components: ComponentsOption = "resid",
     targets: TargetsOption = None,
     template: TemplateOption = None,
     prefix: PrefixOption = "",
@@ -97,6 +99,7 @@ def sweep(
         addpatch sweep --models ~/models/Llama-3.1-8B,~/models/gemma-2-9b --digits 2,3 --ray auto
         addpatch sweep --models ~/models/Qwen3-0.6B --digits 1,2 --shots 3 --chat
     """
+    from addpatch.engine.components import parse_components
     from addpatch.engine.positions import resolve_position_set
     from addpatch.errors import BadInput
     from addpatch.store.store import Store
@@ -117,6 +120,7 @@ def sweep(
         seed=seed,
         layers=layers,
         positions=positions,
+        components=tuple(parse_components(components)),
         targets=split_targets(targets),
         batch_size=batch_size,
         batches_per_task=batches_per_task,
@@ -170,7 +174,8 @@ def _report(opened: Store, spec: SweepSpec, results: list[CombinationResult], ou
     if not runs:
         raise BadInput("no combination kept any pair; use models that can add at these widths")
     best = pl.concat([best_cells(opened, run_id=r.run_id, targets=r.targets) for r in runs])
-    columns = ["run_id", "model", "num_digits", "target", "layer", "position_label"]
+    shown = ["component", "head"] if spec.components != ("resid",) else []
+    columns = ["run_id", "model", "num_digits", "target", *shown, "layer", "position_label"]
     print_frame(
         best_cells_view(best, [*columns, "iia", "iia_low", "iia_high", "baseline"]),
         title="Best cell per variable and run (95% interval; not localized: none above baseline)",

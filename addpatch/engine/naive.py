@@ -1,7 +1,9 @@
 """The naive reference: one fresh counterfactual forward and one patched `generate` per cell.
 
 This is what activation-patching utilities built on hooks do (TransformerLens' patching loop,
-pyvene with dynamic indices): correct and slow. Tests check the engine against it on every cell,
+pyvene with dynamic indices): correct and slow. Components are patched the hooks' way too: the
+module whose output is the component (attention, MLP, their post-norms) or, for a head, the
+input of the attention's output projection, replaced during the prompt's forward pass. Tests check the engine against it on every cell,
 and `benchmarks/patch_sweep.py` measures how much faster the engine is.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+from torch import nn
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from addpatch.engine.architecture import find_decoder
@@ -46,13 +49,39 @@ def naive_patch(
     layer: int,
     name: str,
     max_new_tokens: int,
+    component: str = "resid",
+    head: int | None = None,
 ) -> NaiveAnswer | None:
     """Patched greedy answer of one example and cell; None when the prompt has no such
     position."""
     if pair.base.index(name) is None or pair.counterfactual.index(name) is None:
         return None
-    [answer] = naive_patch_batch(model, tokenizer, [pair], layer, name, max_new_tokens)
+    [answer] = naive_patch_batch(
+        model, tokenizer, [pair], layer, name, max_new_tokens, component, head
+    )
     return answer
+
+
+def _attention_module(layer: nn.Module) -> nn.Module:
+    for name in ("self_attn", "attn", "attention"):
+        if hasattr(layer, name):
+            return getattr(layer, name)
+    raise ValueError(f"no attention module in {type(layer).__name__}")
+
+
+def _hooked_module(layer: nn.Module, component: str) -> tuple[nn.Module, bool]:
+    """The module to hook for a component, and whether the hook reads its input (heads)."""
+    post_norm = hasattr(layer, "post_feedforward_layernorm")  # Gemma-2, OLMo-2
+    if component == "attn":
+        return (layer.post_attention_layernorm if post_norm else _attention_module(layer)), False
+    if component == "mlp":
+        return (layer.post_feedforward_layernorm if post_norm else layer.mlp), False
+    if component == "heads":
+        attention = _attention_module(layer)
+        for name in ("o_proj", "c_proj", "dense"):
+            if hasattr(attention, name):
+                return getattr(attention, name), True
+    raise ValueError(f"no {component} in {type(layer).__name__}")
 
 
 @torch.no_grad()
@@ -63,6 +92,8 @@ def naive_patch_batch(
     layer: int,
     name: str,
     max_new_tokens: int,
+    component: str = "resid",
+    head: int | None = None,
 ) -> list[NaiveAnswer]:
     """One cell for a whole batch, as TransformerLens' patching loop does it: a counterfactual
     forward over the batch, then a hooked `generate` over the batch (left-padded).
@@ -81,17 +112,29 @@ def naive_patch_batch(
     base_at = torch.tensor([base_pads[i] + p.base.aliases[name] for i, p in enumerate(pairs)])
     captured: dict[str, torch.Tensor] = {}
 
+    def columns(hidden: torch.Tensor) -> slice:
+        """The part of the vector patched: all of it, or one head's slice (every head: None)."""
+        if component != "heads" or head is None:
+            return slice(None)
+        head_dim = hidden.shape[-1] // model.config.num_attention_heads
+        return slice(head * head_dim, (head + 1) * head_dim)
+
     def capture(hidden: torch.Tensor) -> None:
-        captured["vectors"] = hidden[rows, cf_at].clone()  # (batch, d_model)
+        captured["vectors"] = hidden[rows, cf_at][:, columns(hidden)].clone()  # (batch, width)
 
     def patch(hidden: torch.Tensor) -> torch.Tensor | None:
         if hidden.shape[1] == 1:  # generated tokens are not patched
             return None
         hidden = hidden.clone()
-        hidden[rows, base_at] = captured["vectors"]
+        patched = hidden[rows, base_at]
+        patched[:, columns(hidden)] = captured["vectors"]
+        hidden[rows, base_at] = patched
         return hidden
 
-    module = stack.layers[0] if layer == -1 else stack.layers[layer]
+    if component == "resid":
+        module, reads_input = (stack.layers[0] if layer == -1 else stack.layers[layer]), layer == -1
+    else:
+        module, reads_input = _hooked_module(stack.layers[layer], component)
 
     def pre_hook(fn):
         def hook(mod, args, kwargs):
@@ -110,7 +153,7 @@ def naive_patch_batch(
 
         return module.register_forward_hook(hook)
 
-    register = pre_hook if layer == -1 else post_hook
+    register = pre_hook if reads_input else post_hook
     handle = register(capture)
     try:
         model(input_ids=cf_ids, attention_mask=cf_mask)

@@ -1,4 +1,4 @@
-"""Residual-stream interchange interventions over a grid of (layer, position) cells.
+"""Interchange interventions over a grid of (component, layer, head, position) cells.
 
 For a batch of (base, counterfactual) prompts the engine
   1. runs the base prompts once, keeping every layer's residual stream and KV cache, and
@@ -27,7 +27,14 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from addpatch.engine.architecture import DecoderStack, find_decoder
-from addpatch.engine.forward import greedy_continue, left_pad, position_ids_from, run_layers
+from addpatch.engine.components import ComponentRecorder, LayerParts, find_layer_parts
+from addpatch.engine.forward import (
+    additive_mask,
+    greedy_continue,
+    left_pad,
+    position_ids_from,
+    run_layers,
+)
 from addpatch.engine.kv_cache import KVCache
 from addpatch.engine.positions import PromptLayout
 from addpatch.task.templates import parse_answer
@@ -39,6 +46,8 @@ OUTPUT_SCHEMA = pa.schema(
         ("example_id", pa.int64()),
         ("layer", pa.int16()),
         ("position", pa.int16()),
+        ("component", pa.string()),  # resid | attn | mlp | heads
+        ("head", pa.int16()),  # the head of a `heads` cell; null for other components
         ("token_ids", pa.list_(pa.int32())),
         ("text", pa.string()),
         ("answer", pa.int64()),
@@ -69,6 +78,9 @@ class _Run:
     hidden: list[torch.Tensor]  # N+1 tensors (batch, T, d_model); [0] = embeddings
     cache: KVCache | None
     last_logits: torch.Tensor  # (batch, vocab)
+    parts: ComponentRecorder | None = (
+        None  # per layer attn/mlp (batch, T, d), heads (batch, T, H*hd)
+    )
 
 
 @dataclass
@@ -142,22 +154,52 @@ class PatchEngine:
         head = self.model.get_output_embeddings()
         vocab = head.weight.shape[0] if head is not None else len(tokenizer)
         self.digit_mask = digit_token_mask(tokenizer, vocab).to(self.device)  # (vocab,)
+        self._parts: list[LayerParts] | None = None
+
+    @property
+    def parts(self) -> list[LayerParts]:
+        """Each layer's attention/MLP parts (found on first use: resid needs none)."""
+        if self._parts is None:
+            self._parts = find_layer_parts(self.model, self.stack.layers)
+        return self._parts
+
+    @property
+    def num_heads(self) -> int:
+        return self.parts[0].num_heads
 
     @property
     def num_layers(self) -> int:
         return self.stack.num_layers
 
     # -- batch forward passes -------------------------------------------------------------
-    def _forward(self, layouts: list[PromptLayout], keep_cache: bool) -> _Run:
+    def _forward(
+        self, layouts: list[PromptLayout], keep_cache: bool, record: set[str] = frozenset()
+    ) -> _Run:
+        """The full forward pass; `record` names the parts to keep (attn, mlp, heads)."""
         ids, attention, pads = left_pad(
             [lay.token_ids for lay in layouts], self.pad_id, self.device
         )
         hidden = self.stack.embed(ids, position_ids_from(attention))
         cache = KVCache(self.num_layers)
-        out, per_layer = run_layers(self.stack, hidden, attention, 0, 0, cache, keep_hidden=True)
+        recorder = ComponentRecorder(self.parts, set(record)) if record else None
+        if recorder is not None:
+            with recorder:
+                out, per_layer = run_layers(
+                    self.stack, hidden, attention, 0, 0, cache, keep_hidden=True
+                )
+        else:
+            out, per_layer = run_layers(
+                self.stack, hidden, attention, 0, 0, cache, keep_hidden=True
+            )
         last_logits = self.stack.logits(out[:, -1:])[:, -1].float()
         return _Run(
-            ids, attention, pads, [hidden, *per_layer], cache if keep_cache else None, last_logits
+            ids,
+            attention,
+            pads,
+            [hidden, *per_layer],
+            cache if keep_cache else None,
+            last_logits,
+            recorder,
         )
 
     @staticmethod
@@ -206,67 +248,83 @@ class PatchEngine:
         positions: list[str],
         max_new_tokens: int,
         max_decode_rows: int = 4096,
+        components: tuple[str, ...] | list[str] = ("resid",),
     ) -> Iterator[pa.Table]:
-        """Patched outputs of every (layer, position) cell for one batch, one table per layer.
+        """Patched outputs of every (component, layer, head, position) cell for one batch, one
+        table per component. Layer -1 (the embeddings) exists for `resid` only.
 
-        The prompt part of each cell runs on its own (its own first token and layer); then the
-        answers of all cells of a layer are decoded together, at most `max_decode_rows` rows at
-        a time, since their caches all have the prompt's length.
+        The cells of one position share one prompt forward: stacked in order of their layer, each
+        joins the batch at the layer after its own, so every layer runs once for all the cells
+        patched below it. The answers of up to `max_decode_rows` rows are then decoded together,
+        since their caches all have the prompt's length.
         """
-        base = self._forward([p.base for p in pairs], keep_cache=True)
-        counterfactual = self._forward([p.counterfactual for p in pairs], keep_cache=False)
+        for layer in layers:
+            if not -1 <= layer < self.num_layers:
+                raise ValueError(f"layer {layer} outside -1..{self.num_layers - 1}")
+        record = _recorded_parts(components)
+        base = self._forward([p.base for p in pairs], keep_cache=True, record=record)
+        counterfactual = self._forward(
+            [p.counterfactual for p in pairs], keep_cache=False, record=record
+        )
         assert base.cache is not None
         base_answers = self._answers_from(
             base.last_logits, base.attention, base.cache.copy(), max_new_tokens
         )
         base_decoded = self._decode_many(base_answers.tokens.tolist())
-        for layer in layers:
-            if not -1 <= layer < self.num_layers:
-                raise ValueError(f"layer {layer} outside -1..{self.num_layers - 1}")
+        cells = [self._cell_rows(pairs, base, counterfactual, name) for name in positions]
+        for component in components:
+            component_layers = layers if component == "resid" else [x for x in layers if x >= 0]
+            heads: list[int | None] = (
+                list(range(self.num_heads)) if component == "heads" else [None]
+            )
             columns: dict[str, list] = {name: [] for name in OUTPUT_SCHEMA.names}
-            active: list[tuple[int, _CellRows]] = []
-            for position_index, name in enumerate(positions):
-                cell = self._cell_rows(pairs, base, counterfactual, name)
-                for row in cell.unchanged:
-                    tokens, text = base_decoded[row]
-                    self._append(
-                        columns,
-                        pairs[row].example_id,
-                        layer,
-                        position_index,
-                        tokens,
-                        text,
-                        base_answers.top_ids[row].tolist(),
-                        base_answers.top_logprobs[row].tolist(),
-                        base_answers.digit_step[row],
-                        base_answers.digit_top_ids[row],
-                        base_answers.digit_top_logprobs[row],
-                    )
-                if cell.active:
-                    active.append((position_index, cell))
-            for group in _groups(active, max_decode_rows):
+            units: list[_Unit] = []
+            for position_index, cell in enumerate(cells):
+                for layer in component_layers:
+                    for head in heads:
+                        site = _Unit(position_index, layer, head, cell)
+                        for row in cell.unchanged:
+                            tokens, text = base_decoded[row]
+                            self._append(
+                                columns,
+                                pairs[row].example_id,
+                                site,
+                                component,
+                                tokens,
+                                text,
+                                base_answers.top_ids[row].tolist(),
+                                base_answers.top_logprobs[row].tolist(),
+                                base_answers.digit_step[row],
+                                base_answers.digit_top_ids[row],
+                                base_answers.digit_top_logprobs[row],
+                            )
+                        if cell.active:
+                            units.append(site)
+            for group in _groups(units, max_decode_rows):
                 self._patch_group(
-                    pairs, base, counterfactual, group, layer, max_new_tokens, columns
+                    pairs, base, counterfactual, component, group, max_new_tokens, columns
                 )
             yield pa.table(columns, schema=OUTPUT_SCHEMA)
 
     @staticmethod
     def _append(
-        columns,
-        example_id,
-        layer,
-        position,
-        tokens,
-        text,
-        top_ids,
-        top_logprobs,
-        digit_step,
-        digit_top_ids,
-        digit_top_logprobs,
+        columns: dict[str, list],
+        example_id: int,
+        site: _Unit,
+        component: str,
+        tokens: list[int],
+        text: str,
+        top_ids: list[int],
+        top_logprobs: list[float],
+        digit_step: int | None,
+        digit_top_ids: list[int] | None,
+        digit_top_logprobs: list[float] | None,
     ) -> None:
         columns["example_id"].append(example_id)
-        columns["layer"].append(layer)
-        columns["position"].append(position)
+        columns["layer"].append(site.layer)
+        columns["position"].append(site.position)
+        columns["component"].append(component)
+        columns["head"].append(site.head)
         columns["token_ids"].append(tokens)
         columns["text"].append(text)
         columns["answer"].append(parse_answer(text))
@@ -298,29 +356,28 @@ class PatchEngine:
         pairs: list[PromptPair],
         base: _Run,
         counterfactual: _Run,
-        group: list[tuple[int, _CellRows]],
-        layer: int,
+        component: str,
+        group: list[_Unit],
         max_new_tokens: int,
         columns: dict[str, list],
     ) -> None:
-        """Patch the prompts of a group of cells of one layer, then decode them all at once.
+        """Patch the prompts of a group of cells, then decode them all at once.
 
         The cells share one cache whose buffers hold every row's whole prompt and answer: each
-        cell's rows get the base run's keys/values (all of them up to its layer, those before
-        its first patched token above it), its patched forward writes the rest in place, and
-        decoding goes on writing in place.
+        cell's rows get the base run's keys/values, its patched forward overwrites those from its
+        first patched token on above its layer, and decoding goes on writing in place.
         """
         assert base.cache is not None
-        total = sum(len(cell.active) for _, cell in group)
+        total = sum(len(unit.cell.active) for unit in group)
         prompt_length = base.ids.shape[1]
         cache = KVCache.allocate(base.cache, total, prompt_length + max_new_tokens - 1)
         firsts, top_ids, top_logprobs, attentions = [], [], [], []
         id_tensors, logprob_tensors = [], []  # (rows, TOP_K) per cell
         offset = 0
-        for _, cell in group:
-            rows = len(cell.active)
-            first, ids, logprobs, attention = self._patch_prompt(
-                base, counterfactual, cell, layer, cache.rows(offset, offset + rows)
+        for chunk in _same_position(group):
+            rows = len(chunk) * len(chunk[0].cell.active)
+            first, ids, logprobs, attention = self._patch_prompts(
+                base, counterfactual, component, chunk, cache.rows(offset, offset + rows)
             )
             firsts.append(first)
             top_ids += ids.tolist()
@@ -345,14 +402,14 @@ class PatchEngine:
         )
         decoded = self._decode_many(generated.tolist())
         index = 0
-        for position_index, cell in group:
-            for row in cell.active:
+        for unit in group:
+            for row in unit.cell.active:
                 kept, text = decoded[index]
                 self._append(
                     columns,
                     pairs[row].example_id,
-                    layer,
-                    position_index,
+                    unit,
+                    component,
                     kept,
                     text,
                     top_ids[index],
@@ -363,47 +420,182 @@ class PatchEngine:
                 )
                 index += 1
 
-    def _patch_prompt(
-        self, base: _Run, counterfactual: _Run, cell: _CellRows, layer: int, cache: KVCache
+    def _patch_prompts(
+        self,
+        base: _Run,
+        counterfactual: _Run,
+        component: str,
+        chunk: list[_Unit],
+        cache: KVCache,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Run the patched prompt from the patched token and layer on, into `cache` (the cell's
-        rows of the group's buffers): first answer token (R,), top-k ids and log-probs (R, K),
-        and the rows' attention (R, T)."""
+        """Run the patched prompts of cells at one position (in order of layer) from the patched
+        token on, into `cache` (their rows of the group's buffers, R rows per cell): first answer
+        tokens (n R,), top-k ids and log-probs (n R, K), and the rows' attention (n R, T).
+
+        Each cell joins the batch at the layer after its own, so layer i runs once over the rows
+        of every cell patched below it (a prefix of the batch, since cells come in layer order).
+        """
         assert base.cache is not None
+        cell = chunk[0].cell
         rows = torch.tensor(cell.active, device=self.device)
-        base_at, cf_at = cell.base_at, cell.cf_at
-        start = min(base_at)
-        stream = layer + 1  # index into hidden: 0 = embeddings, L + 1 = output of layer L
-        hidden = base.hidden[stream][rows, start:].clone()  # (R, T - start, d_model)
-        local = torch.arange(len(base_at), device=self.device)
-        source = counterfactual.hidden[stream][rows, torch.tensor(cf_at, device=self.device)]
-        assert source.shape == (len(base_at), hidden.shape[-1])  # (R, d_model)
-        hidden[local, torch.tensor(base_at, device=self.device) - start] = source
+        start = min(cell.base_at)
+        count = len(chunk)
+        attention = base.attention[rows].repeat(count, 1)  # (n R, T)
         for index, (keys, values) in enumerate(
             zip(base.cache.keys, base.cache.values, strict=True)
         ):
             assert keys is not None and values is not None
-            keep = keys.shape[2] if index <= layer else start  # layers above rerun from start
-            cache.fill(index, keys[rows, :, :keep], values[rows, :, :keep])
-        attention = base.attention[rows]
-        out, _ = run_layers(self.stack, hidden, attention, start, layer + 1, cache)
-        last_logits = self.stack.logits(out[:, -1:])[:, -1].float()
+            cache.fill(
+                index, keys[rows].repeat(count, 1, 1, 1), values[rows].repeat(count, 1, 1, 1)
+            )
+        cache.set_lengths(start)  # layers that rerun overwrite from `start` on
+        positions = position_ids_from(attention)[:, start:]  # (n R, q)
+        rotary = self.stack.position_embeddings(
+            base.hidden[0][rows, start:].repeat(count, 1, 1), positions
+        )
+        masks: dict[int | None, torch.Tensor] = {}
+        stream: torch.Tensor | None = None  # (active rows, q, d_model)
+        joined = 0
+        for index in range(chunk[0].layer + 1, self.num_layers + 1):
+            joining = []
+            while joined < count and chunk[joined].layer + 1 == index:
+                joining.append(
+                    self._patched_stream(base, counterfactual, component, chunk[joined], start)
+                )
+                joined += 1
+            if joining:
+                stream = torch.cat(joining if stream is None else [stream, *joining])
+            assert stream is not None
+            if index == self.num_layers:
+                break
+            active = stream.shape[0]
+            window = self.stack.sliding_windows[index]
+            if window not in masks:
+                masks[window] = additive_mask(attention, start, window, stream.dtype)
+            stream = self.stack.run_layer(
+                index,
+                stream,
+                masks[window][:active],
+                positions[:active],
+                _first_rows(rotary, active),
+                cache.rows(0, active),
+            )
+        assert stream is not None and stream.shape[0] == attention.shape[0]
+        last_logits = self.stack.logits(stream[:, -1:])[:, -1].float()
         first, top_ids, top_logprobs = self._first_step(last_logits)
         return first, top_ids, top_logprobs, attention
 
+    def _patched_stream(
+        self, base: _Run, counterfactual: _Run, component: str, unit: _Unit, start: int
+    ) -> torch.Tensor:
+        """The base run's output of the unit's layer from `start` on (R, q, d_model), with the
+        patched vector at each row's position."""
+        cell, layer = unit.cell, unit.layer
+        rows = torch.tensor(cell.active, device=self.device)
+        base_at = torch.tensor(cell.base_at, device=self.device)
+        cf_at = torch.tensor(cell.cf_at, device=self.device)
+        hidden = base.hidden[layer + 1][rows, start:].clone()  # (R, q, d_model)
+        source = self._patched_vector(base, counterfactual, component, unit, rows, base_at, cf_at)
+        assert source.shape == (len(cell.active), hidden.shape[-1])  # (R, d_model)
+        hidden[torch.arange(len(cell.active), device=self.device), base_at - start] = source
+        return hidden
 
-def _groups(cells: list[tuple[int, _CellRows]], max_rows: int) -> list[list[tuple[int, _CellRows]]]:
-    """Consecutive cells in groups of at most `max_rows` rows (a cell larger than that alone)."""
-    groups: list[list[tuple[int, _CellRows]]] = []
+    def _patched_vector(
+        self,
+        base: _Run,
+        counterfactual: _Run,
+        component: str,
+        unit: _Unit,
+        rows: torch.Tensor,  # (R,)
+        base_at: torch.Tensor,  # (R,) padded index of the position in the base
+        cf_at: torch.Tensor,  # (R,) and in the counterfactual
+    ) -> torch.Tensor:
+        """Layer L's output at the patched position (R, d_model), L = the unit's layer."""
+        layer = unit.layer
+        if component == "resid":
+            return counterfactual.hidden[layer + 1][rows, cf_at]
+        assert base.parts is not None and counterfactual.parts is not None
+        part = self.parts[layer]
+        stream = base.hidden[layer][rows, base_at]  # (R, d_model) entering the layer
+        if component == "attn":
+            return part.after_attention(stream, _at(counterfactual.parts.attn[layer], rows, cf_at))
+        if component == "mlp":
+            attention = _at(base.parts.attn[layer], rows, base_at)
+            return part.after_mlp(
+                stream, attention, _at(counterfactual.parts.mlp[layer], rows, cf_at)
+            )
+        assert component == "heads" and unit.head is not None
+        heads = _at(base.parts.heads[layer], rows, base_at).clone()  # (R, heads * head_dim)
+        width = heads.shape[-1] // part.num_heads
+        own = slice(unit.head * width, (unit.head + 1) * width)
+        heads[:, own] = _at(counterfactual.parts.heads[layer], rows, cf_at)[:, own]
+        return part.after_attention(stream, part.attention_from_heads(heads))
+
+
+def _at(recorded: torch.Tensor | None, rows: torch.Tensor, at: torch.Tensor) -> torch.Tensor:
+    """(batch, T, width) recorded in a forward pass -> (R, width) at each row's position."""
+    assert recorded is not None
+    return recorded[rows, at]
+
+
+def _recorded_parts(components: tuple[str, ...] | list[str]) -> set[str]:
+    """The layer parts the full forward passes must keep for these components."""
+    record: set[str] = set()
+    if "attn" in components or "mlp" in components:
+        record.add("attn")  # an MLP patch adds to the stream after the base's attention
+    if "mlp" in components:
+        record.add("mlp")
+    if "heads" in components:
+        record.add("heads")
+    return record
+
+
+def _first_rows(rotary: object, rows: int) -> object:
+    """The first `rows` rows of position embeddings (a tensor, or tuples/dicts of them)."""
+    if rotary is None:
+        return None
+    if isinstance(rotary, torch.Tensor):
+        return rotary[:rows]
+    if isinstance(rotary, tuple):
+        return tuple(_first_rows(r, rows) for r in rotary)
+    if isinstance(rotary, dict):
+        return {k: _first_rows(v, rows) for k, v in rotary.items()}
+    return rotary
+
+
+def _same_position(group: list[_Unit]) -> list[list[_Unit]]:
+    """Consecutive units of a group split where the position (and so the rows) changes."""
+    chunks: list[list[_Unit]] = []
+    for unit in group:
+        if chunks and chunks[-1][-1].position == unit.position:
+            chunks[-1].append(unit)
+        else:
+            chunks.append([unit])
+    return chunks
+
+
+def _groups(units: list[_Unit], max_rows: int) -> list[list[_Unit]]:
+    """Consecutive units in groups of at most `max_rows` rows (a unit larger than that alone)."""
+    groups: list[list[_Unit]] = []
     rows = 0
-    for item in cells:
-        size = len(item[1].active)
+    for unit in units:
+        size = len(unit.cell.active)
         if not groups or rows + size > max_rows:
             groups.append([])
             rows = 0
-        groups[-1].append(item)
+        groups[-1].append(unit)
         rows += size
     return groups
+
+
+@dataclass(frozen=True)
+class _Unit:
+    """One cell: a named position (its index), a layer and, for `heads`, a head."""
+
+    position: int
+    layer: int
+    head: int | None
+    cell: _CellRows
 
 
 @dataclass

@@ -72,12 +72,16 @@ class RunPlan:
     highlighted: str  # the first example's prompt with the patched tokens marked
     digit_tokens: list[DigitGroup]  # (addend, digits) that share one token in every prompt
     filtered: bool = True  # False: every pair is patched (--no-filter)
+    components: tuple[str, ...] = ("resid",)  # what is patched (components.COMPONENTS)
 
     @property
     def config(self) -> dict:
-        unfiltered = {} if self.filtered else {"unfiltered": True}  # plain runs keep their hash
+        # plain runs keep the configuration (and so the hash) they had before these options
+        unfiltered = {} if self.filtered else {"unfiltered": True}
+        extra = {} if self.components == ("resid",) else {"components": list(self.components)}
         return {
             **unfiltered,
+            **extra,
             "engine": ENGINE_VERSION,
             "model_id": self.model_id,
             "dataset_id": self.dataset_id,
@@ -97,6 +101,20 @@ class RunPlan:
     def num_examples(self) -> int:
         return sum(len(b) for b in self.batches)
 
+    def cells(self, num_heads: int) -> int:
+        """Cells per example: layers x positions per component (and x heads for heads)."""
+        return len(self.positions) * sum(
+            component_cells(c, self.layers, num_heads) for c in self.components
+        )
+
+
+def component_cells(component: str, layers: list[int], num_heads: int) -> int:
+    """(layer[, head]) sites of a component: attn/mlp/heads have no layer -1 (embeddings)."""
+    if component == "resid":
+        return len(layers)
+    per_layer = num_heads if component == "heads" else 1
+    return sum(1 for layer in layers if layer >= 0) * per_layer
+
 
 def plan_run(
     store: Store,
@@ -109,6 +127,7 @@ def plan_run(
     batch_size: int,
     dtype: str,
     filtered: bool = True,
+    components: tuple[str, ...] | list[str] = ("resid",),
 ) -> RunPlan:
     """Lay out the model's kept pairs of the dataset (every pair when not `filtered`) and split
     them into batches (tokenizer only)."""
@@ -151,6 +170,7 @@ def plan_run(
             task.num_addends,
         ),
         filtered=filtered,
+        components=tuple(components),
     )
 
 
@@ -183,6 +203,7 @@ def open_run(
                     "dtype": plan.dtype,
                     "digit_tokens": plan.digit_tokens,
                     "filtered": plan.filtered,
+                    "components": list(plan.components),
                 },
             )
             return run_id, None, set()
@@ -196,6 +217,45 @@ class OutputFile:
     relpath: str
     rows: int
     sha256: str
+    halvings: int = 0  # times the batch was halved after running out of GPU memory
+    smallest: int = 0  # examples in the smallest piece it ran in (when halved)
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    return isinstance(error, torch.OutOfMemoryError)
+
+
+def sweep_halving_on_oom(
+    engine: PatchEngine,
+    batch: list[PromptPair],
+    layers: list[int],
+    positions: list[str],
+    max_new_tokens: int,
+    components: tuple[str, ...] | list[str],
+) -> tuple[list[pa.Table], int, int]:
+    """The batch's output tables; when the device runs out of memory, the batch is split in
+    halves (again and again, down to single examples) and each half runs on its own.
+
+    Returns the tables, the number of halvings and the size of the smallest piece run.
+    """
+    try:
+        tables = list(engine.sweep(batch, layers, positions, max_new_tokens, components=components))
+        return tables, 0, len(batch)
+    except Exception as error:
+        if not _is_out_of_memory(error) or len(batch) == 1:
+            raise
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    middle = len(batch) // 2
+    tables, halvings, smallest = [], 1, len(batch)
+    for half in (batch[:middle], batch[middle:]):
+        part, more, least = sweep_halving_on_oom(
+            engine, half, layers, positions, max_new_tokens, components
+        )
+        tables += part
+        halvings += more
+        smallest = min(smallest, least)
+    return tables, halvings, smallest
 
 
 def patch_batch_to_file(
@@ -209,16 +269,19 @@ def patch_batch_to_file(
     layers: list[int],
     positions: list[str],
     max_new_tokens: int,
+    components: tuple[str, ...] | list[str] = ("resid",),
 ) -> OutputFile:
     """Patch every cell of one batch and write it as the batch's Parquet file (not registered).
 
     The file's path depends only on (model, run, batch), so doing a batch again replaces its file
     atomically: a retried worker never leaves a second copy.
     """
-    tables = list(engine.sweep(batch, layers, positions, max_new_tokens))
+    tables, halvings, smallest = sweep_halving_on_oom(
+        engine, batch, layers, positions, max_new_tokens, components
+    )
     relpath = output_relpath(model_id, run_id, batch_index)
     rows, sha = write_output_file(root, relpath, run_id, pa.concat_tables(tables))
-    return OutputFile(batch_index, relpath, rows, sha)
+    return OutputFile(batch_index, relpath, rows, sha, halvings, smallest if halvings else 0)
 
 
 def register_output(store: Store, run_id: int, output: OutputFile) -> None:
@@ -231,6 +294,16 @@ def register_output(store: Store, run_id: int, output: OutputFile) -> None:
             rows=output.rows,
             sha256=output.sha256,
         )
+        if output.halvings:  # the batch ran out of memory and was split: say so in provenance
+            catalog.record_oom_retry(
+                conn=conn,
+                run_id=run_id,
+                retry={
+                    "batch": output.batch_index,
+                    "halvings": output.halvings,
+                    "smallest_batch": output.smallest,
+                },
+            )
 
 
 def finish(store: Store, run_id: int, *, wall_time_s: float, interventions: int) -> None:

@@ -2,8 +2,16 @@
 
 from __future__ import annotations
 
-from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase
+import torch
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedTokenizerBase,
+)
 
+from addpatch.engine.architecture import find_decoder
+from addpatch.engine.components import find_layer_parts
 from addpatch.engine.positions import PromptLayout, layout_input, select_positions
 from addpatch.experiment.interventions import parse_layers
 from addpatch.models.loading import pick_device, pick_dtype, resolve_model
@@ -35,6 +43,7 @@ def preflight(
     device: str,
     dtype: str,
     trust_remote_code: bool = False,
+    components: tuple[str, ...] | list[str] = ("resid",),
 ) -> None:
     """BadInput/ModelNotFound for anything wrong that can be known without loading weights."""
     resolved = resolve_model(model)
@@ -42,6 +51,16 @@ def preflight(
     config = AutoConfig.from_pretrained(resolved.path, trust_remote_code=trust_remote_code)
     num_layers = getattr(config, "num_hidden_layers", None) or config.n_layer
     parse_layers(layers, int(num_layers))
+    if any(c != "resid" for c in components):
+        _check_components(config)
     tokenizer = AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=trust_remote_code)
     layouts = sample_layouts(tokenizer, task)
     select_positions(layouts[-1], positions, task.num_addends, task.num_digits)
+
+
+def _check_components(config: object) -> None:
+    """BadInput unless the model's layers have the attention and MLP parts components need
+    (checked on a weightless copy of the model built on the meta device)."""
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    find_layer_parts(model, find_decoder(model).layers)

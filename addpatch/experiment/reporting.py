@@ -11,6 +11,7 @@ from addpatch.errors import BadInput
 from addpatch.probabilities import MetricUnavailable, label_logprobs
 from addpatch.queries import get_query, run_query
 from addpatch.report import CellExamples, build_report
+from addpatch.report.components import component_facets
 from addpatch.scoring import scores
 from addpatch.store import catalog
 from addpatch.store.store import Store
@@ -147,16 +148,20 @@ def report_runs(
     out_dir: Path,
     *,
     informative: bool = False,
+    heads_position: str | None = None,
 ):
     """One report over `run_ids`; runs of different widths each get the targets they have.
-    `informative`: IIA over the examples whose label differs from the base answer only."""
+    `informative`: IIA over the examples whose label differs from the base answer only.
+
+    Each component patched gets its own heatmaps (`report.components`); the heads' layer x head
+    heatmaps are drawn at `heads_position` (default: each target's best residual position)."""
     per_run = targets_per_run(store, run_ids, targets)
     frames = [
         scores(store, run_id=run_id, targets=per_run[run_id], informative=informative)
         for run_id in run_ids
         if per_run.get(run_id)
     ]
-    table = pl.concat(frames) if frames else pl.DataFrame()
+    table = component_facets(pl.concat(frames), heads_position) if frames else pl.DataFrame()
     per_cell = examples_per_cell(table.height)
     samples = [
         cell_examples(store, run_id, target, per_cell=per_cell, informative=informative)

@@ -18,6 +18,7 @@ from typing import Any
 import altair as alt
 import polars as pl
 
+from addpatch.report.components import HEADS_FACET
 from addpatch.report.labels import layer_label
 from addpatch.report.summary import best_cells, clears_baseline
 from addpatch.report.validate import with_intervals
@@ -109,9 +110,10 @@ def heatmap(labelled: pl.DataFrame, target: str) -> alt.TopLevelMixin:
         .unique(maintain_order=True)
         .to_list()
     )
+    heads = f"[{HEADS_FACET}" in target  # a layer x head facet (report.components)
     x = alt.X(
         "x_label:N",
-        title="Token position",
+        title="Head" if heads else "Token position",
         sort=x_order,
         axis=alt.Axis(labelAngle=-45, labelAlign="right", labelLimit=160, labelFontSize=13),
     )
@@ -136,10 +138,11 @@ def heatmap(labelled: pl.DataFrame, target: str) -> alt.TopLevelMixin:
     layered = alt.layer(cells, values, best, data=alt.InlineData(values=rows)).properties(
         width=alt.Step(width), height=alt.Step(CELL_HEIGHT)
     )
+    what = "head, at one token position" if heads else "token position"
     title = alt.Title(
         target,
         subtitle=[
-            "IIA by layer and token position (* : 95% interval above the baseline); "
+            f"IIA by layer and {what} (* : 95% interval above the baseline); "
             "best such cell outlined; click a cell for its examples",
             _baseline_line(labelled),
         ],

@@ -277,6 +277,17 @@ def finish_run(
     )
 
 
+def record_oom_retry(*, conn: duckdb.DuckDBPyConnection, run_id: int, retry: dict) -> None:
+    """Append one out-of-memory retry (batch, halvings, smallest piece) to the run's provenance."""
+    row = conn.execute("SELECT provenance_json FROM runs WHERE id = ?", [run_id]).fetchone()
+    assert row is not None
+    provenance = json.loads(row[0])
+    provenance.setdefault("oom_retries", []).append(retry)
+    conn.execute(
+        "UPDATE runs SET provenance_json = ? WHERE id = ?", [json.dumps(provenance), run_id]
+    )
+
+
 def registered_batches(*, conn: duckdb.DuckDBPyConnection, run_id: int) -> set[int]:
     rows = conn.execute(
         "SELECT batch_index FROM output_files WHERE run_id = ?", [run_id]

@@ -4,9 +4,11 @@ Files written but not (yet) registered — a run killed between writing and regi
 invisible to queries. Paths in the view are relative to the store, so a moved store still works
 (addpatch sets DuckDB's file_search_path; in the DuckDB shell, start it inside the store).
 
-Files written before a column existed (a store's older batches lack `digit_step`,
-`digit_top_ids`, `digit_top_logprobs`) read that column as NULL: the files are read by column
-name and stacked under a typed empty row set that has every column.
+Each output is keyed by run, example, layer, position, component and head. Files written before
+a column existed read it as NULL (component as 'resid'): before components, files have neither
+`component` nor `head`; before the digit-step log-probs, no `digit_step`, `digit_top_ids`,
+`digit_top_logprobs`. The files are read by column name and stacked under a typed empty row set
+that has every column.
 """
 
 from __future__ import annotations
@@ -15,15 +17,16 @@ import duckdb
 
 EMPTY_OUTPUTS = """
 SELECT NULL::INTEGER AS run_id, NULL::BIGINT AS example_id, NULL::SMALLINT AS layer,
-       NULL::SMALLINT AS position, NULL::INTEGER[] AS token_ids, NULL::VARCHAR AS text,
+       NULL::SMALLINT AS position, NULL::VARCHAR AS component, NULL::SMALLINT AS head,
+       NULL::INTEGER[] AS token_ids, NULL::VARCHAR AS text,
        NULL::BIGINT AS answer, NULL::INTEGER[] AS top_ids, NULL::FLOAT[] AS top_logprobs,
        NULL::SMALLINT AS digit_step, NULL::INTEGER[] AS digit_top_ids,
        NULL::FLOAT[] AS digit_top_logprobs
 LIMIT 0
 """
 COLUMNS = (
-    "run_id, example_id, layer, position, token_ids, text, answer, top_ids, top_logprobs, "
-    "digit_step, digit_top_ids, digit_top_logprobs"
+    "run_id, example_id, layer, position, coalesce(component, 'resid') AS component, head, "
+    "token_ids, text, answer, top_ids, top_logprobs, digit_step, digit_top_ids, digit_top_logprobs"
 )
 
 

@@ -61,6 +61,7 @@ class SweepSpec:
     seed: int = 0
     layers: str = "all"
     positions: str = "all"
+    components: tuple[str, ...] = ("resid",)
     targets: list[str] | None = None  # None: each width's default targets
     batch_size: int = 64
     batches_per_task: int = 4
@@ -102,6 +103,7 @@ class CombinationResult:
     targets: list[str] = field(default_factory=list)
     dataset_created: bool = False
     filtered: bool = True  # False: every pair patched (--no-filter)
+    components: tuple[str, ...] = ("resid",)
     model_id: int = 0
     dataset_id: int = 0
     examples: int = 0  # kept pairs the run patches
@@ -167,6 +169,7 @@ def validate_sweep(spec: SweepSpec) -> None:
                 device="cpu",  # the workers' devices are checked against the executor's
                 dtype=spec.dtype,
                 trust_remote_code=spec.trust_remote_code,
+                components=spec.components,
             )
 
 
@@ -288,6 +291,7 @@ def _prepare(store: Store, spec: SweepSpec, specs: ModelSpecs, echo: Echo) -> li
                         total=answered,
                         dataset_created=info.created,
                         filtered=spec.filtered,
+                        components=tuple(spec.components),
                         model_id=model_id,
                         dataset_id=info.id,
                     ),
@@ -345,6 +349,7 @@ def _submit_patching(
         batch_size=spec.batch_size,
         dtype=combo.spec.dtype,
         filtered=spec.filtered,
+        components=spec.components,
     )
     if not spec.filtered:
         result.kept = result.total = plan.num_examples
@@ -377,6 +382,7 @@ def _submit_patching(
             layers=plan.layers,
             positions=plan.positions,
             max_new_tokens=plan.max_new_tokens,
+            components=plan.components,
         )
         ticket = executor.submit(patch_task, combo.spec, str(store.root.resolve()), shard)
         tickets[ticket] = (combo, "patch")

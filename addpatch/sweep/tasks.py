@@ -78,6 +78,7 @@ class PatchShard:
     layers: list[int]
     positions: list[str]
     max_new_tokens: int
+    components: tuple[str, ...] = ("resid",)
 
 
 def patch_task(spec: ModelSpec, store_root: str, shard: PatchShard) -> list[OutputFile]:
@@ -94,6 +95,7 @@ def patch_task(spec: ModelSpec, store_root: str, shard: PatchShard) -> list[Outp
             layers=shard.layers,
             positions=shard.positions,
             max_new_tokens=shard.max_new_tokens,
+            components=shard.components,
         )
         for index, batch in shard.batches
     ]
