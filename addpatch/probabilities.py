@@ -45,7 +45,7 @@ WITH scored AS (
     JOIN labels AS l ON l.dataset_id = r.dataset_id AND l.example_id = o.example_id
     JOIN examples AS e ON e.dataset_id = r.dataset_id AND e.example_id = o.example_id
     JOIN label_tokens AS t ON t.label = l.label
-    WHERE o.run_id = $run_id AND list_contains($targets, l.target)
+    WHERE o.run_id = $run_id AND list_contains($targets, l.target) AND o.component = 'resid'
       AND (NOT $informative OR l.label <> e.base_sum)
 )
 SELECT run_id, target, layer, position,

@@ -10,6 +10,8 @@
 -- param position INTEGER    only this position (unset: every position)
 -- param per_cell INTEGER    examples per cell (unset: 10)
 -- param informative BOOLEAN only examples whose label differs from the base answer (unset: false)
+-- param component VARCHAR   the component patched: resid, attn, mlp or heads (unset: resid)
+-- param head INTEGER        the head, for component heads (unset: every head)
 WITH scored AS (
     SELECT
         o.run_id,
@@ -33,6 +35,8 @@ WITH scored AS (
       AND l.target = getvariable('target')
       AND (getvariable('layer') IS NULL OR o.layer = getvariable('layer'))
       AND (getvariable('position') IS NULL OR o.position = getvariable('position'))
+      AND o.component = coalesce(getvariable('component'), 'resid')
+      AND (getvariable('head') IS NULL OR o.head = getvariable('head'))
       AND (NOT coalesce(getvariable('informative'), false) OR l.label <> e.base_sum)
 ),
 ranked AS (

@@ -161,24 +161,25 @@ def report_runs(
         for run_id in run_ids
         if per_run.get(run_id)
     ]
-    table = component_facets(pl.concat(frames), heads_position) if frames else pl.DataFrame()
+    scored = pl.concat(frames) if frames else pl.DataFrame()
+    table = component_facets(scored, heads_position) if frames else pl.DataFrame()
     per_cell = examples_per_cell(table.height)
     samples = [
         cell_examples(store, run_id, target, per_cell=per_cell, informative=informative)
         for run_id in run_ids
-        for target in scores_targets(table, run_id)
+        for target in scores_targets(scored, run_id)
     ]
     examples = CellExamples.from_frame(pl.concat(samples) if samples else pl.DataFrame(), per_cell)
     logprobs, notes = [], {}
     for run_id in run_ids:
-        if not scores_targets(table, run_id):
+        if not scores_targets(scored, run_id):
             continue
         try:
             logprobs.append(
                 label_logprobs(
                     store,
                     run_id=run_id,
-                    targets=scores_targets(table, run_id),
+                    targets=scores_targets(scored, run_id),
                     informative=informative,
                 )
             )
