@@ -22,6 +22,7 @@ from addpatch.errors import NothingToDo
 from addpatch.experiment.filtering import low_keep_rate_hint
 from addpatch.experiment.progress import Progress, no_progress
 from addpatch.experiment.reporting import report_runs
+from addpatch.models.loading import pick_device
 from addpatch.report.build import ReportFiles
 from addpatch.scoring import best_cells
 from addpatch.settings import DEFAULT_MODEL
@@ -111,6 +112,7 @@ class RunOutcome:
 
 def validate_run(spec: RunSpec) -> None:
     """BadInput for anything wrong that can be known before loading weights or writing."""
+    pick_device(spec.device)  # this process runs the work: its devices are what count
     validate_sweep(spec.as_sweep())
     sweep_device(spec.as_sweep(), LocalExecutor())
 
