@@ -6,8 +6,9 @@ Create Date: 2026-12-03
 
 Patched outputs are keyed by component (resid, attn, mlp, heads) and head (NULL but for heads)
 as well as layer and position; the `patched_outputs` view reads files written before that as
-component 'resid', head NULL. The macro keeps its parameters and every column it had, and adds
-`component` and `head` after `position`: on a store of residual-stream runs it returns the same
+component 'resid', head NULL. The macro keeps its parameters and every column it had, in the
+same order, and adds `component` and `head` after `baseline` (before 0004's hits and interval):
+on a store of residual-stream runs it returns the same
 rows and figures as before, with component 'resid' and head NULL.
 """
 
@@ -123,13 +124,13 @@ SELECT
     w.target,
     w.layer,
     w.position,
-    w.component,
-    w.head,
     p.name AS position_name,
     p.token_text AS position_label,
     w.p AS iia,
     w.n,
     b.baseline,
+    w.component,
+    w.head,
     w.hits,
     CASE WHEN w.hits = 0 AND w.n > 0 THEN 0.0 ELSE greatest(0.0, (w.p + w.z * w.z / (2 * w.n)
         - w.z * sqrt(w.p * (1 - w.p) / w.n + w.z * w.z / (4 * w.n * w.n)))
