@@ -138,7 +138,7 @@ def query(
     if name is None:
         for q in available_queries().values():
             params = ", ".join(f"{p.name} {p.type}" for p in q.params.values()) or "no parameters"
-            console.print(f"[bold]{q.name}[/]: {q.description}  [dim]({params})[/]")
+            console.print(f"{q.name}: {q.description}  ({params})")
         return
     _check_format(fmt, output)
     chosen = get_query(name)

@@ -89,7 +89,7 @@ def dataset(
             opened, kind=kind, task=task, size=size, seed=seed, options=options, pairs=pairs
         )
         state = "generated" if info.created else "already in the store"
-        console.print(f"Dataset [bold]{info.name}[/] (id {info.id}): {size} pairs, {state}")
+        console.print(f"Dataset {info.name} (id {info.id}): {size} pairs, {state}")
         console.print(f"  generator {kind}: {GENERATORS[kind].description}")
         _, _, pairs = load_pairs(opened, info.id)
         for pair in pairs[:show]:

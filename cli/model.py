@@ -28,13 +28,13 @@ def list_models() -> None:
             f"{d}-digit {a:.1%}" for d, a in card.get("accuracy_by_digits", {}).items()
         )
         console.print(
-            f"[bold]{name}[/]  {card.get('architecture', '?')}, {card.get('parameters', 0):,} parameters, "
+            f"{name}  {card.get('architecture', '?')}, {card.get('parameters', 0):,} parameters, "
             f"tokenizer: {card.get('tokenizer', '?')}\n  accuracy: {accuracy or 'unknown'}\n  {path}"
         )
     for family, members in shipped_families().items():
         widths = ", ".join(str(d) for d in sorted(members))
         console.print(
-            f"[bold]{family}[/]  one checkpoint per width ({widths} digits): "
+            f"{family}  one checkpoint per width ({widths} digits): "
             f"--model {family} picks the one for --digits"
         )
 

@@ -157,7 +157,7 @@ def _run_locked(
     from addpatch.experiment.session import load_into_store
     from addpatch.scoring import best_cells
 
-    console.print(f"Loading [bold]{model}[/] ...")
+    console.print(f"Loading {model} ...")
     loaded = load_into_store(
         opened,
         model,
@@ -174,7 +174,7 @@ def _run_locked(
     layer_list = parse_layers(layers, engine.num_layers)
     info = create_dataset(opened, kind=kind, task=task, size=size, seed=seed)
     console.print(
-        f"Dataset [bold]{info.name}[/] ({'generated' if info.created else 'already stored'})"
+        f"Dataset {info.name} ({'generated' if info.created else 'already stored'})"
     )
     with progress_bars() as progress:
         summary = filter_dataset(

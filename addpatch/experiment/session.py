@@ -46,7 +46,7 @@ def load_into_store(
         torch.set_num_threads(threads)
     hf_model, tokenizer = load_model(resolved, chosen_device, chosen_dtype, trust_remote_code)
     record = model_record(resolved, hf_model.config)
-    with store.connect() as conn:
+    with store.writer(), store.connect() as conn:
         model_id = catalog.upsert_model(conn=conn, record=record)
     return LoadedModel(
         resolved,

@@ -42,7 +42,7 @@ from addpatch.models.loading import (
 )
 from addpatch.store import catalog
 from addpatch.store.catalog import ModelRecord
-from addpatch.store.store import Store
+from addpatch.store.store import Store, writes_store
 from addpatch.sweep.executors import Executor
 from addpatch.sweep.tasks import ModelSpec, PatchShard, answer_task, patch_task
 from addpatch.task.addition import AdditionTask
@@ -126,10 +126,11 @@ def validate_sweep(spec: SweepSpec) -> None:
             )
 
 
+@writes_store
 def run_sweep(
     store: Store, spec: SweepSpec, executor: Executor, echo: Echo = lambda _: None
 ) -> list[CombinationResult]:
-    """Run (or resume) the sweep; the caller holds the store's writer lock."""
+    """Run (or resume) the sweep, holding the store's writer lock."""
     validate_sweep(spec)
     device, dtype = sweep_device(spec, executor)
     combos = _prepare(store, spec, ModelSpecs(device, dtype, spec.trust_remote_code), echo)
@@ -242,7 +243,7 @@ def _register_model(
     config = AutoConfig.from_pretrained(resolved.path, trust_remote_code=trust_remote_code)
     tokenizer = load_tokenizer(resolved, trust_remote_code)
     record = model_record(resolved, config)
-    with store.connect() as conn:
+    with store.writer(), store.connect() as conn:
         return record, catalog.upsert_model(conn=conn, record=record), tokenizer
 
 
