@@ -113,7 +113,11 @@ def run_query(
                 f"query {query.name} could not read the stored outputs ({message}); "
                 "run `addpatch store verify` to find the damaged file"
             ) from None
-        raise
+        given = ", ".join(f"{k}={v!r}" for k, v in values.items()) or "no parameters"
+        raise BadInput(
+            f"query {query.name} failed with {given} ({message}); check the parameters "
+            "(`addpatch query` lists them)"
+        ) from None
 
 
 def parse_param_args(pairs: list[str]) -> dict[str, str]:

@@ -22,10 +22,15 @@ _FORMATS = ("table", "csv", "json", "parquet")
 
 
 def _check_format(fmt: str, output: str | None) -> None:
+    from addpatch.output_paths import output_file_check
+
     if fmt not in _FORMATS:
         raise BadInput(f"unknown format {fmt!r}; use one of {', '.join(_FORMATS)}")
     if fmt == "parquet" and not output:
         raise BadInput("--format parquet writes a file: add --output FILE.parquet")
+    if output is not None and not output.strip():
+        raise BadInput("--output is empty; give a file name")
+    output_file_check(output)
 
 
 def _runs(store: Store, run_id: int | None) -> list[int]:
@@ -59,8 +64,10 @@ def score(
     from addpatch.store.store import Store
 
     _check_format(fmt, output)
-    opened = Store.open(store)
+    if top < 1:
+        raise BadInput(f"--top must be at least 1, got {top}")
     target_list = split_targets(targets)
+    opened = Store.open(store)
     from addpatch.experiment.reporting import run_default_targets
 
     runs = _runs(opened, run_id)
@@ -100,13 +107,17 @@ def report(
         addpatch report --run-id 1 --targets C_1,C_2,raw_output --out ./report
     """
     from addpatch.experiment.reporting import report_runs
+    from addpatch.output_paths import output_dir_check
     from addpatch.store.store import Store
 
+    target_list = split_targets(targets)
+    output_dir_check(out)
     opened = Store.open(store)
     runs = _runs(opened, run_id)
-    target_list = split_targets(targets)
     name = f"run-{runs[0]}" if len(runs) == 1 else "all-runs"
-    files = report_runs(opened, runs, target_list, out or opened.root / "reports" / name)
+    out_dir = out or opened.root / "reports" / name
+    output_dir_check(out_dir)
+    files = report_runs(opened, runs, target_list, out_dir)
     console.print(
         f"Report: {files.html.resolve()}  (+ {len(files.pngs)} PNG, {len(files.svgs)} SVG)"
     )
@@ -155,23 +166,22 @@ def sql(
     output: OutputOption = None,
     store: StoreOption = STORE_DEFAULT,
 ) -> None:
-    """Run ad-hoc SQL on the store (read-only connection).
+    """Run ad-hoc SQL on the store: one read-only query (SELECT, WITH, SHOW, DESCRIBE ...).
+
+    Nothing is written: no catalog change and no file (COPY ... TO and the like are refused);
+    save a result with --format csv/json/parquet --output FILE.
 
     \b
     Example:
         addpatch sql "SELECT layer, avg(answer IS NOT NULL) FROM patched_outputs GROUP BY layer"
     """
-    import duckdb
-
+    from addpatch.store.readonly_sql import check_read_only, run_read_only
     from addpatch.store.store import Store
 
+    check_read_only(statement)
     _check_format(fmt, output)
     opened = Store.open(store)
-    with opened.connect(read_only=True) as conn:
-        try:
-            frame = conn.execute(statement).pl()
-        except duckdb.Error as error:
-            raise BadInput(f"the SQL failed: {str(error).splitlines()[0]}") from None
+    frame = run_read_only(opened, statement)
     write_frame(frame, fmt, output)
 
 

@@ -60,9 +60,8 @@ def _interrupted(error: BaseException) -> bool:
 
 
 def _usage(error: BaseException) -> Failure | None:
-    from typer import _click
-
     import click
+    from typer import _click
 
     usage_types = (_click.exceptions.UsageError, click.exceptions.UsageError)
     click_types = (_click.exceptions.ClickException, click.exceptions.ClickException)
@@ -78,9 +77,8 @@ def _usage(error: BaseException) -> Failure | None:
 
 
 def _no_args_is_help() -> tuple[type[Exception], ...]:
-    from typer import _click
-
     import click
+    from typer import _click
 
     return (_click.exceptions.NoArgsIsHelpError, click.exceptions.NoArgsIsHelpError)
 

@@ -73,15 +73,21 @@ def dataset(
     task = AdditionTask(num_addends=addends, num_digits=digits)
     options = _options(option or [])
     pairs = generate_pairs(kind, task, size, seed, **options)  # bad input fails before the store
-    if filter_pairs:
+    from addpatch.experiment.datasets import create_dataset, load_pairs
+    from addpatch.experiment.filtering import filter_dataset
+    from addpatch.experiment.session import prepare_model, register_model
+    from addpatch.store.store import Store
+
+    prepared = None
+    if filter_pairs:  # a model that cannot be used fails before the store is touched
+        from addpatch.experiment.preflight import check_weight_files, checked_config
         from addpatch.models.loading import model_for_width, resolve_model
 
         model = model_for_width(model, digits)
-        resolve_model(model)
-    from addpatch.experiment.datasets import create_dataset, load_pairs
-    from addpatch.experiment.filtering import filter_dataset
-    from addpatch.experiment.session import load_into_store
-    from addpatch.store.store import Store
+        resolved = resolve_model(model)
+        checked_config(resolved, trust_remote_code=False)
+        check_weight_files(resolved)
+        prepared = prepare_model(model)
 
     opened = Store.open(store, create=True)
     with opened.writer():
@@ -96,8 +102,8 @@ def dataset(
             console.print(
                 f"  {pair.base.prompt!r} -> {pair.base.answer!r}   cf {pair.counterfactual.prompt!r} -> {pair.counterfactual.answer!r}"
             )
-        if filter_pairs:
-            loaded = load_into_store(opened, model)
+        if prepared is not None:
+            loaded = register_model(opened, prepared)
             summary = filter_dataset(
                 opened, loaded.engine, model_id=loaded.model_id, dataset_id=info.id, batch_size=256
             )

@@ -9,10 +9,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
+    from addpatch.experiment.session import PreparedModel
     from addpatch.store.store import Store
     from addpatch.task.addition import AdditionTask
 
 from addpatch.errors import BadInput
+from addpatch.limits import check_run_numbers
+from addpatch.output_paths import output_dir_check
 from addpatch.settings import DEFAULT_MODEL
 from cli.options import (
     STORE_DEFAULT,
@@ -87,8 +90,8 @@ def run(
         resolve_target(task, target)
     if kind not in GENERATORS:
         raise BadInput(f"unknown generator {kind!r}; choose one of: {', '.join(GENERATORS)}")
-    if size < 1 or batch_size < 1:
-        raise BadInput("--size and --batch-size must be at least 1")
+    check_run_numbers(size=size, seed=seed, batch_size=batch_size, threads=threads)
+    output_dir_check(report_dir)
 
     from addpatch.experiment.preflight import preflight
     from addpatch.models.loading import model_for_width
@@ -106,15 +109,21 @@ def run(
         dtype=dtype,
         trust_remote_code=trust_remote_code,
     )
+    from addpatch.experiment.session import prepare_model
+
+    console.print(f"Loading {model} ...")
+    prepared = prepare_model(  # weights that disagree with the config fail before any writing
+        model,
+        device=device,
+        dtype=dtype,
+        threads=threads or None,
+        trust_remote_code=trust_remote_code,
+    )
     opened = Store.open(store, create=True)
     with opened.writer():
         _run_locked(
             opened,
-            model=model,
-            device=device,
-            dtype=dtype,
-            threads=threads,
-            trust_remote_code=trust_remote_code,
+            prepared=prepared,
             layers=layers,
             kind=kind,
             task=task,
@@ -132,11 +141,7 @@ def run(
 def _run_locked(
     opened: Store,
     *,
-    model: str,
-    device: str,
-    dtype: str,
-    threads: int,
-    trust_remote_code: bool,
+    prepared: PreparedModel,
     layers: str,
     kind: str,
     task: AdditionTask,
@@ -154,18 +159,10 @@ def _run_locked(
     from addpatch.experiment.filtering import filter_dataset
     from addpatch.experiment.interventions import parse_layers, run_interventions
     from addpatch.experiment.reporting import report_runs, run_default_targets
-    from addpatch.experiment.session import load_into_store
+    from addpatch.experiment.session import register_model
     from addpatch.scoring import best_cells
 
-    console.print(f"Loading {model} ...")
-    loaded = load_into_store(
-        opened,
-        model,
-        device=device,
-        dtype=dtype,
-        threads=threads or None,
-        trust_remote_code=trust_remote_code,
-    )
+    loaded = register_model(opened, prepared)
     engine = loaded.engine
     console.print(
         f"  {loaded.provenance['architecture']}, {engine.num_layers} layers, on {engine.device} "
@@ -173,9 +170,7 @@ def _run_locked(
     )
     layer_list = parse_layers(layers, engine.num_layers)
     info = create_dataset(opened, kind=kind, task=task, size=size, seed=seed)
-    console.print(
-        f"Dataset {info.name} ({'generated' if info.created else 'already stored'})"
-    )
+    console.print(f"Dataset {info.name} ({'generated' if info.created else 'already stored'})")
     with progress_bars() as progress:
         summary = filter_dataset(
             opened,

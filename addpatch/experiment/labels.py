@@ -8,8 +8,8 @@ from addpatch.experiment.datasets import load_pairs
 from addpatch.store import catalog
 from addpatch.store.store import Store
 from addpatch.task.addition import AdditionTask
-from addpatch.task.labels import AdditionModel, label_many, resolve_target
 from addpatch.task.generators import CounterfactualPair
+from addpatch.task.labels import AdditionModel, label_many, resolve_target
 
 
 def ensure_labels(store: Store, dataset_id: int, targets: list[str]) -> list[str]:

@@ -63,9 +63,7 @@ def _upgrade(catalog: Path) -> None:
     try:
         with engine.begin() as connection:
             # views and macros bind the store's relative Parquet paths when created
-            connection.exec_driver_sql(
-                "SET file_search_path = ?", (str(catalog.parent.resolve()),)
-            )
+            connection.exec_driver_sql("SET file_search_path = ?", (str(catalog.parent.resolve()),))
             config = _alembic_config()
             config.attributes["connection"] = connection
             command.upgrade(config, "head")

@@ -33,6 +33,7 @@ from addpatch.experiment.labels import ensure_labels
 from addpatch.experiment.preflight import preflight
 from addpatch.experiment.reporting import run_default_targets
 from addpatch.experiment.session import model_provenance
+from addpatch.limits import check_run_numbers
 from addpatch.models.loading import (
     load_tokenizer,
     model_for_width,
@@ -106,8 +107,12 @@ def validate_sweep(spec: SweepSpec) -> None:
     """BadInput for anything wrong that can be known before loading weights or writing."""
     if not spec.models or not spec.digits:
         raise BadInput("a sweep needs at least one model (--models) and one width (--digits)")
-    if spec.size < 1 or spec.batch_size < 1 or spec.batches_per_task < 1:
-        raise BadInput("--size, --batch-size and --batches-per-task must be at least 1")
+    check_run_numbers(
+        size=spec.size,
+        seed=spec.seed,
+        batch_size=spec.batch_size,
+        batches_per_task=spec.batches_per_task,
+    )
     if spec.device != "auto":
         _device_type(spec.device)
     for digits in spec.digits:
@@ -186,9 +191,12 @@ def sweep_device(spec: SweepSpec, executor: Executor) -> tuple[str, str]:
 
 def _device_type(device: str) -> str:
     try:
-        return torch.device(device).type
-    except RuntimeError:
-        raise BadInput(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError, ValueError):
+        kind = ""
+    if kind not in ("cpu", "cuda"):
+        raise BadInput(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+    return kind
 
 
 @dataclass(frozen=True)
