@@ -64,8 +64,9 @@ def score(
     from addpatch.store.store import Store
 
     _check_format(fmt, output)
-    if top < 1:
-        raise BadInput(f"--top must be at least 1, got {top}")
+    from addpatch.limits import check_range
+
+    check_range("--top", top, 1, 10_000)
     target_list = split_targets(targets)
     opened = Store.open(store)
     from addpatch.experiment.reporting import run_default_targets

@@ -27,7 +27,9 @@ def _options(pairs: list[str]) -> dict[str, object]:
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
             raise BadInput(f"cannot read option {item!r}; write --option name=value")
-        options[name.strip()] = int(value) if value.strip().lstrip("-").isdigit() else value.strip()
+        options[name.strip()] = (
+            int(value) if value.strip().lstrip("-").isdecimal() else value.strip()
+        )
     return options
 
 
@@ -67,9 +69,11 @@ def dataset(
         addpatch dataset --kind carry_flip -o carry=1 --model tiny-adder-digits
         addpatch dataset --kind sum_to_nine -o column=1 --no-filter
     """
+    from addpatch.limits import check_range
     from addpatch.task.addition import AdditionTask
     from addpatch.task.generators import GENERATORS, generate_pairs
 
+    check_range("--show", show, 0, 1_000)
     task = AdditionTask(num_addends=addends, num_digits=digits)
     options = _options(option or [])
     pairs = generate_pairs(kind, task, size, seed, **options)  # bad input fails before the store

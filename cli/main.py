@@ -12,6 +12,7 @@ import typer
 from typer import _click
 from typer.core import TyperGroup
 
+from addpatch import notices
 from cli import analysis, dataset, model, run, store, sweep
 from cli.boundary import EXIT_INTERRUPTED, Failure, Interrupted, guarded
 from cli.output import print_error
@@ -42,6 +43,7 @@ class GuardedGroup(TyperGroup):
         argv = bare_option_values(list(sys.argv[1:] if args is None else args))
 
         def body() -> object:
+            notices.on_lock_wait(lambda text: print_error(text, prefix=False))
             code = super(GuardedGroup, self).main(
                 args=argv,
                 prog_name=prog_name or "addpatch",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from addpatch.sweep.driver import CombinationResult, SweepSpec
 
 RAY_LOCAL = "local"  # what a bare `--ray` means (see cli.main)
+_RAY_ADDRESS = re.compile(r"local|auto|(ray://)?[A-Za-z0-9.\-]+:\d{1,5}")
 
 
 def sweep(
@@ -109,6 +111,11 @@ def sweep(
         dtype=dtype,
         trust_remote_code=trust_remote_code,
     )
+    if ray is not None and not _RAY_ADDRESS.fullmatch(ray):
+        raise BadInput(
+            f"cannot read --ray {ray!r}; give no value (a local instance), auto, HOST:PORT or "
+            "ray://HOST:PORT"
+        )
     validate_sweep(spec)  # bad input fails before Ray starts or the store is touched
     executor = (
         RayExecutor(None if ray == RAY_LOCAL else ray) if ray is not None else LocalExecutor()

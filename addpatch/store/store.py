@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import functools
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -29,6 +30,7 @@ from alembic.config import Config
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine
 
+from addpatch import notices
 from addpatch.errors import SchemaMismatch, StoreError
 from addpatch.resources import migrations_dir
 from addpatch.settings import DEFAULT_STORE, STORE_ENV
@@ -226,6 +228,7 @@ class Store:
             self.check_revision()
         deadline = time.monotonic() + wait_s
         delay = 0.02
+        announced = False
         while True:
             try:
                 conn = duckdb.connect(str(self.catalog), read_only=read_only)
@@ -237,6 +240,12 @@ class Store:
                         f"cannot open the store at {self.root} ({message}); check that the "
                         "directory and catalog.duckdb are readable and writable"
                     ) from None
+                if not announced and wait_s > 0:
+                    announced = True
+                    notices.lock_wait(
+                        f"waiting for {_lock_holder(message)} holding {self.catalog.name} to "
+                        f"close it (up to {wait_s:.0f} s; a DuckDB shell left open?)"
+                    )
                 if time.monotonic() >= deadline:
                     raise StoreError(
                         f"the store at {self.root} stayed open in another process for {wait_s:.0f} s "
@@ -303,6 +312,16 @@ class Store:
         handle.write(f"addpatch pid {os.getpid()}")
         handle.flush()
         return handle
+
+
+def _lock_holder(message: str) -> str:
+    """`the process /usr/bin/duckdb, pid 1234` from DuckDB's lock error, when it names one."""
+    found = re.search(r"held in (.+?) \(PID (\d+)\)", message)
+    if found is None:
+        return "another process"
+    program = Path(found.group(1)).name
+    what = "the DuckDB shell" if program == "duckdb" else f"{program}"
+    return f"{what} (pid {found.group(2)})"
 
 
 def writes_store(function: Callable[..., T]) -> Callable[..., T]:
