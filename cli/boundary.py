@@ -61,6 +61,7 @@ def _interrupted(error: BaseException) -> bool:
 
 def _usage(error: BaseException) -> Failure | None:
     import click
+    import typer
     from typer import _click
 
     usage_types = (_click.exceptions.UsageError, click.exceptions.UsageError)
@@ -71,7 +72,7 @@ def _usage(error: BaseException) -> Failure | None:
         return Failure(f"{message} (see `{command} --help`)", EXIT_USAGE)
     if isinstance(error, click_types):
         return Failure(one_line(error.format_message()), error.exit_code or EXIT_ERROR)
-    if isinstance(error, (_click.exceptions.Abort, click.exceptions.Abort)):
+    if isinstance(error, (typer.Abort, click.exceptions.Abort)):
         return Failure("aborted", EXIT_ERROR)
     return None
 
@@ -159,7 +160,10 @@ def guarded(body: Callable[[], object], show: Callable[[Failure], None]) -> int:
     except BaseException as error:
         if debugging() and not _interrupted(error):
             raise
-        failure = classify(error)
+        try:
+            failure = classify(error)
+        except Exception:  # never let the boundary itself leak a traceback
+            failure = Failure(f"unexpected {type(error).__name__}: {one_line(str(error))[:300]}", 1)
         show(failure)
         return failure.exit_code
     return result if isinstance(result, int) else 0

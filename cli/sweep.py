@@ -86,6 +86,7 @@ def sweep(
         addpatch sweep --models ~/models/Llama-3.1-8B,~/models/gemma-2-9b --digits 2,3 --ray auto
     """
     from addpatch.errors import BadInput
+    from addpatch.output_paths import output_dir_check
     from addpatch.store.store import Store
     from addpatch.sweep.driver import SweepSpec, run_sweep, sweep_device, validate_sweep
     from addpatch.sweep.executors import LocalExecutor, RayExecutor
@@ -117,6 +118,7 @@ def sweep(
             "ray://HOST:PORT"
         )
     validate_sweep(spec)  # bad input fails before Ray starts or the store is touched
+    output_dir_check(report_dir)
     executor = (
         RayExecutor(None if ray == RAY_LOCAL else ray) if ray is not None else LocalExecutor()
     )
