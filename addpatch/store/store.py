@@ -38,6 +38,7 @@ from addpatch.settings import DEFAULT_STORE, STORE_ENV
 CATALOG_FILE = "catalog.duckdb"
 CREATING_MARKER = "creating"  # present while addpatch creates the catalog; removed when done
 LOCK_WAIT_S = 120.0
+LOCK_NOTICE_AFTER_S = 1.0  # a wait this long is announced (shorter ones are other commits)
 T = TypeVar("T")
 
 
@@ -226,7 +227,8 @@ class Store:
         """
         if check:
             self.check_revision()
-        deadline = time.monotonic() + wait_s
+        started = time.monotonic()
+        deadline = started + wait_s
         delay = 0.02
         announced = False
         while True:
@@ -240,7 +242,7 @@ class Store:
                         f"cannot open the store at {self.root} ({message}); check that the "
                         "directory and catalog.duckdb are readable and writable"
                     ) from None
-                if not announced and wait_s > 0:
+                if not announced and time.monotonic() - started >= LOCK_NOTICE_AFTER_S:
                     announced = True
                     notices.lock_wait(
                         f"waiting for {_lock_holder(message)} holding {self.catalog.name} to "
