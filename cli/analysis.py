@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -189,19 +190,25 @@ def sql(
 def shell(store: StoreOption = STORE_DEFAULT) -> None:
     """Open the DuckDB shell on the store (inside the store directory, so views resolve).
 
+    It first prints where the shipped queries are, to `.read` them.
+
     \b
     Example:
         addpatch shell
+        Queries: /path/to/queries  (.read /path/to/queries/best_cells.sql)
         D SET VARIABLE run_id = 1;
-        D .read queries/best_cells.sql
+        D .read /path/to/queries/best_cells.sql
     """
+    from addpatch.resources import queries_dir
     from addpatch.store.store import Store
 
     opened = Store.open(store)
-    duckdb_cli = shutil.which("duckdb")
+    beside = Path(sys.executable).parent / "duckdb"  # installed with addpatch (duckdb-cli)
+    duckdb_cli = str(beside) if beside.is_file() else shutil.which("duckdb")
     if duckdb_cli is None:
         raise BadInput(
             "the duckdb shell is not installed; pip install duckdb-cli (same version as duckdb)"
         )
+    print(f"Queries: {queries_dir()}  (.read {queries_dir() / 'best_cells.sql'})", flush=True)
     os.chdir(opened.root)
     os.execv(duckdb_cli, [duckdb_cli, "catalog.duckdb"])
