@@ -46,7 +46,7 @@ class GuardedGroup(TyperGroup):
             notices.on_lock_wait(lambda text: print_error(text, prefix=False))
             code = super(GuardedGroup, self).main(
                 args=argv,
-                prog_name=prog_name or "addpatch",
+                prog_name="addpatch",
                 complete_var=complete_var,
                 standalone_mode=False,
                 **extra,
