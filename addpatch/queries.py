@@ -73,6 +73,8 @@ def _convert(param: QueryParam, raw: object) -> object:
         items = (
             raw if isinstance(raw, list | tuple) else [x for x in str(raw).split(",") if x.strip()]
         )
+        if not items:
+            raise BadInput(f"parameter {param.name} is empty; give values like a,b or leave it out")
         element = QueryParam(param.name, param.type[:-2], param.help)
         return [_convert(element, item) for item in items]
     try:

@@ -144,6 +144,7 @@ def test_output_paths_are_checked_before_writing(store_copy, tmp_path):
         (["score", "--targets", ""], "--targets is empty"),
         (["sql", ""], "the SQL is empty"),
         (["query", "best_cells", "-p", "run_id="], "parameter run_id must be integer"),
+        (["query", "best_cells", "-p", "targets="], "parameter targets is empty"),
     ],
 )
 def test_small_bad_inputs(store_copy, args, text):
