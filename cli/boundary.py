@@ -123,6 +123,14 @@ def classify(error: BaseException) -> Failure:
             f"{error.strerror}{where}; check the path and its permissions, then rerun",
             EXIT_ERROR,
         )
+    import duckdb
+
+    if isinstance(error, duckdb.IOException):  # the disk or the filesystem, not addpatch
+        return Failure(
+            f"DuckDB {type(error).__name__}: {one_line(str(error))[:300]}; check the store's disk "
+            "and permissions, then rerun the same command (registered batches are kept)",
+            EXIT_ERROR,
+        )
     written = _write_traceback(error)
     where = f"its traceback is in {written}" if written else "its traceback could not be written"
     return Failure(
