@@ -398,3 +398,21 @@ def test_two_writers_creating_one_store_never_crash(tmp_path):
         assert "Traceback" not in err and "OperationalError" not in err
     assert any(code == 0 for code, _ in outcomes)
     assert _invoke("store", "status", "--store", str(store)).exit_code == 0
+
+
+def test_a_bug_is_one_line_naming_its_traceback_file_or_shown_when_debugging(
+    store_copy, monkeypatch
+):
+    from addpatch.store import status
+
+    def broken(store):
+        raise ValueError("simulated bug")
+
+    monkeypatch.setattr(status, "store_status", broken)
+    line = _one_error(_invoke("store", "status", "--store", str(store_copy)))
+    assert "unexpected ValueError: simulated bug (a bug in addpatch" in line
+    written = Path(line.split("its traceback is in ")[1].split(";")[0])
+    assert "simulated bug" in written.read_text() and "Traceback" in written.read_text()
+    monkeypatch.setenv("ADDPATCH_DEBUG", "1")
+    shown = _invoke("store", "status", "--store", str(store_copy))
+    assert isinstance(shown.exception, ValueError)
