@@ -416,3 +416,14 @@ def test_a_bug_is_one_line_naming_its_traceback_file_or_shown_when_debugging(
     monkeypatch.setenv("ADDPATCH_DEBUG", "1")
     shown = _invoke("store", "status", "--store", str(store_copy))
     assert isinstance(shown.exception, ValueError)
+
+
+def test_a_sweep_refuses_a_lying_checkpoint_before_the_store(tmp_path):
+    model = _shipped_copy(tmp_path)
+    _lying_layers(model)
+    store = tmp_path / "s"
+    line = _one_error(
+        _invoke("sweep", "--models", str(model), "--size", "8", "--store", str(store))
+    )
+    assert "config.json and weights disagree" in line and "5" in line
+    assert not store.exists()

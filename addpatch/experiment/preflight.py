@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig
@@ -29,7 +30,7 @@ def preflight(
     config = checked_config(resolved, trust_remote_code)
     num_layers = getattr(config, "num_hidden_layers", None) or config.n_layer
     parse_layers(layers, int(num_layers))
-    check_weight_files(resolved)
+    check_weight_files(resolved, num_layers=int(num_layers))
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             resolved.path, trust_remote_code=trust_remote_code
@@ -79,17 +80,31 @@ def checked_config(resolved: ResolvedModel, trust_remote_code: bool) -> Pretrain
     return config
 
 
-def check_weight_files(resolved: ResolvedModel) -> None:
-    """Every safetensors file is whole (its header and the data it promises; no data read)."""
+_LAYER_INDEX = re.compile(r"\.(?:layers|h|blocks)\.(\d+)\.")
+
+
+def check_weight_files(resolved: ResolvedModel, num_layers: int | None = None) -> None:
+    """Every safetensors file is whole (its header and the data it promises; no data read), and
+    holds weights for each of the config's `num_layers` layers (loading checks every weight)."""
     from safetensors import safe_open
 
+    indices: set[int] = set()
     for path in sorted(Path(resolved.path).glob("*.safetensors")):
         try:
             with safe_open(str(path), framework="pt") as handle:
                 for key in handle.keys():
                     handle.get_slice(key).get_shape()
+                    found = _LAYER_INDEX.search(key)
+                    if found:
+                        indices.add(int(found.group(1)))
         except Exception as error:
             raise ModelNotFound(
                 f"{path} is not a readable safetensors file ({_first_line(error)}); it may be "
                 "truncated: download or convert it again"
             ) from None
+    if num_layers is not None and indices and len(indices) < num_layers:
+        raise BadInput(
+            f"{resolved.name}: its config.json and weights disagree (num_hidden_layers is "
+            f"{num_layers}, the weights hold {len(indices)} layers); fix config.json or the "
+            "checkpoint"
+        )
