@@ -22,7 +22,9 @@ from addpatch.errors import NothingToDo
 from addpatch.experiment.filtering import low_keep_rate_hint
 from addpatch.experiment.progress import Progress, no_progress
 from addpatch.experiment.reporting import report_runs
-from addpatch.models.loading import pick_device
+from addpatch.limits import check_run_numbers
+from addpatch.models.loading import model_for_width, pick_device
+from addpatch.output_paths import output_dir_check
 from addpatch.report.build import ReportFiles
 from addpatch.scoring import best_cells
 from addpatch.settings import DEFAULT_MODEL
@@ -36,6 +38,7 @@ from addpatch.sweep.driver import (
     validate_sweep,
 )
 from addpatch.sweep.executors import LocalExecutor
+from addpatch.sweep.tasks import ModelSpec, engine_for
 
 
 @dataclass(frozen=True)
@@ -113,6 +116,10 @@ class RunOutcome:
 def validate_run(spec: RunSpec) -> None:
     """BadInput for anything wrong that can be known before loading weights or writing."""
     pick_device(spec.device)  # this process runs the work: its devices are what count
+    check_run_numbers(
+        size=spec.size, seed=spec.seed, batch_size=spec.batch_size, threads=spec.threads
+    )
+    output_dir_check(spec.report_dir)
     validate_sweep(spec.as_sweep())
     sweep_device(spec.as_sweep(), LocalExecutor())
 
@@ -132,8 +139,14 @@ def run_experiment(
     validate_run(spec)
     if spec.threads:
         torch.set_num_threads(spec.threads)
-    opened = store if isinstance(store, Store) else Store.open(store, create=True)
     executor = LocalExecutor()
+    # Load the weights before the store is touched: a checkpoint whose weights disagree with its
+    # config is refused here. The tasks then find the model loaded (one per worker process).
+    device, dtype = sweep_device(spec.as_sweep(), executor)
+    name = model_for_width(spec.model, spec.digits)
+    echo(f"Loading {name} ...")
+    engine_for(ModelSpec(name, device, dtype, spec.trust_remote_code))
+    opened = store if isinstance(store, Store) else Store.open(store, create=True)
     with opened.writer():
         (result,) = run_sweep(opened, spec.as_sweep(), executor, echo=echo, progress=progress)
     if result.run_id is None:

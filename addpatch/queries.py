@@ -75,6 +75,8 @@ def _convert(param: QueryParam, raw: object) -> object:
         items = (
             raw if isinstance(raw, list | tuple) else [x for x in str(raw).split(",") if x.strip()]
         )
+        if not items:
+            raise BadInput(f"parameter {param.name} is empty; give values like a,b or leave it out")
         element = QueryParam(param.name, param.type[:-2], param.help)
         return [_convert(element, item) for item in items]
     if param.type == "BOOLEAN":
@@ -122,7 +124,11 @@ def run_query(
                 f"query {query.name} could not read the stored outputs ({message}); "
                 "run `addpatch store verify` to find the damaged file"
             ) from None
-        raise
+        given = ", ".join(f"{k}={v!r}" for k, v in values.items()) or "no parameters"
+        raise BadInput(
+            f"query {query.name} failed with {given} ({message}); check the parameters "
+            "(`addpatch query` lists them)"
+        ) from None
 
 
 def parse_param_args(pairs: list[str]) -> dict[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -29,10 +30,15 @@ _FORMATS = ("table", "csv", "json", "parquet")
 
 
 def _check_format(fmt: str, output: str | None) -> None:
+    from addpatch.output_paths import output_file_check
+
     if fmt not in _FORMATS:
         raise BadInput(f"unknown format {fmt!r}; use one of {', '.join(_FORMATS)}")
     if fmt == "parquet" and not output:
         raise BadInput("--format parquet writes a file: add --output FILE.parquet")
+    if output is not None and not output.strip():
+        raise BadInput("--output is empty; give a file name")
+    output_file_check(output)
 
 
 def _runs(store: Store, run_id: int | None) -> list[int]:
@@ -79,8 +85,11 @@ def score(
     from addpatch.store.store import Store
 
     _check_format(fmt, output)
-    opened = Store.open(store)
+    from addpatch.limits import check_range
+
+    check_range("--top", top, 1, 10_000)
     target_list = split_targets(targets)
+    opened = Store.open(store)
     from addpatch.experiment.reporting import run_default_targets
 
     runs = _runs(opened, run_id)
@@ -149,19 +158,23 @@ def report(
         addpatch report --run-id 2 --heads-position last    # heads heatmaps at the last token
     """
     from addpatch.experiment.reporting import report_runs
+    from addpatch.output_paths import output_dir_check
     from addpatch.store.store import Store
 
+    target_list = split_targets(targets)
+    output_dir_check(out)
     opened = Store.open(store)
     runs = _runs(opened, run_id)
-    target_list = split_targets(targets)
     name = f"run-{runs[0]}" if len(runs) == 1 else "all-runs"
     if informative:
         name += "-informative"
+    out_dir = out or opened.root / "reports" / name
+    output_dir_check(out_dir)
     files = report_runs(
         opened,
         runs,
         target_list,
-        out or opened.root / "reports" / name,
+        out_dir,
         informative=informative,
         heads_position=heads_position,
     )
@@ -196,7 +209,7 @@ def query(
     if name is None:
         for q in available_queries().values():
             params = ", ".join(f"{p.name} {p.type}" for p in q.params.values()) or "no parameters"
-            console.print(f"[bold]{q.name}[/]: {q.description}  [dim]({params})[/]")
+            console.print(f"{q.name}: {q.description}  ({params})")
         return
     _check_format(fmt, output)
     chosen = get_query(name)
@@ -213,42 +226,47 @@ def sql(
     output: OutputOption = None,
     store: StoreOption = STORE_DEFAULT,
 ) -> None:
-    """Run ad-hoc SQL on the store (read-only connection).
+    """Run ad-hoc SQL on the store: one read-only query (SELECT, WITH, SHOW, DESCRIBE ...).
+
+    Nothing is written: no catalog change and no file (COPY ... TO and the like are refused);
+    save a result with --format csv/json/parquet --output FILE.
 
     \b
     Example:
         addpatch sql "SELECT layer, avg(answer IS NOT NULL) FROM patched_outputs GROUP BY layer"
     """
-    import duckdb
-
+    from addpatch.store.readonly_sql import check_read_only, run_read_only
     from addpatch.store.store import Store
 
+    check_read_only(statement)
     _check_format(fmt, output)
     opened = Store.open(store)
-    with opened.connect(read_only=True) as conn:
-        try:
-            frame = conn.execute(statement).pl()
-        except duckdb.Error as error:
-            raise BadInput(f"the SQL failed: {str(error).splitlines()[0]}") from None
+    frame = run_read_only(opened, statement)
     write_frame(frame, fmt, output)
 
 
 def shell(store: StoreOption = STORE_DEFAULT) -> None:
     """Open the DuckDB shell on the store (inside the store directory, so views resolve).
 
+    It first prints where the shipped queries are, to `.read` them.
+
     \b
     Example:
         addpatch shell
+        Queries: /path/to/queries  (.read /path/to/queries/best_cells.sql)
         D SET VARIABLE run_id = 1;
-        D .read queries/best_cells.sql
+        D .read /path/to/queries/best_cells.sql
     """
+    from addpatch.resources import queries_dir
     from addpatch.store.store import Store
 
     opened = Store.open(store)
-    duckdb_cli = shutil.which("duckdb")
+    beside = Path(sys.executable).parent / "duckdb"  # installed with addpatch (duckdb-cli)
+    duckdb_cli = str(beside) if beside.is_file() else shutil.which("duckdb")
     if duckdb_cli is None:
         raise BadInput(
             "the duckdb shell is not installed; pip install duckdb-cli (same version as duckdb)"
         )
+    print(f"Queries: {queries_dir()}  (.read {queries_dir() / 'best_cells.sql'})", flush=True)
     os.chdir(opened.root)
     os.execv(duckdb_cli, [duckdb_cli, "catalog.duckdb"])

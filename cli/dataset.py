@@ -33,7 +33,9 @@ def _options(pairs: list[str]) -> dict[str, object]:
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
             raise BadInput(f"cannot read option {item!r}; write --option name=value")
-        options[name.strip()] = int(value) if value.strip().lstrip("-").isdigit() else value.strip()
+        options[name.strip()] = (
+            int(value) if value.strip().lstrip("-").isdecimal() else value.strip()
+        )
     return options
 
 
@@ -79,8 +81,10 @@ def dataset(
         addpatch dataset --kind sum_to_nine -o column=1 --no-filter
         addpatch dataset --digits 1 --shots 2 --template '{num0}+{num1}=' --template '{num0} plus {num1} is'
     """
+    from addpatch.limits import check_range
     from addpatch.task.generators import GENERATORS, generate_pairs
 
+    check_range("--show", show, 0, 1_000)
     task = prompt_task(
         addends=addends,
         digits=digits,
@@ -92,16 +96,26 @@ def dataset(
     )
     options = _options(option or [])
     pairs = generate_pairs(kind, task, size, seed, **options)  # bad input fails before the store
-    if filter_pairs:
-        from addpatch.experiment.preflight import sample_layouts
+    from addpatch.experiment.datasets import create_dataset, load_pairs
+    from addpatch.experiment.filtering import filter_dataset, low_keep_rate_hint
+    from addpatch.experiment.session import prepare_model, register_model
+    from addpatch.store.store import Store
+
+    prepared = None
+    if filter_pairs:  # a model that cannot be used fails before the store is touched
+        from addpatch.experiment.preflight import (
+            check_weight_files,
+            checked_config,
+            sample_layouts,
+        )
         from addpatch.models.loading import load_tokenizer, model_for_width, resolve_model
 
         model = model_for_width(model, digits)
-        sample_layouts(load_tokenizer(resolve_model(model), False), task)
-    from addpatch.experiment.datasets import create_dataset, load_pairs
-    from addpatch.experiment.filtering import filter_dataset, low_keep_rate_hint
-    from addpatch.experiment.session import load_into_store
-    from addpatch.store.store import Store
+        resolved = resolve_model(model)
+        checked_config(resolved, trust_remote_code=False)
+        check_weight_files(resolved)
+        sample_layouts(load_tokenizer(resolved, False), task)
+        prepared = prepare_model(model)
 
     opened = Store.open(store, create=True)
     with opened.writer():
@@ -109,15 +123,15 @@ def dataset(
             opened, kind=kind, task=task, size=size, seed=seed, options=options, pairs=pairs
         )
         state = "generated" if info.created else "already in the store"
-        console.print(f"Dataset [bold]{info.name}[/] (id {info.id}): {size} pairs, {state}")
+        console.print(f"Dataset {info.name} (id {info.id}): {size} pairs, {state}")
         console.print(f"  generator {kind}: {GENERATORS[kind].description}")
         _, _, pairs = load_pairs(opened, info.id)
         for pair in pairs[:show]:
             console.print(
                 f"  {pair.base.prompt!r} -> {pair.base.answer!r}   cf {pair.counterfactual.prompt!r} -> {pair.counterfactual.answer!r}"
             )
-        if filter_pairs:
-            loaded = load_into_store(opened, model)
+        if prepared is not None:
+            loaded = register_model(opened, prepared)
             summary = filter_dataset(
                 opened, loaded.engine, model_id=loaded.model_id, dataset_id=info.id, batch_size=256
             )

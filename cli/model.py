@@ -28,13 +28,13 @@ def list_models() -> None:
             f"{d}-digit {a:.1%}" for d, a in card.get("accuracy_by_digits", {}).items()
         )
         console.print(
-            f"[bold]{name}[/]  {card.get('architecture', '?')}, {card.get('parameters', 0):,} parameters, "
+            f"{name}  {card.get('architecture', '?')}, {card.get('parameters', 0):,} parameters, "
             f"tokenizer: {card.get('tokenizer', '?')}\n  accuracy: {accuracy or 'unknown'}\n  {path}"
         )
     for family, members in shipped_families().items():
         widths = ", ".join(str(d) for d in sorted(members))
         console.print(
-            f"[bold]{family}[/]  one checkpoint per width ({widths} digits): "
+            f"{family}  one checkpoint per width ({widths} digits): "
             f"--model {family} picks the one for --digits"
         )
 
@@ -71,12 +71,19 @@ def train_tiny(
     import dataclasses
 
     from addpatch.errors import BadInput
+    from addpatch.limits import MAX_THREADS, check_range
     from addpatch.models.loading import pick_device
     from addpatch.models.recipes import RECIPES
     from addpatch.models.train_tiny import train_tiny_adder
+    from addpatch.output_paths import output_dir_check
 
     if name not in RECIPES:
         raise BadInput(f"no recipe for {name!r}; choose one of {', '.join(RECIPES)}")
+    if steps is not None:
+        check_range("--steps", steps, 1, 10_000_000)
+    if threads is not None:
+        check_range("--threads", threads, 1, MAX_THREADS)
+    output_dir_check(out)  # before training, not after it
     config = RECIPES[name]
     if threads:
         config = dataclasses.replace(config, threads=threads)
@@ -90,6 +97,8 @@ def train_tiny(
         console.print(f"Resuming from the checkpoint in {out} (step {step})")
 
     chosen = pick_device(device)
+    if device == "auto":
+        raise BadInput("--device auto is not a training device; use cpu or cuda")
     card = train_tiny_adder(
         config, out, progress=progress, steps=steps, device=chosen, on_resume=resuming
     )

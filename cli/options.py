@@ -75,7 +75,12 @@ TargetsOption = Annotated[
 def split_targets(targets: str | None) -> list[str] | None:
     if targets is None:
         return None
-    return [t.strip() for t in targets.split(",") if t.strip()]
+    chosen = [t.strip() for t in targets.split(",") if t.strip()]
+    if not chosen:
+        from addpatch.errors import BadInput
+
+        raise BadInput("--targets is empty; name variables (e.g. C_1,O_2) or leave it out")
+    return chosen
 
 
 TemplateOption = Annotated[

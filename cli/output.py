@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 if TYPE_CHECKING:
     import polars as pl
 
 # Piped output is not cut to 80 columns: tables stay whole in logs and files.
-console = Console(width=None if sys.stdout.isatty() else 200)
-errors = Console(stderr=True, width=None if sys.stderr.isatty() else 400)
+console = Console(width=None if sys.stdout.isatty() else 200, markup=False)
+errors = Console(stderr=True, width=None if sys.stderr.isatty() else 400, markup=False)
 
 
 @contextmanager
@@ -102,3 +103,13 @@ def best_cells_view(frame: pl.DataFrame, columns: list[str]) -> pl.DataFrame:
         .alias(c)
         for c in where
     ).select(columns)
+
+
+def print_error(message: str, *, prefix: bool = True) -> None:
+    """One line on stderr; `message` is printed as it is (never read as markup)."""
+    line = Text()
+    if prefix:
+        line.append("Error:", style="bold red")
+        line.append(" ")
+    line.append(message)
+    errors.print(line, highlight=False, soft_wrap=True)

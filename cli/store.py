@@ -70,7 +70,12 @@ def upgrade(store: StoreOption = STORE_DEFAULT) -> None:
 
 @app.command("verify")
 def verify(
-    repair: bool = typer.Option(False, "--repair", help="Delete files that no run owns."),
+    repair: bool = typer.Option(
+        False,
+        "--repair",
+        help="Delete files no run owns; unregister damaged files so their run's rerun recomputes "
+        "them. Refused while another process writes the store.",
+    ),
     store: StoreOption = STORE_DEFAULT,
 ) -> None:
     """Check every registered output file (exists, row count, hash) and list orphans.
@@ -87,20 +92,37 @@ def verify(
 
     result = verify_store(Store.open(store), repair=repair)
     console.print(f"Checked {result.checked} registered files")
-    for label, paths in (("missing", result.missing), ("corrupt", result.corrupt)):
+    for label, paths in (
+        ("missing", result.missing),
+        ("corrupt", result.corrupt),
+        ("duplicated rows", result.duplicated),
+    ):
         for path in paths:
-            console.print(f"  {label}: {path}")
+            done = (
+                " (unregistered: rerun its run to recompute it)"
+                if path in result.unregistered
+                else ""
+            )
+            console.print(f"  {label}: {path}{done}")
     for path in result.orphans:
         state = (
             "removed" if path in result.removed else "orphan (no run owns it; --repair removes it)"
         )
         console.print(f"  {state}: {path}")
-    remaining = [p for p in result.orphans if p not in result.removed]
-    if result.missing or result.corrupt or remaining:
+    if not result.ok:
         from addpatch.errors import StoreError
 
+        remaining = [p for p in result.orphans if p not in result.removed]
         raise StoreError(
-            f"{len(result.missing)} missing, {len(result.corrupt)} corrupt, {len(remaining)} orphan "
-            "files; rerun the run to recompute missing batches, `--repair` removes orphans"
+            f"{len(result.missing)} missing, {len(result.corrupt)} corrupt, "
+            f"{len(result.duplicated)} with duplicated rows, {len(remaining)} orphan files; run "
+            "`addpatch store verify --repair` (it unregisters damaged files and removes orphans), "
+            "then rerun the command of each affected run to recompute its batches"
         )
-    console.print("Store is consistent")
+    if result.unregistered:
+        console.print(
+            f"Unregistered {len(result.unregistered)} damaged files; rerun the command of each "
+            "affected run to recompute them"
+        )
+    else:
+        console.print("Store is consistent")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from addpatch.sweep.driver import CombinationResult, SweepSpec
 
 RAY_LOCAL = "local"  # what a bare `--ray` means (see cli.main)
+_RAY_ADDRESS = re.compile(r"local|auto|(ray://)?[A-Za-z0-9.\-]+:\d{1,5}")
 
 
 def sweep(
@@ -102,6 +104,7 @@ def sweep(
     from addpatch.engine.components import parse_components
     from addpatch.engine.positions import resolve_position_set
     from addpatch.errors import BadInput
+    from addpatch.output_paths import output_dir_check
     from addpatch.store.store import Store
     from addpatch.sweep.driver import SweepSpec, run_sweep, sweep_device, validate_sweep
     from addpatch.sweep.executors import LocalExecutor, RayExecutor
@@ -134,9 +137,15 @@ def sweep(
         chat=chat,
         filtered=not no_filter,
     )
+    if ray is not None and not _RAY_ADDRESS.fullmatch(ray):
+        raise BadInput(
+            f"cannot read --ray {ray!r}; give no value (a local instance), auto, HOST:PORT or "
+            "ray://HOST:PORT"
+        )
     if widths:  # `auto` positions: the query's tokens when the prompt is more than the query
         spec = replace(spec, positions=resolve_position_set(positions, spec.task(widths[0])))
     validate_sweep(spec)  # bad input fails before Ray starts or the store is touched
+    output_dir_check(report_dir)
     executor = (
         RayExecutor(None if ray == RAY_LOCAL else ray) if ray is not None else LocalExecutor()
     )

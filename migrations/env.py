@@ -56,7 +56,7 @@ def main() -> None:
         raise SystemExit("pass the store directory: alembic -x store=./addpatch-store upgrade head")
     engine = create_engine(f"duckdb:///{store}/catalog.duckdb")
     with engine.begin() as conn:
-        conn.exec_driver_sql(f"SET file_search_path = '{store}'")
+        conn.exec_driver_sql("SET file_search_path = ?", (str(store),))
         _run(conn)
 
 

@@ -52,8 +52,8 @@ CASES = [
     (["run", "--digits", "7"], "num_digits must be 1..6"),
     (["run", "--addends", "1"], "num_addends must be 2..4"),
     (["run", "--addends", "5"], "num_addends must be 2..4"),
-    (["run", "--size", "0"], "must be at least 1"),
-    (["run", "--batch-size", "0"], "must be at least 1"),
+    (["run", "--size", "0"], "--size must be 1.."),
+    (["run", "--batch-size", "0"], "--batch-size must be 1.."),
     (["run", "--kind", "bogus"], "unknown generator"),
     (["run", "--model", "no-such-model"], "is not a shipped model"),
     (["run", "--model", "org/not-in-the-cache"], "download it first"),
@@ -80,7 +80,7 @@ CASES = [
     (["query", "best_cells", "-p", "noequals"], "write --param name=value"),
     (["query", "best_cells", "--format", "xml"], "unknown format"),
     (["query", "best_cells", "--format", "parquet"], "add --output"),
-    (["sql", "DROP TABLE runs"], "the SQL failed"),
+    (["sql", "DROP TABLE runs"], "runs read-only queries"),
     (["sql", "SELEC 1"], "the SQL failed"),
 ]
 

@@ -57,3 +57,62 @@ def test_second_writer_is_refused_and_readers_keep_working(tmp_path):
     finally:
         out, err = writer.communicate(timeout=600)
     assert writer.returncode == 0, err
+
+
+def test_repair_score_and_report_are_refused_while_a_sweep_writes(tmp_path):
+    """verify --repair, and score/report that would store labels, wait for no writer: they are
+    refused with one line while a sweep writes, and the sweep completes with every row."""
+    import duckdb
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    store = tmp_path / "s"
+    cells = ["--layers", "-1,0", "--positions", "digits"]
+    first = CliRunner().invoke(
+        app,
+        ["sweep", "--models", "tiny-adder-digits", "--size", "8", *cells, "--store", str(store)],
+    )
+    assert first.exit_code == 0, first.output
+    sweep = subprocess.Popen(
+        [ADDPATCH, "sweep", "--models", "tiny-adder-digits", "--digits", "3", "--size", "48"]
+        + ["--batch-size", "4", "--batches-per-task", "16", *cells, "--store", str(store)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        lock = store / "writer.lock"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and "pid" not in lock.read_text():
+            time.sleep(0.1)
+        joint = "digit_0_0+digit_1_0"  # not labelled yet: scoring it would write labels
+        for args in (
+            ["store", "verify", "--repair"],
+            ["score", "--run-id", "1", "--targets", joint],
+            ["report", "--run-id", "1", "--targets", joint, "--out", str(tmp_path / "r")],
+        ):
+            refused = CliRunner().invoke(app, [*args, "--store", str(store)])
+            lines = [line for line in refused.stderr.splitlines() if line.strip()]
+            assert refused.exit_code == 1, refused.output
+            assert len(lines) == 1 and "is being written by addpatch pid" in lines[0], lines
+    finally:
+        out, err = sweep.communicate(timeout=600)
+    assert sweep.returncode == 0, err
+    check = CliRunner().invoke(app, ["store", "verify", "--store", str(store)])
+    assert check.exit_code == 0 and "Store is consistent" in check.output, check.output
+    conn = duckdb.connect(str(store / "catalog.duckdb"), read_only=True)
+    conn.execute("SET file_search_path = ?", [str(store)])
+    try:
+        per_run = conn.execute(
+            "SELECT r.id, r.num_examples * json_array_length(r.layers_json) * "
+            "(SELECT count(*) FROM run_positions p WHERE p.run_id = r.id), "
+            "(SELECT count(*) FROM patched_outputs o WHERE o.run_id = r.id), "
+            "(SELECT count(DISTINCT (o.example_id, o.layer, o.position)) FROM patched_outputs o "
+            " WHERE o.run_id = r.id) FROM runs r ORDER BY r.id"
+        ).fetchall()
+    finally:
+        conn.close()
+    assert len(per_run) == 2
+    for run_id, expected, stored, distinct in per_run:
+        assert expected == stored == distinct, run_id

@@ -209,9 +209,9 @@ def test_verify_reports_missing_corrupt_and_orphan_files_and_repairs_orphans(tmp
     run_id = _make_run(store)
     table = _outputs_table([0], [1])
     paths = []
-    for index in range(3):
+    for index in range(3):  # one example per batch, each its own
         relpath = output_relpath(1, run_id, index)
-        rows, sha = write_output_file(store.root, relpath, run_id, table)
+        rows, sha = write_output_file(store.root, relpath, run_id, _outputs_table([index], [1]))
         with store.connect() as conn:
             catalog.register_output_file(
                 conn=conn, run_id=run_id, batch_index=index, path=relpath, rows=rows, sha256=sha

@@ -230,7 +230,7 @@ def test_one_report_covers_runs_of_different_widths(tmp_path):
         (["--digits", "2,x"], "cannot read --digits"),
         (["--device", "tpu"], "unknown device"),
         (["--device", "cuda"], "has no GPU"),
-        (["--batches-per-task", "0"], "must be at least 1"),
+        (["--batches-per-task", "0"], "--batches-per-task must be 1.."),
         (["--targets", "O_9"], "unknown variable"),
     ],
 )

@@ -87,13 +87,16 @@ def create_dataset(
     """
     options = {k: v for k, v in (options or {}).items() if v is not None}
     name = dataset_name(kind, task, size, seed, options)
-    with store.connect() as conn:
+    with store.connect(read_only=True) as conn:
         existing = catalog.find_dataset(conn=conn, name=name)
     if existing is not None:
         return DatasetInfo(existing, name, kind, task, size, seed, options, created=False)
     if pairs is None:
         pairs = generate_pairs(kind, task, size, seed, **options)
-    with store.connect() as conn:
+    with store.writer(), store.connect() as conn:
+        existing = catalog.find_dataset(conn=conn, name=name)
+        if existing is not None:  # stored meanwhile
+            return DatasetInfo(existing, name, kind, task, size, seed, options, created=False)
         dataset_id = catalog.insert_dataset(
             conn=conn,
             name=name,

@@ -101,7 +101,7 @@ def answer_pairs(
 
 def store_filter(store: Store, *, model_id: int, dataset_id: int, results: pa.Table) -> None:
     """Keep `results` as this model's answers on the dataset, unless the store has them already."""
-    with store.connect() as conn:
+    with store.writer(), store.connect() as conn:
         if not catalog.has_filter(conn=conn, model_id=model_id, dataset_id=dataset_id):
             catalog.insert_filter(
                 conn=conn, model_id=model_id, dataset_id=dataset_id, results=results

@@ -25,6 +25,7 @@ from addpatch.experiment.provenance import environment
 from addpatch.store import catalog
 from addpatch.store.outputs import output_relpath, write_output_file
 from addpatch.store.store import Store
+from addpatch.store.verify import unreadable_files, unregister_files
 
 ENGINE_VERSION = 1  # bump when a change to the engine changes its outputs
 
@@ -177,8 +178,9 @@ def plan_run(
 def open_run(
     store: Store, plan: RunPlan, *, device: str, seed: int, model_provenance: dict
 ) -> tuple[int, str | None, set[int]]:
-    """The run's id (inserted the first time), its stored status, and its registered batches."""
-    with store.connect() as conn:
+    """The run's id (inserted the first time), its stored status, and its registered batches
+    (those whose files are whole: a missing or damaged one is unregistered, to be recomputed)."""
+    with store.writer(), store.connect() as conn:
         found = catalog.find_run(conn=conn, config_sha256=plan.config_sha256)
         if found is None:
             run_id = catalog.insert_run(
@@ -208,6 +210,11 @@ def open_run(
             )
             return run_id, None, set()
         run_id, status = found
+    damaged = unreadable_files(store, run_id)
+    if damaged:  # deleted or damaged since: recompute exactly those batches
+        unregister_files(store, damaged)
+        status = "running"
+    with store.connect(read_only=True) as conn:
         return run_id, status, catalog.registered_batches(conn=conn, run_id=run_id)
 
 
@@ -285,7 +292,7 @@ def patch_batch_to_file(
 
 
 def register_output(store: Store, run_id: int, output: OutputFile) -> None:
-    with store.connect() as conn:
+    with store.writer(), store.connect() as conn:
         catalog.register_output_file(
             conn=conn,
             run_id=run_id,
@@ -307,7 +314,7 @@ def register_output(store: Store, run_id: int, output: OutputFile) -> None:
 
 
 def finish(store: Store, run_id: int, *, wall_time_s: float, interventions: int) -> None:
-    with store.connect() as conn:
+    with store.writer(), store.connect() as conn:
         catalog.finish_run(
             conn=conn,
             run_id=run_id,

@@ -7,7 +7,9 @@ import pyarrow as pa
 from addpatch.experiment.datasets import load_pairs
 from addpatch.store import catalog
 from addpatch.store.store import Store
-from addpatch.task.labels import label_many, resolve_target
+from addpatch.task.addition import AdditionTask
+from addpatch.task.generators import CounterfactualPair
+from addpatch.task.labels import AdditionModel, label_many, resolve_target
 
 
 def ensure_labels(store: Store, dataset_id: int, targets: list[str]) -> list[str]:
@@ -18,7 +20,23 @@ def ensure_labels(store: Store, dataset_id: int, targets: list[str]) -> list[str
     with store.connect(read_only=True) as conn:
         have = catalog.labelled_targets(conn=conn, dataset_id=dataset_id)
     missing = [(model, text) for _, model, text in resolved if text not in have]
-    seen: set[str] = set()
+    if missing:
+        with store.writer():  # a reader (score, report) writes only what is missing
+            _store_labels(store, dataset_id, task, ids, pairs, missing)
+    return list(dict.fromkeys(canonical))
+
+
+def _store_labels(
+    store: Store,
+    dataset_id: int,
+    task: AdditionTask,
+    ids: list[int],
+    pairs: list[CounterfactualPair],
+    missing: list[tuple[AdditionModel, str]],
+) -> None:
+    """Compute and insert the labels of `missing` targets; the caller holds the writer lock."""
+    with store.connect(read_only=True) as conn:
+        seen = catalog.labelled_targets(conn=conn, dataset_id=dataset_id)  # stored meanwhile
     for model, text in missing:
         if text in seen:
             continue
@@ -35,4 +53,3 @@ def ensure_labels(store: Store, dataset_id: int, targets: list[str]) -> list[str
         )
         with store.connect() as conn:
             catalog.insert_labels(conn=conn, dataset_id=dataset_id, labels=table)
-    return list(dict.fromkeys(canonical))

@@ -30,6 +30,49 @@ class LoadedModel:
     provenance: dict
 
 
+@dataclass
+class PreparedModel:
+    """A model loaded and checked (weights agree with its config), not yet in any store."""
+
+    resolved: ResolvedModel
+    engine: PatchEngine
+    record: ModelRecord
+    dtype: str
+
+
+def prepare_model(
+    model: str,
+    *,
+    device: str | None = None,
+    dtype: str | None = None,
+    threads: int | None = None,
+    trust_remote_code: bool = False,
+) -> PreparedModel:
+    """Load the model; everything that can be wrong with it fails here, before any writing."""
+    resolved = resolve_model(model)
+    chosen_device = pick_device(device)
+    chosen_dtype = pick_dtype(dtype, chosen_device)
+    if threads:
+        torch.set_num_threads(threads)
+    hf_model, tokenizer = load_model(resolved, chosen_device, chosen_dtype, trust_remote_code)
+    record = model_record(resolved, hf_model.config)
+    return PreparedModel(
+        resolved, PatchEngine(hf_model, tokenizer), record, torch_dtype_name(chosen_dtype)
+    )
+
+
+def register_model(store: Store, prepared: PreparedModel) -> LoadedModel:
+    with store.writer(), store.connect() as conn:
+        model_id = catalog.upsert_model(conn=conn, record=prepared.record)
+    return LoadedModel(
+        prepared.resolved,
+        prepared.engine,
+        model_id,
+        prepared.dtype,
+        model_provenance(prepared.record),
+    )
+
+
 def load_into_store(
     store: Store,
     model: str,
@@ -39,22 +82,10 @@ def load_into_store(
     threads: int | None = None,
     trust_remote_code: bool = False,
 ) -> LoadedModel:
-    resolved = resolve_model(model)
-    chosen_device = pick_device(device)
-    chosen_dtype = pick_dtype(dtype, chosen_device)
-    if threads:
-        torch.set_num_threads(threads)
-    hf_model, tokenizer = load_model(resolved, chosen_device, chosen_dtype, trust_remote_code)
-    record = model_record(resolved, hf_model.config)
-    with store.connect() as conn:
-        model_id = catalog.upsert_model(conn=conn, record=record)
-    return LoadedModel(
-        resolved,
-        PatchEngine(hf_model, tokenizer),
-        model_id,
-        torch_dtype_name(chosen_dtype),
-        model_provenance(record),
+    prepared = prepare_model(
+        model, device=device, dtype=dtype, threads=threads, trust_remote_code=trust_remote_code
     )
+    return register_model(store, prepared)
 
 
 def model_provenance(record: ModelRecord) -> dict:

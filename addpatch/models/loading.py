@@ -138,10 +138,17 @@ def pick_device(device: str | None) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         chosen = torch.device(device)
-    except RuntimeError:
-        raise BadInput(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto") from None
+    except (RuntimeError, TypeError, ValueError):
+        chosen = None
+    if chosen is None or chosen.type not in ("cpu", "cuda"):
+        raise BadInput(f"unknown device {device!r}; use cpu, cuda, cuda:N or auto")
     if chosen.type == "cuda" and not torch.cuda.is_available():
         raise BadInput("--device cuda was asked for but no GPU is visible; use --device cpu")
+    if chosen.type == "cuda" and (chosen.index or 0) >= torch.cuda.device_count():
+        raise BadInput(
+            f"--device {device}: this machine has {torch.cuda.device_count()} GPUs "
+            f"(cuda:0..cuda:{torch.cuda.device_count() - 1})"
+        )
     return chosen
 
 
@@ -188,11 +195,36 @@ def load_model(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     hf_logging.disable_progress_bar()  # addpatch draws its own progress; keep stderr for errors
     tokenizer = load_tokenizer(resolved, trust_remote_code)
-    model = AutoModelForCausalLM.from_pretrained(
-        resolved.path, dtype=dtype, use_safetensors=True, trust_remote_code=trust_remote_code
+    model, info = AutoModelForCausalLM.from_pretrained(
+        resolved.path,
+        dtype=dtype,
+        use_safetensors=True,
+        trust_remote_code=trust_remote_code,
+        output_loading_info=True,
     )
+    check_loading_info(resolved, info)
     model.to(device).eval()
     return model, tokenizer
+
+
+def check_loading_info(resolved: ResolvedModel, info: dict) -> None:
+    """Refuse a checkpoint whose weights and config disagree: every parameter the config builds
+    must be loaded and every weight in the checkpoint used (else results would be stored from
+    randomly initialized layers)."""
+    problems = {
+        "parameters the config needs are not in the weights": sorted(info.get("missing_keys", ())),
+        "weights the config does not use": sorted(info.get("unexpected_keys", ())),
+        "weights of another shape than the config's": sorted(
+            str(k[0]) if isinstance(k, tuple) else str(k) for k in info.get("mismatched_keys", ())
+        ),
+    }
+    for what, keys in problems.items():
+        if keys:
+            shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+            raise BadInput(
+                f"{resolved.name}: its config.json and weights disagree ({what}: {shown}); "
+                "fix config.json (e.g. num_hidden_layers) or the checkpoint"
+            )
 
 
 def causal_lm_class_name(config: PretrainedConfig) -> str:

@@ -71,6 +71,12 @@ def build_report(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
+    # a previous report's heatmaps and analyses would sit beside this one's: remove them
+    for stale in [*out_dir.glob("heatmap_*.png"), *out_dir.glob("heatmap_*.svg")]:
+        stale.unlink()
+    for stale in out_dir.glob("analysis_run*.md"):
+        stale.unlink()
+
     labelled = with_labels(df)
     blocks: list[ChartBlock] = []
     pngs: list[Path] = []

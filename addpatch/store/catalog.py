@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
 import duckdb
 import pyarrow as pa
+
+
+@contextmanager
+def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """BEGIN ... COMMIT; on any failure (Ctrl-C included) roll back if DuckDB has not already."""
+    conn.execute("BEGIN TRANSACTION")
+    try:
+        yield
+    except BaseException:
+        try:
+            conn.execute("ROLLBACK")
+        except duckdb.Error:
+            pass  # the failed statement (or an interrupted COMMIT) ended the transaction
+        raise
+    conn.execute("COMMIT")
 
 
 def _next_id(conn: duckdb.DuckDBPyConnection, table: str) -> int:
@@ -83,8 +100,7 @@ def insert_dataset(
     """
     prompt = prompt or {}
     dataset_id = _next_id(conn, "datasets")
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         conn.execute(
             "INSERT INTO datasets (id, name, kind, num_addends, num_digits, template, size, seed, "
             "options_json, created_at, templates_json, prompt_prefix, prompt_suffix, num_shots, "
@@ -119,10 +135,6 @@ def insert_dataset(
             [dataset_id],
         )
         conn.unregister("new_examples")
-        conn.execute("COMMIT")
-    except Exception:
-        conn.execute("ROLLBACK")
-        raise
     return dataset_id
 
 
@@ -233,8 +245,7 @@ def insert_run(
     provenance: dict,
 ) -> int:
     run_id = _next_id(conn, "runs")
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         conn.execute(
             "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, "
             "NULL, NULL, NULL)",
@@ -260,10 +271,6 @@ def insert_run(
             conn.execute(
                 "INSERT INTO run_positions VALUES (?, ?, ?, ?)", [run_id, index, name, text]
             )
-        conn.execute("COMMIT")
-    except Exception:
-        conn.execute("ROLLBACK")
-        raise
     return run_id
 
 
@@ -306,14 +313,9 @@ def register_output_file(
 ) -> None:
     from addpatch.store.outputs_view import refresh_outputs_view
 
-    conn.execute("BEGIN TRANSACTION")
-    try:
+    with transaction(conn):
         conn.execute(
             "INSERT INTO output_files VALUES (?, ?, ?, ?, ?, ?, ?)",
             [_next_id(conn, "output_files"), run_id, batch_index, path, rows, sha256, _now()],
         )
         refresh_outputs_view(conn)
-        conn.execute("COMMIT")
-    except Exception:
-        conn.execute("ROLLBACK")
-        raise

@@ -34,6 +34,7 @@ from addpatch.experiment.preflight import preflight
 from addpatch.experiment.progress import Progress, no_progress
 from addpatch.experiment.reporting import run_default_targets
 from addpatch.experiment.session import model_provenance
+from addpatch.limits import check_run_numbers
 from addpatch.models.loading import (
     load_tokenizer,
     model_for_width,
@@ -43,7 +44,7 @@ from addpatch.models.loading import (
 )
 from addpatch.store import catalog
 from addpatch.store.catalog import ModelRecord
-from addpatch.store.store import Store
+from addpatch.store.store import Store, writes_store
 from addpatch.sweep.executors import Executor
 from addpatch.sweep.tasks import ModelSpec, PatchShard, answer_task, patch_task
 from addpatch.task.addition import AdditionTask
@@ -152,8 +153,12 @@ def validate_sweep(spec: SweepSpec) -> None:
         raise BadInput("a sweep needs at least one model (--models) and one width (--digits)")
     if spec.kind not in GENERATORS:
         raise BadInput(f"unknown generator {spec.kind!r}; choose one of: {', '.join(GENERATORS)}")
-    if spec.size < 1 or spec.batch_size < 1 or spec.batches_per_task < 1:
-        raise BadInput("--size, --batch-size and --batches-per-task must be at least 1")
+    check_run_numbers(
+        size=spec.size,
+        seed=spec.seed,
+        batch_size=spec.batch_size,
+        batches_per_task=spec.batches_per_task,
+    )
     if spec.device != "auto":
         _device_type(spec.device)
     for digits in spec.digits:
@@ -173,6 +178,7 @@ def validate_sweep(spec: SweepSpec) -> None:
             )
 
 
+@writes_store
 def run_sweep(
     store: Store,
     spec: SweepSpec,
@@ -180,7 +186,7 @@ def run_sweep(
     echo: Echo = lambda _: None,
     progress: Progress = no_progress,
 ) -> list[CombinationResult]:
-    """Run (or resume) the sweep; the caller holds the store's writer lock.
+    """Run (or resume) the sweep, holding the store's writer lock.
 
     `echo` gets a line per step (datasets, filter, runs); `progress(stage, done, total)` counts
     each run's registered batches (stage: `run N`).
@@ -241,9 +247,12 @@ def sweep_device(spec: SweepSpec, executor: Executor) -> tuple[str, str]:
 
 def _device_type(device: str) -> str:
     try:
-        return torch.device(device).type
-    except RuntimeError:
-        raise BadInput(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError, ValueError):
+        kind = ""
+    if kind not in ("cpu", "cuda"):
+        raise BadInput(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+    return kind
 
 
 @dataclass(frozen=True)
@@ -314,7 +323,7 @@ def _register_model(
     config = AutoConfig.from_pretrained(resolved.path, trust_remote_code=trust_remote_code)
     tokenizer = load_tokenizer(resolved, trust_remote_code)
     record = model_record(resolved, config)
-    with store.connect() as conn:
+    with store.writer(), store.connect() as conn:
         return record, catalog.upsert_model(conn=conn, record=record), tokenizer
 
 

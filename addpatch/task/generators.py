@@ -373,7 +373,10 @@ def generate_pairs(
     kind: str, task: AdditionTask, size: int, seed: int, **options: object
 ) -> list[CounterfactualPair]:
     """Run the generator called `kind`; BadInput for unknown kinds, options or bad values."""
+    from addpatch.limits import check_dataset_numbers
+
     generator = GENERATORS.get(kind)
     if generator is None:
         raise BadInput(f"unknown generator {kind!r}; choose one of: " + ", ".join(GENERATORS))
+    check_dataset_numbers(size=size, seed=seed)
     return generator(task, size, seed, **options)
