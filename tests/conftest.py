@@ -7,12 +7,14 @@ import torch
 from transformers import (
     AutoModelForCausalLM,
     Gemma2Config,
+    Gemma3TextConfig,
     GPT2Config,
     GPTNeoXConfig,
     LlamaConfig,
     MistralConfig,
     Olmo2Config,
     Qwen2Config,
+    Qwen3Config,
 )
 
 from addpatch.models.tiny_tokenizers import build_tokenizer
@@ -56,6 +58,19 @@ def tiny_config(family: str, tokenizer):
             query_pre_attn_scalar=8,
             **common,
         )
+    if family == "gemma3":
+        # three layers: local (sliding, its own RoPE base) and global attention both run
+        return Gemma3TextConfig(
+            **{**rope, "num_hidden_layers": 3},
+            num_key_value_heads=2,
+            head_dim=8,
+            sliding_window=6,
+            query_pre_attn_scalar=8,
+            layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+            **common,
+        )
+    if family == "qwen3":
+        return Qwen3Config(**rope, num_key_value_heads=2, head_dim=8, **common)
     if family == "olmo2":
         return Olmo2Config(**rope, num_key_value_heads=4, **common)
     if family == "qwen2":
@@ -77,7 +92,17 @@ def tiny_config(family: str, tokenizer):
     raise ValueError(family)
 
 
-FAMILIES = ["llama", "gemma2", "olmo2", "qwen2", "mistral", "gpt2", "gpt_neox"]
+FAMILIES = [
+    "llama",
+    "gemma2",
+    "gemma3",
+    "olmo2",
+    "qwen2",
+    "qwen3",
+    "mistral",
+    "gpt2",
+    "gpt_neox",
+]
 
 
 def tiny_model(family: str, grouping: str = "digits", seed: int = 0):
