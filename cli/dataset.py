@@ -10,11 +10,17 @@ from addpatch.settings import DEFAULT_MODEL
 from cli.options import (
     STORE_DEFAULT,
     AddendsOption,
+    ChatOption,
     DigitsOption,
     KindOption,
+    PrefixOption,
     SeedOption,
+    ShotsOption,
     SizeOption,
     StoreOption,
+    SuffixOption,
+    TemplateOption,
+    prompt_task,
 )
 from cli.output import console, errors
 
@@ -53,6 +59,11 @@ def dataset(
         typer.Option("--filter/--no-filter", help="Answer every prompt and report the keep rate."),
     ] = True,
     show: Annotated[int, typer.Option(help="Examples to print.")] = 3,
+    template: TemplateOption = None,
+    prefix: PrefixOption = "",
+    suffix: SuffixOption = "",
+    shots: ShotsOption = 0,
+    chat: ChatOption = False,
     store: StoreOption = STORE_DEFAULT,
 ) -> None:
     """Generate counterfactual pairs with a seeded generator and store them.
@@ -66,20 +77,29 @@ def dataset(
         addpatch dataset --kind one_digit --digits 3 --size 512 -o addend=1 -o digit=2
         addpatch dataset --kind carry_flip -o carry=1 --model tiny-adder-digits
         addpatch dataset --kind sum_to_nine -o column=1 --no-filter
+        addpatch dataset --digits 1 --shots 2 --template '{num0}+{num1}=' --template '{num0} plus {num1} is'
     """
-    from addpatch.task.addition import AdditionTask
     from addpatch.task.generators import GENERATORS, generate_pairs
 
-    task = AdditionTask(num_addends=addends, num_digits=digits)
+    task = prompt_task(
+        addends=addends,
+        digits=digits,
+        template=template,
+        prefix=prefix,
+        suffix=suffix,
+        shots=shots,
+        chat=chat,
+    )
     options = _options(option or [])
     pairs = generate_pairs(kind, task, size, seed, **options)  # bad input fails before the store
     if filter_pairs:
-        from addpatch.models.loading import model_for_width, resolve_model
+        from addpatch.experiment.preflight import sample_layouts
+        from addpatch.models.loading import load_tokenizer, model_for_width, resolve_model
 
         model = model_for_width(model, digits)
-        resolve_model(model)
+        sample_layouts(load_tokenizer(resolve_model(model), False), task)
     from addpatch.experiment.datasets import create_dataset, load_pairs
-    from addpatch.experiment.filtering import filter_dataset
+    from addpatch.experiment.filtering import filter_dataset, low_keep_rate_hint
     from addpatch.experiment.session import load_into_store
     from addpatch.store.store import Store
 
@@ -106,3 +126,6 @@ def dataset(
             )
             if summary.low:
                 errors.print(f"Warning: keep rate {summary.keep_rate:.1%} is under 50%")
+                errors.print(
+                    low_keep_rate_hint(opened, model_id=loaded.model_id, dataset_id=info.id)
+                )

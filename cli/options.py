@@ -36,7 +36,11 @@ LayersOption = Annotated[
 ]
 PositionsOption = Annotated[
     str,
-    typer.Option(help="all (every prompt token), numbers, digits, last, or names like a0.d1,last."),
+    typer.Option(
+        help="auto (query with --prefix/--shots/--chat, else all), all (every prompt token), "
+        "query (the query's tokens, not the prefix, shots or chat wrapper), numbers, digits, "
+        "last, or names like a0.d1,last. Example: --positions query"
+    ),
 ]
 BatchOption = Annotated[int, typer.Option("--batch-size", "-b", help="Examples per batch.")]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
@@ -58,3 +62,74 @@ def split_targets(targets: str | None) -> list[str] | None:
     if targets is None:
         return None
     return [t.strip() for t in targets.split(",") if t.strip()]
+
+
+TemplateOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--template",
+        help="Prompt template with {num0}, {num1}, ... (one per addend); repeat it to draw one "
+        "per example (seeded). Default: 'The sum of {num0} and {num1} is'. "
+        "Example: --template '{num0} + {num1} =' --template 'What is {num0} plus {num1}?'",
+    ),
+]
+PrefixOption = Annotated[
+    str,
+    typer.Option(
+        help="Text before the prompt (and before any worked examples). "
+        "Example: --prefix $'Add the numbers.\\n'"
+    ),
+]
+SuffixOption = Annotated[
+    str,
+    typer.Option(help="Text after the prompt. Example: --template '{num0}+{num1}' --suffix ' ='"),
+]
+ShotsOption = Annotated[
+    int,
+    typer.Option(
+        "--shots",
+        help="Worked examples before each prompt ('The sum of 12 and 34 is 46.' in the same "
+        "template, never the query itself). Example: --shots 2",
+    ),
+]
+ChatOption = Annotated[
+    bool,
+    typer.Option(
+        "--chat",
+        help="Wrap the prompt in the tokenizer's own chat template (user turn, generation "
+        "prompt), for Instruct models. Example: --shots 3 --chat",
+    ),
+]
+NoFilterOption = Annotated[
+    bool,
+    typer.Option(
+        "--no-filter",
+        help="Patch every pair, not only those the model answers right (for a model that "
+        "cannot add, e.g. a random-init checkpoint); the run is recorded as unfiltered. "
+        "Example: --no-filter",
+    ),
+]
+
+
+def prompt_task(
+    *,
+    addends: int,
+    digits: int,
+    template: list[str] | None = None,
+    prefix: str = "",
+    suffix: str = "",
+    shots: int = 0,
+    chat: bool = False,
+):  # -> AdditionTask (imported lazily to keep --help fast)
+    """The addition task of the prompt options (BadInput for a bad template or --shots)."""
+    from addpatch.task.addition import AdditionTask
+
+    return AdditionTask(
+        num_addends=addends,
+        num_digits=digits,
+        templates=tuple(template) if template else None,
+        prompt_prefix=prefix,
+        prompt_suffix=suffix,
+        num_shots=shots,
+        chat=chat,
+    )

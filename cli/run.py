@@ -18,17 +18,24 @@ from cli.options import (
     STORE_DEFAULT,
     AddendsOption,
     BatchOption,
+    ChatOption,
     DeviceOption,
     DigitsOption,
     DtypeOption,
     KindOption,
     LayersOption,
     ModelOption,
+    NoFilterOption,
     PositionsOption,
+    PrefixOption,
     SeedOption,
+    ShotsOption,
     SizeOption,
     StoreOption,
+    SuffixOption,
     TargetsOption,
+    TemplateOption,
+    prompt_task,
     split_targets,
 )
 from cli.output import console, errors, print_frame, progress_bars
@@ -42,8 +49,14 @@ def run(
     size: SizeOption = 256,
     seed: SeedOption = 0,
     layers: LayersOption = "all",
-    positions: PositionsOption = "all",
+    positions: PositionsOption = "auto",
     targets: TargetsOption = None,
+    template: TemplateOption = None,
+    prefix: PrefixOption = "",
+    suffix: SuffixOption = "",
+    shots: ShotsOption = 0,
+    chat: ChatOption = False,
+    no_filter: NoFilterOption = False,
     batch_size: BatchOption = 64,
     device: DeviceOption = "auto",
     dtype: DtypeOption = "auto",
@@ -74,14 +87,26 @@ def run(
     Example:
         addpatch run                                  # tiny-adder-digits, 2 digits, 256 pairs
         addpatch run --model ~/models/Llama-3.1-8B --digits 3 --batch-size 256
+        addpatch run --digits 1 --shots 2 --template '{num0}+{num1}=' --size 64
+        addpatch run --model ~/models/SmolLM2-135M-Instruct --digits 1 --shots 3 --chat
+        addpatch run --model ~/models/random-init --no-filter --size 32
     """
-    from addpatch.task.addition import AdditionTask
+    from addpatch.engine.positions import resolve_position_set
     from addpatch.task.generators import GENERATORS
     from addpatch.task.labels import resolve_target
 
     started = time.perf_counter()
     # Check everything that needs no model first: bad input fails fast and touches nothing.
-    task = AdditionTask(num_addends=addends, num_digits=digits)
+    task = prompt_task(
+        addends=addends,
+        digits=digits,
+        template=template,
+        prefix=prefix,
+        suffix=suffix,
+        shots=shots,
+        chat=chat,
+    )
+    positions = resolve_position_set(positions, task)
     target_list = split_targets(targets)  # None: the run's defaults, known once it is planned
     for target in target_list or []:
         resolve_target(task, target)
@@ -126,6 +151,7 @@ def run(
             target_list=target_list,
             report_dir=report_dir,
             started=started,
+            filtered=not no_filter,
         )
 
 
@@ -148,10 +174,11 @@ def _run_locked(
     target_list: list[str] | None,
     report_dir: Path | None,
     started: float,
+    filtered: bool = True,
 ) -> None:
     """The steps of `run`, while this process holds the store's writer lock."""
     from addpatch.experiment.datasets import create_dataset
-    from addpatch.experiment.filtering import filter_dataset
+    from addpatch.experiment.filtering import filter_dataset, low_keep_rate_hint
     from addpatch.experiment.interventions import parse_layers, run_interventions
     from addpatch.experiment.reporting import report_runs, run_default_targets
     from addpatch.experiment.session import load_into_store
@@ -177,21 +204,29 @@ def _run_locked(
         f"Dataset [bold]{info.name}[/] ({'generated' if info.created else 'already stored'})"
     )
     with progress_bars() as progress:
-        summary = filter_dataset(
-            opened,
-            engine,
-            model_id=loaded.model_id,
-            dataset_id=info.id,
-            batch_size=max(batch_size, 256),
-            progress=progress,
-        )
-        console.print(
-            f"Filter: kept {summary.kept}/{summary.total} pairs (keep rate {summary.keep_rate:.1%})"
-        )
-        if summary.low:
-            errors.print(
-                f"Warning: keep rate {summary.keep_rate:.1%} is under 50%; the model often adds wrong"
+        if filtered:
+            summary = filter_dataset(
+                opened,
+                engine,
+                model_id=loaded.model_id,
+                dataset_id=info.id,
+                batch_size=max(batch_size, 256),
+                progress=progress,
             )
+            console.print(
+                f"Filter: kept {summary.kept}/{summary.total} pairs "
+                f"(keep rate {summary.keep_rate:.1%})"
+            )
+            if summary.low:
+                errors.print(
+                    f"Warning: keep rate {summary.keep_rate:.1%} is under 50%; the model often "
+                    "adds wrong"
+                )
+                errors.print(
+                    low_keep_rate_hint(opened, model_id=loaded.model_id, dataset_id=info.id)
+                )
+        else:
+            console.print("Filter: skipped (--no-filter), every pair is patched")
         result = run_interventions(
             opened,
             engine,
@@ -204,6 +239,7 @@ def _run_locked(
             seed=seed,
             dtype=loaded.dtype,
             progress=progress,
+            filtered=filtered,
         )
     console.print(f"Patched: {result.highlighted}")
     cells = len(result.layers) * len(result.positions)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -12,15 +13,21 @@ from cli.options import (
     STORE_DEFAULT,
     AddendsOption,
     BatchOption,
+    ChatOption,
     DeviceOption,
     DtypeOption,
     KindOption,
     LayersOption,
+    NoFilterOption,
     PositionsOption,
+    PrefixOption,
     SeedOption,
+    ShotsOption,
     SizeOption,
     StoreOption,
+    SuffixOption,
     TargetsOption,
+    TemplateOption,
     split_targets,
 )
 from cli.output import console, errors, print_frame
@@ -55,8 +62,14 @@ def sweep(
     size: SizeOption = 256,
     seed: SeedOption = 0,
     layers: LayersOption = "all",
-    positions: PositionsOption = "all",
+    positions: PositionsOption = "auto",
     targets: TargetsOption = None,
+    template: TemplateOption = None,
+    prefix: PrefixOption = "",
+    suffix: SuffixOption = "",
+    shots: ShotsOption = 0,
+    chat: ChatOption = False,
+    no_filter: NoFilterOption = False,
     batch_size: BatchOption = 64,
     batches_per_task: Annotated[
         int, typer.Option(help="Batches one task patches (the unit a worker runs or retries).")
@@ -82,7 +95,9 @@ def sweep(
     Example:
         addpatch sweep --models tiny-adder-digits,tiny-adder-chunks --digits 2 --ray
         addpatch sweep --models ~/models/Llama-3.1-8B,~/models/gemma-2-9b --digits 2,3 --ray auto
+        addpatch sweep --models ~/models/Qwen3-0.6B --digits 1,2 --shots 3 --chat
     """
+    from addpatch.engine.positions import resolve_position_set
     from addpatch.errors import BadInput
     from addpatch.store.store import Store
     from addpatch.sweep.driver import SweepSpec, run_sweep, sweep_device, validate_sweep
@@ -108,7 +123,15 @@ def sweep(
         device=device,
         dtype=dtype,
         trust_remote_code=trust_remote_code,
+        templates=tuple(template) if template else None,
+        prefix=prefix,
+        suffix=suffix,
+        shots=shots,
+        chat=chat,
+        filtered=not no_filter,
     )
+    if widths:  # `auto` positions: the query's tokens when the prompt is more than the query
+        spec = replace(spec, positions=resolve_position_set(positions, spec.task(widths[0])))
     validate_sweep(spec)  # bad input fails before Ray starts or the store is touched
     executor = (
         RayExecutor(None if ray == RAY_LOCAL else ray) if ray is not None else LocalExecutor()

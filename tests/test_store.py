@@ -83,8 +83,15 @@ def test_store_written_at_first_revision_upgrades_with_data_intact(tmp_path):
     assert backup is not None and backup.exists()
     assert store.revision() == head_revision() != "0001"
     with store.connect(read_only=True) as conn:
-        assert conn.execute("SELECT * FROM datasets ORDER BY id").fetchall() == datasets_before
+        after = conn.execute("SELECT * FROM datasets ORDER BY id").fetchall()
+        assert [row[: len(datasets_before[0])] for row in after] == datasets_before
         assert conn.execute("SELECT count(*) FROM examples").fetchone() == examples_before
+        dataset_ids = [row[0] for row in after]
+    from addpatch.experiment.datasets import load_pairs
+
+    for dataset_id in dataset_ids:  # old datasets reload to exactly their stored prompts
+        _, _, pairs = load_pairs(store, dataset_id)
+        assert pairs
 
 
 def test_store_at_unknown_revision_is_refused_and_untouched(tmp_path):

@@ -9,6 +9,17 @@ prompt, so the counterfactual's vector is taken from "the same named position":
   a{k}.d{d}    the token holding digit d of addend k (d = 0 is the most significant digit)
   last         the last prompt token
 
+Those name the query (`The sum of 23 and 45 is` and its suffix) only. The rest of a longer
+prompt has names of its own kind, so that it never shifts the query's names:
+
+  p.{j}        token j of the prompt prefix (--prefix)
+  s{i}.{j}     token j of worked example i (--shots)
+  c0.{j}       token j of the chat template before the prompt (--chat)
+  c1.{j}       token j of the chat template after it (the generation prompt)
+
+A token is named by the part its first character falls in (a token that overlaps an addend's
+digits always belongs to the addend). The position set `query` is the query's tokens and `last`.
+
 A token that overlaps an addend's digits belongs to that addend (a BPE token ` 23` holds the
 space and the number). Equal addends (`44 and 44`) are told apart by their character spans, not
 by searching for the text.
@@ -18,11 +29,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from transformers import PreTrainedTokenizerBase
 
 from addpatch.errors import BadInput
+
+if TYPE_CHECKING:
+    from addpatch.task.addition import AdditionInput
 
 _PLACEHOLDER = re.compile(r"\{num(\d+)\}")
 
@@ -50,6 +65,74 @@ def render_with_spans(
     return "".join(parts), spans
 
 
+Region = tuple[str, int, int]  # (name prefix, first character, end character) of a prompt part
+
+
+@dataclass(frozen=True)
+class PromptText:
+    """A prompt as the model sees it: its text, the query's addend spans, and the other parts."""
+
+    text: str
+    spans: dict[int, tuple[int, int]]  # query addend -> character span of its digits
+    regions: tuple[Region, ...] = ()  # prefix, shots and chat wrapper (not the query)
+    special_tokens: bool = True  # False when a chat template already wrote BOS etc.
+
+
+def render_input(inp: AdditionInput) -> PromptText:
+    """The input's prompt (prefix, worked examples, query, suffix) with its parts' spans."""
+    from addpatch.task.templates import render_shot
+
+    regions: list[Region] = []
+    if inp.prefix:
+        regions.append(("p", 0, len(inp.prefix)))
+    cursor = len(inp.prefix)
+    for i, shot in enumerate(inp.shots):
+        text = render_shot(inp.template, shot)
+        regions.append((f"s{i}", cursor, cursor + len(text)))
+        cursor += len(text)
+    head = inp.prefix + inp.shots_text
+    text, spans = render_with_spans(inp.template, list(inp.numbers), head, inp.suffix)
+    return PromptText(text, spans, tuple(regions))
+
+
+def chat_wrap(tokenizer: PreTrainedTokenizerBase, prompt: PromptText) -> PromptText:
+    """The prompt as the user turn of the tokenizer's chat template, with the generation prompt."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise BadInput(
+            "--chat needs a tokenizer with a chat template, and this model's has none; "
+            "drop --chat (or use the model's Instruct/chat variant)"
+        )
+    messages = [{"role": "user", "content": prompt.text}]
+    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    start = text.find(prompt.text)
+    if start < 0:
+        raise BadInput(
+            "the tokenizer's chat template changes the prompt text, so its tokens cannot be "
+            "placed; drop --chat"
+        )
+    end = start + len(prompt.text)
+    spans = {k: (s + start, e + start) for k, (s, e) in prompt.spans.items()}
+    regions = [("c0", 0, start)] if start else []
+    regions += [(name, s + start, e + start) for name, s, e in prompt.regions]
+    if end < len(text):
+        regions.append(("c1", end, len(text)))
+    return PromptText(text, spans, tuple(regions), special_tokens=False)
+
+
+def layout_input(tokenizer: PreTrainedTokenizerBase, inp: AdditionInput) -> PromptLayout:
+    """Tokenize and name the input's prompt, in the chat template when the input asks for it."""
+    prompt = render_input(inp)
+    if inp.chat:
+        prompt = chat_wrap(tokenizer, prompt)
+    return layout_prompt(
+        tokenizer,
+        prompt.text,
+        prompt.spans,
+        regions=prompt.regions,
+        add_special_tokens=prompt.special_tokens,
+    )
+
+
 @dataclass(frozen=True)
 class PromptLayout:
     """Named positions of one tokenized prompt (indices count from the first token, no padding)."""
@@ -58,6 +141,7 @@ class PromptLayout:
     tokens: tuple[str, ...]  # each token's text
     canonical: tuple[str, ...]  # one name per token, in order
     aliases: dict[str, int]  # every name (canonical and alias) -> token index
+    query: tuple[str, ...] = field(default=())  # canonical names of the query's tokens
 
     def index(self, name: str) -> int | None:
         return self.aliases.get(name)
@@ -67,14 +151,20 @@ def layout_prompt(
     tokenizer: PreTrainedTokenizerBase,
     text: str,
     spans: dict[int, tuple[int, int]],
+    *,
+    regions: tuple[Region, ...] = (),
+    add_special_tokens: bool = True,
 ) -> PromptLayout:
-    """Tokenize `text` (special tokens included, as the model sees it) and name every token."""
+    """Tokenize `text` (special tokens included, as the model sees it) and name every token.
+
+    `regions` name the parts of the text that are not the query (see the module docstring).
+    """
     if not getattr(tokenizer, "is_fast", False):
         raise BadInput(
             "the tokenizer gives no character offsets, so digits cannot be placed; save the model "
             "with a fast tokenizer (tokenizer.json)"
         )
-    encoded = tokenizer(text, return_offsets_mapping=True, add_special_tokens=True)
+    encoded = tokenizer(text, return_offsets_mapping=True, add_special_tokens=add_special_tokens)
     ids: list[int] = encoded["input_ids"]
     offsets: list[tuple[int, int]] = encoded["offset_mapping"]
     ordered = sorted(spans.items(), key=lambda item: item[1][0])
@@ -82,12 +172,19 @@ def layout_prompt(
     aliases: dict[str, int] = {}
     addend_tokens: dict[int, int] = {}
     text_tokens: dict[int, int] = {}
+    region_tokens: dict[str, int] = {}
+    query: list[str] = []
     for index, (start, end) in enumerate(offsets):
         if start == end:  # special token (BOS etc.): no characters of the text
             name = "bos" if index == 0 else f"special{index}"
         else:
             owner = next((k for k, (s, e) in ordered if start < e and end > s), None)
-            if owner is not None:
+            region = next((r for r, s, e in regions if s <= start < e), None)
+            if owner is None and region is not None:
+                j = region_tokens.get(region, 0)
+                region_tokens[region] = j + 1
+                name = f"{region}.{j}"
+            elif owner is not None:
                 j = addend_tokens.get(owner, 0)
                 addend_tokens[owner] = j + 1
                 name = f"a{owner}.t{j}"
@@ -100,6 +197,8 @@ def layout_prompt(
                 j = text_tokens.get(stretch, 0)
                 text_tokens[stretch] = j + 1
                 name = f"w{stretch}.{j}"
+            if region is None or owner is not None:
+                query.append(name)
         canonical.append(name)
         aliases[name] = index
     for addend, (start, end) in spans.items():
@@ -111,7 +210,7 @@ def layout_prompt(
                 )
     aliases["last"] = len(ids) - 1
     tokens = tuple(tokenizer.decode([i]) for i in ids)
-    return PromptLayout(tuple(ids), tokens, tuple(canonical), aliases)
+    return PromptLayout(tuple(ids), tokens, tuple(canonical), aliases, tuple(query))
 
 
 DigitGroup = tuple[int, tuple[int, ...]]  # (addend, its digits held by one token)
@@ -138,7 +237,17 @@ def shared_digit_tokens(layouts: Iterable[PromptLayout], num_addends: int) -> li
     return sorted(common or ())
 
 
-POSITION_SETS = ("all", "numbers", "digits", "last")
+POSITION_SETS = ("all", "query", "numbers", "digits", "last")
+AUTO_POSITIONS = "auto"
+
+
+def resolve_position_set(which: str, task: object) -> str:
+    """`auto`: the query's tokens when the prompt has a prefix, worked examples or a chat
+    wrapper (they would multiply the grid), else `all` (the plain prompt's every token)."""
+    if which != AUTO_POSITIONS:
+        return which
+    extra = getattr(task, "prompt_prefix", "") or getattr(task, "num_shots", 0)
+    return "query" if extra or getattr(task, "chat", False) else "all"
 
 
 def select_positions(
@@ -147,6 +256,10 @@ def select_positions(
     """Position names to patch, in prompt order, from a named set or a comma-separated list."""
     if which == "all":
         return list(layout.canonical)
+    if which == "query":  # the query's tokens, and `last` unless it is one of them
+        names = list(layout.query)
+        ends_query = bool(names) and layout.aliases[names[-1]] == layout.aliases["last"]
+        return names if ends_query else names + ["last"]
     if which == "numbers":
         names = [n for n in layout.canonical if n.startswith("a")]
         return names + ["last"]

@@ -1,12 +1,21 @@
-"""Generate counterfactual datasets and keep them in the store (idempotent by name)."""
+"""Generate counterfactual datasets and keep them in the store (idempotent by name).
+
+A dataset's name is its identity: generator, K, D, size, seed, generator options and, when the
+prompt is not the seed's plain one, every prompt setting (templates, prefix, suffix, shots,
+chat), so two different prompt sets never share a dataset. The stored prompt text is the
+source of truth: `load_pairs` rebuilds every input from the stored settings, each example's
+templates and worked examples, and refuses a store whose prompts it cannot reproduce exactly.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 
 import pyarrow as pa
 
+from addpatch.errors import StoreError
 from addpatch.store import catalog
 from addpatch.store.store import Store
 from addpatch.task.addition import AdditionInput, AdditionTask
@@ -25,9 +34,23 @@ class DatasetInfo:
     created: bool  # False when the store already held it
 
 
+def prompt_tag(task: AdditionTask) -> str:
+    """The part of a dataset's name that tells its prompts apart ('' for the plain prompt)."""
+    if task.is_plain:
+        return ""
+    tag = f"-shots{task.num_shots}" if task.num_shots else ""
+    tag += "-chat" if task.chat else ""
+    settings, plain = task.prompt_settings, AdditionTask(task.num_addends, 1).prompt_settings
+    text = {k: settings[k] for k in ("templates", "prefix", "suffix")}
+    if any(text[k] != plain[k] for k in text):
+        digest = hashlib.sha256(json.dumps(text, sort_keys=True).encode()).hexdigest()
+        tag += f"-t{digest[:10]}"
+    return tag
+
+
 def dataset_name(kind: str, task: AdditionTask, size: int, seed: int, options: dict) -> str:
     extra = "".join(f"-{k}={options[k]}" for k in sorted(options))
-    return f"{kind}-k{task.num_addends}-d{task.num_digits}-n{size}-s{seed}{extra}"
+    return f"{kind}-k{task.num_addends}-d{task.num_digits}-n{size}-s{seed}{extra}{prompt_tag(task)}"
 
 
 def _examples_table(pairs: list[CounterfactualPair]) -> pa.Table:
@@ -40,6 +63,9 @@ def _examples_table(pairs: list[CounterfactualPair]) -> pa.Table:
             "cf_addends": [json.dumps(list(p.counterfactual.numbers)) for p in pairs],
             "cf_prompt": [p.counterfactual.prompt for p in pairs],
             "cf_sum": [p.counterfactual.total for p in pairs],
+            "base_template": [p.base.template for p in pairs],
+            "cf_template": [p.counterfactual.template for p in pairs],
+            "shots_json": [json.dumps([list(s) for s in p.base.shots]) for p in pairs],
         }
     )
 
@@ -74,35 +100,68 @@ def create_dataset(
             kind=kind,
             num_addends=task.num_addends,
             num_digits=task.num_digits,
-            template=task.templates[0],
-            seed=seed,  # type: ignore[index]
+            template=task.templates[0],  # type: ignore[index]
+            seed=seed,
             options=options,
+            prompt=task.prompt_settings,
             examples=_examples_table(pairs),
         )
     return DatasetInfo(dataset_id, name, kind, task, size, seed, options, created=True)
 
 
+def dataset_task(store: Store, dataset_id: int) -> AdditionTask:
+    """The task a stored dataset was generated for, with its prompt settings."""
+    with store.connect(read_only=True) as conn:
+        meta = catalog.dataset_prompt(conn=conn, dataset_id=dataset_id)
+    return AdditionTask(
+        num_addends=meta["num_addends"],
+        num_digits=meta["num_digits"],
+        templates=tuple(meta["templates"]),
+        prompt_prefix=meta["prefix"],
+        prompt_suffix=meta["suffix"],
+        num_shots=meta["shots"],
+        chat=meta["chat"],
+    )
+
+
 def load_pairs(
     store: Store, dataset_id: int
 ) -> tuple[AdditionTask, list[int], list[CounterfactualPair]]:
-    """The dataset's task and its pairs, ordered by example id."""
+    """The dataset's task and its pairs, ordered by example id, exactly as stored.
+
+    StoreError when a rebuilt prompt differs from the stored text (a store edited by hand, or
+    written by a version that did not record how it built its prompts).
+    """
+    task = dataset_task(store, dataset_id)
     with store.connect(read_only=True) as conn:
-        meta = conn.execute(
-            "SELECT num_addends, num_digits, template, options_json FROM datasets WHERE id = ?",
-            [dataset_id],
-        ).fetchone()
+        options_json = conn.execute(
+            "SELECT options_json FROM datasets WHERE id = ?", [dataset_id]
+        ).fetchone()[0]
         rows = conn.execute(
-            "SELECT example_id, base_addends, cf_addends FROM examples WHERE dataset_id = ? "
-            "ORDER BY example_id",
+            "SELECT example_id, base_addends, cf_addends, base_prompt, cf_prompt, "
+            "coalesce(base_template, d.template), coalesce(cf_template, d.template), "
+            "coalesce(shots_json, '[]') FROM examples JOIN datasets AS d ON d.id = dataset_id "
+            "WHERE dataset_id = ? ORDER BY example_id",
             [dataset_id],
         ).fetchall()
-    num_addends, num_digits, template, options_json = meta
-    task = AdditionTask(num_addends=num_addends, num_digits=num_digits, templates=(template,))
-    width = json.loads(options_json).get("num_digits", num_digits)
+    width = json.loads(options_json).get("num_digits", task.num_digits)
 
-    def make(numbers: str) -> AdditionInput:
-        return task.make_input(json.loads(numbers), num_digits=width)
+    def make(numbers: str, template: str, shots: list[list[int]], stored: str) -> AdditionInput:
+        inp = task.make_input(json.loads(numbers), num_digits=width, template=template, shots=shots)
+        if inp.prompt != stored:
+            raise StoreError(
+                f"dataset {dataset_id}: the stored prompt {stored!r} differs from its rebuild "
+                f"{inp.prompt!r}; generate the dataset again in a new store"
+            )
+        return inp
 
-    ids = [int(r[0]) for r in rows]
-    pairs = [CounterfactualPair(make(r[1]), make(r[2])) for r in rows]
+    ids, pairs = [], []
+    for example_id, base, cf, base_prompt, cf_prompt, base_t, cf_t, shots_json in rows:
+        shots = json.loads(shots_json)
+        ids.append(int(example_id))
+        pairs.append(
+            CounterfactualPair(
+                make(base, base_t, shots, base_prompt), make(cf, cf_t, shots, cf_prompt)
+            )
+        )
     return task, ids, pairs

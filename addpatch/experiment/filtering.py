@@ -9,7 +9,7 @@ import pyarrow as pa
 from transformers import PreTrainedTokenizerBase
 
 from addpatch.engine.patching import PatchEngine
-from addpatch.engine.positions import PromptLayout, layout_prompt, render_with_spans
+from addpatch.engine.positions import PromptLayout, layout_input
 from addpatch.errors import NothingToDo
 from addpatch.experiment.progress import Progress, no_progress
 from addpatch.store import catalog
@@ -19,6 +19,11 @@ from addpatch.task.generators import CounterfactualPair
 from addpatch.task.templates import answer_text, parse_answer
 
 KEEP_RATE_WARNING = 0.5
+SAMPLES_SHOWN = 5
+HELPFUL_OPTIONS = (
+    "options that help: --shots N (worked examples), --chat (Instruct models), fewer --digits, "
+    "another --template; --no-filter patches every pair anyway"
+)
 
 
 @dataclass(frozen=True)
@@ -36,8 +41,7 @@ class FilterSummary:
 
 
 def layout_with(tokenizer: PreTrainedTokenizerBase, inp: AdditionInput) -> PromptLayout:
-    text, spans = render_with_spans(inp.template, list(inp.numbers), inp.prefix, inp.suffix)
-    return layout_prompt(tokenizer, text, spans)
+    return layout_input(tokenizer, inp)
 
 
 def layout_of(engine: PatchEngine, inp: AdditionInput) -> PromptLayout:
@@ -104,15 +108,46 @@ def store_filter(store: Store, *, model_id: int, dataset_id: int, results: pa.Ta
             )
 
 
+def _tail(prompt: str, width: int = 60) -> str:
+    """The end of a prompt (the query), shortened when worked examples make it long."""
+    return prompt if len(prompt) <= width else "..." + prompt[-width:]
+
+
+def wrong_answers(
+    store: Store, *, model_id: int, dataset_id: int, count: int = SAMPLES_SHOWN
+) -> list[str]:
+    """A handful of prompts the model got wrong and what it answered: `'... is' -> ' 7' (want 12)`."""
+    with store.connect(read_only=True) as conn:
+        rows = conn.execute(
+            "SELECT CASE WHEN f.base_correct THEN e.cf_prompt ELSE e.base_prompt END, "
+            "CASE WHEN f.base_correct THEN f.cf_text ELSE f.base_text END, "
+            "CASE WHEN f.base_correct THEN e.cf_sum ELSE e.base_sum END "
+            "FROM filter_results AS f JOIN examples AS e "
+            "ON e.dataset_id = f.dataset_id AND e.example_id = f.example_id "
+            "WHERE f.model_id = ? AND f.dataset_id = ? AND NOT (f.base_correct AND f.cf_correct) "
+            "ORDER BY f.example_id LIMIT ?",
+            [model_id, dataset_id, count],
+        ).fetchall()
+    return [f"{_tail(prompt)!r} -> {text!r} (want {total})" for prompt, text, total in rows]
+
+
+def low_keep_rate_hint(store: Store, *, model_id: int, dataset_id: int) -> str:
+    """What the model answered on a few pairs it got wrong, and the options that help."""
+    samples = wrong_answers(store, model_id=model_id, dataset_id=dataset_id)
+    return "\n".join(["It answered, e.g.:", *(f"  {s}" for s in samples), HELPFUL_OPTIONS])
+
+
 def filter_summary(store: Store, *, model_id: int, dataset_id: int, total: int) -> FilterSummary:
-    """How many pairs the model kept; NothingToDo when it kept none."""
+    """How many pairs the model kept; NothingToDo when it kept none (naming what it answered)."""
     with store.connect(read_only=True) as conn:
         kept = catalog.kept_example_ids(conn=conn, model_id=model_id, dataset_id=dataset_id)
     summary = FilterSummary(total=total, kept=len(kept))
     if summary.kept == 0:
+        samples = wrong_answers(store, model_id=model_id, dataset_id=dataset_id)
         raise NothingToDo(
             f"the model answered none of the {total} pairs correctly on both prompts, so there is "
-            "nothing to patch; use a model that can add, or fewer digits (--digits)"
+            f"nothing to patch; it answered {'; '.join(samples)}; use a model that can add, or "
+            + HELPFUL_OPTIONS
         )
     return summary
 

@@ -89,10 +89,13 @@ class RunPlan:
     batches: list[list[PromptPair]]
     highlighted: str  # the first example's prompt with the patched tokens marked
     digit_tokens: list[DigitGroup]  # (addend, digits) that share one token in every prompt
+    filtered: bool = True  # False: every pair is patched (--no-filter)
 
     @property
     def config(self) -> dict:
+        unfiltered = {} if self.filtered else {"unfiltered": True}  # plain runs keep their hash
         return {
+            **unfiltered,
             "engine": ENGINE_VERSION,
             "model_id": self.model_id,
             "dataset_id": self.dataset_id,
@@ -123,13 +126,20 @@ def plan_run(
     position_set: str,
     batch_size: int,
     dtype: str,
+    filtered: bool = True,
 ) -> RunPlan:
-    """Lay out the model's kept pairs of the dataset and split them into batches (tokenizer only)."""
+    """Lay out the model's kept pairs of the dataset (every pair when not `filtered`) and split
+    them into batches (tokenizer only)."""
     if batch_size < 1:
         raise BadInput(f"batch size must be at least 1, got {batch_size}")
     task, ids, pairs = load_pairs(store, dataset_id)
-    with store.connect(read_only=True) as conn:
-        kept = set(catalog.kept_example_ids(conn=conn, model_id=model_id, dataset_id=dataset_id))
+    if filtered:
+        with store.connect(read_only=True) as conn:
+            kept = set(
+                catalog.kept_example_ids(conn=conn, model_id=model_id, dataset_id=dataset_id)
+            )
+    else:
+        kept = set(ids)
     chosen = [(i, p) for i, p in zip(ids, pairs, strict=True) if i in kept]
     if not chosen:
         raise BadInput(
@@ -158,6 +168,7 @@ def plan_run(
             (layout for p in prompt_pairs for layout in (p.base, p.counterfactual)),
             task.num_addends,
         ),
+        filtered=filtered,
     )
 
 
@@ -189,6 +200,7 @@ def open_run(
                     "device": device,
                     "dtype": plan.dtype,
                     "digit_tokens": plan.digit_tokens,
+                    "filtered": plan.filtered,
                 },
             )
             return run_id, None, set()
@@ -262,6 +274,7 @@ def run_interventions(
     seed: int,
     dtype: str,
     progress: Progress = no_progress,
+    filtered: bool = True,
 ) -> RunSummary:
     plan = plan_run(
         store,
@@ -272,6 +285,7 @@ def run_interventions(
         position_set=position_set,
         batch_size=batch_size,
         dtype=dtype,
+        filtered=filtered,
     )
     run_id, status, done = open_run(
         store, plan, device=str(engine.device), seed=seed, model_provenance=model_provenance

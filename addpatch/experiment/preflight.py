@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
-from transformers import AutoConfig, AutoTokenizer
+from transformers import AutoConfig, AutoTokenizer, PreTrainedTokenizerBase
 
-from addpatch.engine.positions import layout_prompt, render_with_spans, select_positions
+from addpatch.engine.positions import PromptLayout, layout_input, select_positions
 from addpatch.experiment.interventions import parse_layers
 from addpatch.models.loading import pick_device, pick_dtype, resolve_model
 from addpatch.task.addition import AdditionTask
+
+
+def sample_layouts(tokenizer: PreTrainedTokenizerBase, task: AdditionTask) -> list[PromptLayout]:
+    """Lay out sample prompts of the task in every template, at width 1 and D, with the task's
+    worked examples and chat template: BadInput when a digit gets no token of its own."""
+    layouts = []
+    for template in task.templates:  # type: ignore[union-attr]
+        for width in sorted({1, task.num_digits}):
+            low, high = 10 ** (width - 1), 10**width - 1
+            shots = [[high] * task.num_addends] * task.num_shots
+            for number in (low, high):
+                sample = task.make_input(
+                    [number] * task.num_addends, num_digits=width, template=template, shots=shots
+                )
+                layouts.append(layout_input(tokenizer, sample))
+    return layouts
 
 
 def preflight(
@@ -27,9 +43,5 @@ def preflight(
     num_layers = getattr(config, "num_hidden_layers", None) or config.n_layer
     parse_layers(layers, int(num_layers))
     tokenizer = AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=trust_remote_code)
-    sample = task.make_input([10 ** (task.num_digits - 1)] * task.num_addends)
-    text, spans = render_with_spans(
-        sample.template, list(sample.numbers), sample.prefix, sample.suffix
-    )
-    layout = layout_prompt(tokenizer, text, spans)
-    select_positions(layout, positions, task.num_addends, task.num_digits)
+    layouts = sample_layouts(tokenizer, task)
+    select_positions(layouts[-1], positions, task.num_addends, task.num_digits)

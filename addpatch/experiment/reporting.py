@@ -10,6 +10,7 @@ import polars as pl
 from addpatch.errors import BadInput
 from addpatch.report import build_report
 from addpatch.scoring import scores
+from addpatch.store import catalog
 from addpatch.store.store import Store
 from addpatch.task.addition import AdditionTask
 from addpatch.task.labels import default_targets, resolve_target
@@ -22,18 +23,30 @@ def runs_info(store: Store, run_ids: list[int]) -> list[dict]:
             SELECT r.id, m.name, d.num_digits, r.num_examples, r.provenance_json, r.wall_time_s,
                    r.interventions_per_s, r.batch_size, r.seed, d.name,
                    (SELECT count(*) FILTER (WHERE base_correct AND cf_correct) / count(*)
-                      FROM filter_results f WHERE f.model_id = r.model_id AND f.dataset_id = r.dataset_id)
+                      FROM filter_results f WHERE f.model_id = r.model_id AND f.dataset_id = r.dataset_id),
+                   r.dataset_id
             FROM runs r JOIN models m ON m.id = r.model_id JOIN datasets d ON d.id = r.dataset_id
             WHERE list_contains(?, r.id) ORDER BY r.id
             """,
             [run_ids],
         ).fetchall()
     info = []
-    for run_id, model, digits, examples, prov, wall, speed, batch, seed, dataset, keep in rows:
+    for run_id, model, digits, examples, prov, wall, speed, batch, seed, dataset, keep, ds in rows:
         provenance = json.loads(prov)
+        with store.connect(read_only=True) as conn:
+            prompt = catalog.dataset_prompt(conn=conn, dataset_id=ds)
+        filtered = provenance.pop("filtered", True)
         provenance.update(
             {
                 "dataset": dataset,
+                "prompt_templates": prompt["templates"],
+                "prompt_prefix": prompt["prefix"],
+                "prompt_suffix": prompt["suffix"],
+                "prompt_shots": prompt["shots"],
+                "prompt_chat": prompt["chat"],
+                "filter": "kept pairs only"
+                if filtered
+                else "none (--no-filter): every pair patched, right or wrong",
                 "seed": seed,
                 "batch_size": batch,
                 "wall_time_s": wall,

@@ -74,13 +74,21 @@ def insert_dataset(
     seed: int,
     options: dict,
     examples: pa.Table,
+    prompt: dict | None = None,
 ) -> int:
-    """Register a dataset and its examples in one transaction; returns its id."""
+    """Register a dataset and its examples in one transaction; returns its id.
+
+    `prompt`: the task's prompt settings (templates, prefix, suffix, shots, chat); `examples`
+    may carry base_template, cf_template and shots_json columns.
+    """
+    prompt = prompt or {}
     dataset_id = _next_id(conn, "datasets")
     conn.execute("BEGIN TRANSACTION")
     try:
         conn.execute(
-            "INSERT INTO datasets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO datasets (id, name, kind, num_addends, num_digits, template, size, seed, "
+            "options_json, created_at, templates_json, prompt_prefix, prompt_suffix, num_shots, "
+            "chat) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 dataset_id,
                 name,
@@ -92,12 +100,22 @@ def insert_dataset(
                 seed,
                 json.dumps(options, sort_keys=True),
                 _now(),
+                json.dumps(prompt.get("templates", [template])),
+                prompt.get("prefix", ""),
+                prompt.get("suffix", ""),
+                prompt.get("shots", 0),
+                prompt.get("chat", False),
             ],
         )
         conn.register("new_examples", examples)
+        extra = [
+            c for c in ("base_template", "cf_template", "shots_json") if c in examples.schema.names
+        ]
         conn.execute(
-            "INSERT INTO examples SELECT ?, example_id, base_addends, base_prompt, base_sum, "
-            "cf_addends, cf_prompt, cf_sum FROM new_examples",
+            "INSERT INTO examples (dataset_id, example_id, base_addends, base_prompt, base_sum, "
+            f"cf_addends, cf_prompt, cf_sum{''.join(', ' + c for c in extra)}) "
+            "SELECT ?, example_id, base_addends, base_prompt, base_sum, cf_addends, cf_prompt, "
+            f"cf_sum{''.join(', ' + c for c in extra)} FROM new_examples",
             [dataset_id],
         )
         conn.unregister("new_examples")
@@ -106,6 +124,30 @@ def insert_dataset(
         conn.execute("ROLLBACK")
         raise
     return dataset_id
+
+
+def dataset_prompt(*, conn: duckdb.DuckDBPyConnection, dataset_id: int) -> dict:
+    """A dataset's K, D and prompt settings (defaults for rows written before they were kept)."""
+    row = conn.execute(
+        "SELECT num_addends, num_digits, template, templates_json, coalesce(prompt_prefix, ''), "
+        "coalesce(prompt_suffix, ''), coalesce(num_shots, 0), coalesce(chat, false) "
+        "FROM datasets WHERE id = ?",
+        [dataset_id],
+    ).fetchone()
+    if row is None:
+        from addpatch.errors import BadInput
+
+        raise BadInput(f"no dataset {dataset_id} in the store; see `addpatch store status`")
+    k, d, template, templates_json, prefix, suffix, shots, chat = row
+    return {
+        "num_addends": int(k),
+        "num_digits": int(d),
+        "templates": json.loads(templates_json) if templates_json else [template],
+        "prefix": prefix,
+        "suffix": suffix,
+        "shots": int(shots),
+        "chat": bool(chat),
+    }
 
 
 # -- filtering ---------------------------------------------------------------------------------

@@ -56,6 +56,12 @@ class Dataset(Base):
     seed: Mapped[int] = mapped_column(Integer, nullable=False)
     options_json: Mapped[str] = mapped_column(Text, nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
+    # prompt settings (NULL in rows written before 0003_i14p: the plain prompt of `template`)
+    templates_json: Mapped[str | None] = mapped_column(Text)  # JSON list of templates
+    prompt_prefix: Mapped[str | None] = mapped_column(String)
+    prompt_suffix: Mapped[str | None] = mapped_column(String)
+    num_shots: Mapped[int | None] = mapped_column(Integer)
+    chat: Mapped[bool | None] = mapped_column(Boolean)
 
 
 class Example(Base):
@@ -70,6 +76,10 @@ class Example(Base):
     cf_addends: Mapped[str] = mapped_column(String, nullable=False)
     cf_prompt: Mapped[str] = mapped_column(String, nullable=False)
     cf_sum: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    # NULL in rows written before 0003_i14p: the dataset's template, no worked examples
+    base_template: Mapped[str | None] = mapped_column(String)
+    cf_template: Mapped[str | None] = mapped_column(String)
+    shots_json: Mapped[str | None] = mapped_column(Text)  # JSON list of worked examples' addends
 
 
 class FilterResult(Base):

@@ -65,6 +65,24 @@ class SweepSpec:
     device: str = "auto"
     dtype: str = "auto"
     trust_remote_code: bool = False
+    templates: tuple[str, ...] | None = None  # None: the plain template for `addends`
+    prefix: str = ""
+    suffix: str = ""
+    shots: int = 0
+    chat: bool = False
+    filtered: bool = True  # False: patch every pair (--no-filter)
+
+    def task(self, digits: int) -> AdditionTask:
+        """The addition task of one width, with the sweep's prompt settings."""
+        return AdditionTask(
+            num_addends=self.addends,
+            num_digits=digits,
+            templates=self.templates,
+            prompt_prefix=self.prefix,
+            prompt_suffix=self.suffix,
+            num_shots=self.shots,
+            chat=self.chat,
+        )
 
 
 @dataclass
@@ -111,7 +129,7 @@ def validate_sweep(spec: SweepSpec) -> None:
     if spec.device != "auto":
         _device_type(spec.device)
     for digits in spec.digits:
-        task = AdditionTask(num_addends=spec.addends, num_digits=digits)
+        task = spec.task(digits)
         for target in spec.targets or []:
             resolve_target(task, target)
         for model in spec.models:
@@ -136,7 +154,7 @@ def run_sweep(
 
     tickets: dict[Any, tuple[_Combination, str]] = {}
     for combo in combos:
-        if combo.result.total == 0:  # the model's answers are not stored yet
+        if spec.filtered and combo.result.total == 0:  # the model's answers are not stored yet
             task, ids, pairs = load_pairs(store, combo.dataset_id)
             ticket = executor.submit(
                 answer_task, combo.spec, task, ids, pairs, max(spec.batch_size, 256)
@@ -204,7 +222,7 @@ def _prepare(store: Store, spec: SweepSpec, specs: ModelSpecs, echo: Echo) -> li
     """Register models and datasets (driver side, no weights loaded) for every combination."""
     datasets = {}
     for digits in spec.digits:
-        task = AdditionTask(num_addends=spec.addends, num_digits=digits)
+        task = spec.task(digits)
         datasets[digits] = create_dataset(
             store, kind=spec.kind, task=task, size=spec.size, seed=spec.seed
         )
@@ -256,15 +274,16 @@ def _submit_patching(
 ) -> None:
     """Open the combination's run and submit its batches that the store does not hold."""
     result = combo.result
-    try:
-        summary = filter_summary(
-            store, model_id=combo.model_id, dataset_id=combo.dataset_id, total=result.total
-        )
-    except NothingToDo as reason:
-        result.skipped_reason = str(reason)
-        echo(f"{result.model}, {result.digits} digits: skipped, {reason}")
-        return
-    result.kept = summary.kept
+    if spec.filtered:
+        try:
+            summary = filter_summary(
+                store, model_id=combo.model_id, dataset_id=combo.dataset_id, total=result.total
+            )
+        except NothingToDo as reason:
+            result.skipped_reason = str(reason)
+            echo(f"{result.model}, {result.digits} digits: skipped, {reason}")
+            return
+        result.kept = summary.kept
     plan = plan_run(
         store,
         combo.tokenizer,
@@ -274,7 +293,10 @@ def _submit_patching(
         position_set=spec.positions,
         batch_size=spec.batch_size,
         dtype=combo.spec.dtype,
+        filtered=spec.filtered,
     )
+    if not spec.filtered:
+        result.kept = result.total = plan.num_examples
     run_id, status, done = open_run(
         store, plan, device=combo.spec.device, seed=spec.seed, model_provenance=combo.provenance
     )
@@ -284,8 +306,9 @@ def _submit_patching(
     combo.started = time.perf_counter()
     missing = [(i, b) for i, b in enumerate(plan.batches) if i not in done]
     echo(
-        f"{result.model}, {result.digits} digits: kept {summary.kept}/{result.total} pairs, "
-        f"run {run_id}, {len(missing)} of {len(plan.batches)} batches to patch"
+        f"{result.model}, {result.digits} digits: "
+        + (f"kept {result.kept}/{result.total} pairs, " if spec.filtered else "unfiltered, ")
+        + f"run {run_id}, {len(missing)} of {len(plan.batches)} batches to patch"
     )
     for start in range(0, len(missing), spec.batches_per_task):
         shard = PatchShard(

@@ -35,11 +35,13 @@ from addpatch.task.templates import (
     number_from_digits,
     placeholders,
     render_prompt,
+    render_shot,
     template_for,
 )
 
 MIN_ADDENDS, MAX_ADDENDS = 2, 4
 MIN_DIGITS, MAX_DIGITS = 1, 6
+MAX_SHOTS = 32
 DIGIT_VALUES = tuple(range(10))
 
 
@@ -68,7 +70,10 @@ class AdditionTask:
     """K addends of at most D digits, prompt templates and optional prompt prefix/suffix.
 
     `templates` defaults to the seed's template for K (`template_for(K)`); every template must
-    name exactly the placeholders {num0}..{num(K-1)}.
+    name exactly the placeholders {num0}..{num(K-1)}. `num_shots` worked examples (drawn per
+    pair by the generators) go between the prefix and the query; `chat` wraps the whole prompt
+    in the model's own chat template (a user turn and the generation prompt) when it is laid out
+    for a model, so the stored prompt text stays model-independent.
     """
 
     num_addends: int
@@ -76,6 +81,8 @@ class AdditionTask:
     templates: tuple[str, ...] | None = None
     prompt_prefix: str = ""
     prompt_suffix: str = ""
+    num_shots: int = 0
+    chat: bool = False
 
     def __post_init__(self) -> None:
         k, d = self.num_addends, self.num_digits
@@ -92,7 +99,25 @@ class AdditionTask:
                     f"template {template!r} must use exactly {{num0}}..{{num{k - 1}}} "
                     f"for {k} addends"
                 )
+        if not isinstance(self.num_shots, int) or not 0 <= self.num_shots <= MAX_SHOTS:
+            raise BadInput(f"shots must be 0..{MAX_SHOTS}, got {self.num_shots!r}")
         object.__setattr__(self, "templates", templates)
+
+    @property
+    def is_plain(self) -> bool:
+        """True for the seed's prompt: default template, no prefix, suffix, shots or chat."""
+        return self.prompt_settings == AdditionTask(self.num_addends, 1).prompt_settings
+
+    @property
+    def prompt_settings(self) -> dict[str, Any]:
+        """Everything besides the addends that defines the prompt text (stored with a dataset)."""
+        return {
+            "templates": list(self.templates),  # type: ignore[arg-type]
+            "prefix": self.prompt_prefix,
+            "suffix": self.prompt_suffix,
+            "shots": self.num_shots,
+            "chat": self.chat,
+        }
 
     @property
     def output_width(self) -> int:
@@ -100,7 +125,11 @@ class AdditionTask:
         return len(str(self.num_addends * (10**self.num_digits - 1)))
 
     def make_input(
-        self, numbers: Sequence[int], num_digits: int | None = None, template: str | None = None
+        self,
+        numbers: Sequence[int],
+        num_digits: int | None = None,
+        template: str | None = None,
+        shots: Sequence[Sequence[int]] = (),
     ) -> AdditionInput:
         """An input of this task: num_digits defaults to D, template to the first one."""
         return AdditionInput(
@@ -109,6 +138,8 @@ class AdditionTask:
             template=self.templates[0] if template is None else template,  # type: ignore[index]
             prefix=self.prompt_prefix,
             suffix=self.prompt_suffix,
+            shots=tuple(tuple(s) for s in shots),
+            chat=self.chat,
         )
 
 
@@ -118,6 +149,9 @@ class AdditionInput:
 
     `numbers` are the addends; each must fit in `num_digits` digits. `prefix`/`suffix` wrap the
     prompt (use `AdditionTask.make_input` or the generators to copy them from the task).
+    `shots` are the addends of the worked examples put between the prefix and the query, each
+    in the input's template with its answer (`The sum of 12 and 34 is 46.` and a newline);
+    `chat` asks for the model's chat template around the prompt when it is laid out.
     """
 
     numbers: tuple[int, ...]
@@ -125,10 +159,13 @@ class AdditionInput:
     template: str
     prefix: str = ""
     suffix: str = ""
+    shots: tuple[tuple[int, ...], ...] = ()
+    chat: bool = False
 
     def __post_init__(self) -> None:
         numbers = tuple(int(n) for n in self.numbers)
         object.__setattr__(self, "numbers", numbers)
+        object.__setattr__(self, "shots", tuple(tuple(int(n) for n in s) for s in self.shots))
         if not numbers:
             raise BadInput("an addition input needs at least one number")
         if not isinstance(self.num_digits, int) or not MIN_DIGITS <= self.num_digits <= MAX_DIGITS:
@@ -154,8 +191,15 @@ class AdditionInput:
 
     @property
     def prompt(self) -> str:
-        """The prompt text, e.g. `The sum of 23 and 45 is`."""
-        return render_prompt(self.template, list(self.numbers), self.prefix, self.suffix)
+        """The prompt text, e.g. `The sum of 23 and 45 is` (before any chat template)."""
+        return render_prompt(
+            self.template, list(self.numbers), self.prefix + self.shots_text, self.suffix
+        )
+
+    @property
+    def shots_text(self) -> str:
+        """The worked examples, each in this input's template: `The sum of 1 and 2 is 3.\\n`."""
+        return "".join(render_shot(self.template, shot) for shot in self.shots)
 
     @property
     def total(self) -> int:

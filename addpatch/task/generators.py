@@ -9,9 +9,13 @@ own `random.Random(seed)`: the same arguments always give the same pairs. Shared
 * `drop_uninformative_for`: a target (see labels.py); a pair whose label for it equals the base
   answer is redrawn.
 
-Base and counterfactual always have the task's K addends and the same num_digits; their
-templates are drawn independently from the task's templates. A generator that cannot meet its
-constraints within a bounded number of draws raises BadInput instead of looping.
+Base and counterfactual always have the task's K addends and the same num_digits. With several
+templates, the minimal-pair generators (one_digit, carry_flip) give the counterfactual the
+base's template; random and sum_to_nine draw it independently, as every other variable of
+their counterfactual. A task with `num_shots` gets that many worked examples per pair, drawn
+from their own seeded stream (`shots_rng`) with the pair's width, never equal to the base's or
+the counterfactual's addends; base and counterfactual share them. A generator that cannot meet
+its constraints within a bounded number of draws raises BadInput instead of looping.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 import inspect
 import random
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from addpatch.errors import BadInput
 from addpatch.task.addition import AdditionInput, AdditionTask, digit_var
@@ -61,14 +65,64 @@ def _random_digits(rng: random.Random, addends: int, width: int) -> Digits:
     ]
 
 
-def _make(task: AdditionTask, rng: random.Random, digits: Digits, width: int) -> AdditionInput:
+def _make(
+    task: AdditionTask,
+    rng: random.Random,
+    digits: Digits,
+    width: int,
+    keep_template: AdditionInput | None = None,
+) -> AdditionInput:
+    """An input with these digits; its template is drawn, or `keep_template`'s (the draw is made
+    either way, so a one-template task gives the same pairs as before templates were kept)."""
+    drawn = rng.choice(task.templates)  # type: ignore[arg-type]
     return AdditionInput(
         numbers=tuple(number_from_digits(row) for row in digits),
         num_digits=width,
-        template=rng.choice(task.templates),  # type: ignore[arg-type]
+        template=drawn if keep_template is None else keep_template.template,
         prefix=task.prompt_prefix,
         suffix=task.prompt_suffix,
+        chat=task.chat,
     )
+
+
+def shots_rng(seed: int) -> random.Random:
+    """The stream the worked examples are drawn from: its own, so shots never shift the pairs."""
+    return random.Random(f"addpatch-shots-{seed}")
+
+
+def with_shots(
+    task: AdditionTask, pairs: list[CounterfactualPair], seed: int
+) -> list[CounterfactualPair]:
+    """The pairs with `task.num_shots` worked examples each (unchanged when it is 0)."""
+    if not task.num_shots:
+        return pairs
+    rng = shots_rng(seed)
+    out = []
+    for pair in pairs:
+        width = pair.base.num_digits
+        taken = {pair.base.numbers, pair.counterfactual.numbers}
+        shots: list[tuple[int, ...]] = []
+        for _ in range(1000 * task.num_shots):
+            shot = tuple(
+                number_from_digits(row) for row in _random_digits(rng, task.num_addends, width)
+            )
+            if shot not in taken:
+                taken.add(shot)
+                shots.append(shot)
+                if len(shots) == task.num_shots:
+                    break
+        else:
+            raise BadInput(
+                f"cannot draw {task.num_shots} distinct worked examples of {width} digit(s); "
+                "use fewer --shots or more --digits"
+            )
+        out.append(
+            CounterfactualPair(
+                replace(pair.base, shots=tuple(shots)),
+                replace(pair.counterfactual, shots=tuple(shots)),
+            )
+        )
+    return out
 
 
 def _collect(
@@ -187,7 +241,7 @@ def one_digit_pairs(
         d = rng.randrange(width) if digit is None else digit
         choices = [v for v in range(1 if d == 0 else 0, 10) if v != digits[a][d]]
         digits[a][d] = rng.choice(choices)
-        return CounterfactualPair(base, _make(task, rng, digits, width))
+        return CounterfactualPair(base, _make(task, rng, digits, width, keep_template=base))
 
     return _collect(task, size, seed, draw, drop_uninformative_for)
 
@@ -265,7 +319,7 @@ def carry_flip_pairs(
             ]
             if _carries(digits)[i - 1] == target:
                 base = _make(task, rng, base_digits, width)
-                return CounterfactualPair(base, _make(task, rng, digits, width))
+                return CounterfactualPair(base, _make(task, rng, digits, width, keep_template=base))
         return None  # this base cannot flip C_i with these digits held; draw another
 
     return _collect(task, size, seed, draw, drop_uninformative_for)
@@ -288,7 +342,7 @@ class Generator:
                 f"generator {self.name!r} has no option {unknown[0]!r}; its options: "
                 + ", ".join(self.options)
             )
-        return self.function(task, size, seed, **options)
+        return with_shots(task, self.function(task, size, seed, **options), seed)
 
     @property
     def options(self) -> tuple[str, ...]:

@@ -44,6 +44,15 @@ def render_prompt(template: str, numbers: list[int], prefix: str = "", suffix: s
     return f"{prefix}{body}{suffix}"
 
 
+SHOT_SEPARATOR = "\n"
+
+
+def render_shot(template: str, numbers: list[int] | tuple[int, ...]) -> str:
+    """One worked example in `template`, with its answer and a full stop, then a newline:
+    `The sum of 12 and 34 is 46.\n`."""
+    return f"{render_prompt(template, list(numbers))}{answer_text(sum(numbers))}.{SHOT_SEPARATOR}"
+
+
 def answer_text(total: int) -> str:
     """What the model should generate: a space, then the decimal sum (`' 68'`)."""
     return f" {int(total)}"
