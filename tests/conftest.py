@@ -18,13 +18,16 @@ from transformers import (
 )
 
 from addpatch.models.tiny_tokenizers import build_tokenizer
+from addpatch.models.weights import CACHE_ENV
 
 
 @pytest.fixture(autouse=True)
 def isolated_store(tmp_path, monkeypatch):
-    """No test touches ./addpatch-store: ADDPATCH_STORE points into the test's tmp dir."""
+    """No test touches ./addpatch-store: ADDPATCH_STORE points into the test's tmp dir (and the
+    weights-hash cache too, instead of ~/.cache/addpatch)."""
     store = tmp_path / "store"
     monkeypatch.setenv("ADDPATCH_STORE", str(store))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     return store
 
 
