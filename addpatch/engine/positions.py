@@ -206,7 +206,8 @@ def layout_prompt(
             if f"a{addend}.d{digit}" not in aliases:
                 raise BadInput(
                     f"the tokenizer gives no token for digit {digit} of addend {addend} in {text!r} "
-                    "(it drops or merges it away); use a tokenizer whose tokens cover every digit"
+                    "(it drops or merges it away); use a template that keeps the numbers apart "
+                    "(e.g. '{num0} + {num1} =') or a tokenizer whose tokens cover every digit"
                 )
     aliases["last"] = len(ids) - 1
     tokens = tuple(tokenizer.decode([i]) for i in ids)

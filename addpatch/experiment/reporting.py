@@ -36,6 +36,10 @@ def runs_info(store: Store, run_ids: list[int]) -> list[dict]:
         with store.connect(read_only=True) as conn:
             prompt = catalog.dataset_prompt(conn=conn, dataset_id=ds)
         filtered = provenance.pop("filtered", True)
+        keep = None if keep is None or keep != keep else keep  # NaN: no answers stored
+        if not filtered:  # every pair was patched; the model's own keep rate, if known, aside
+            provenance["model_keep_rate"] = keep
+            keep = 1.0
         provenance.update(
             {
                 "dataset": dataset,
