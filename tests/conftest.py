@@ -7,6 +7,7 @@ import torch
 from transformers import (
     AutoModelForCausalLM,
     Gemma2Config,
+    Gemma3Config,
     Gemma3TextConfig,
     GPT2Config,
     GPTNeoXConfig,
@@ -72,6 +73,19 @@ def tiny_config(family: str, tokenizer):
             layer_types=["sliding_attention", "full_attention", "sliding_attention"],
             **common,
         )
+    if family == "gemma3_multimodal":  # what AutoModelForCausalLM builds for Gemma-3 4B and up
+        return Gemma3Config(
+            text_config=tiny_config("gemma3", tokenizer).to_dict(),
+            vision_config={
+                "hidden_size": 8,
+                "intermediate_size": 16,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 1,
+                "image_size": 28,
+                "patch_size": 14,
+            },
+            mm_tokens_per_image=4,
+        )
     if family == "qwen3":
         return Qwen3Config(**rope, num_key_value_heads=2, head_dim=8, **common)
     if family == "olmo2":
@@ -99,6 +113,7 @@ FAMILIES = [
     "llama",
     "gemma2",
     "gemma3",
+    "gemma3_multimodal",
     "olmo2",
     "qwen2",
     "qwen3",

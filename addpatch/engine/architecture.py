@@ -114,9 +114,12 @@ def _rotary_layer_types(rotary: nn.Module | None, config: object) -> list[str] |
 def _llama_like(model: nn.Module) -> DecoderStack | None:
     base = getattr(model, "model", None)
     needed = ("embed_tokens", "layers", "norm")
+    if base is not None and not hasattr(base, "embed_tokens"):
+        # a multimodal wrapper (Gemma-3 4B+): the text decoder is its language model
+        base = getattr(base, "language_model", None)
     if base is None or not all(hasattr(base, name) for name in needed):
         return None
-    config = model.config
+    config = model.config.get_text_config()
     layers = list(base.layers)
     rotary = getattr(base, "rotary_emb", None)
     return DecoderStack(
