@@ -155,5 +155,5 @@ def test_run_end_to_end_unfiltered(family, checkpoints, isolated_store, tmp_path
     conn.close()
     [(examples, status, provenance, architecture)] = rows
     assert (examples, status) == (4, "complete")
-    assert json.loads(provenance)["unfiltered"] is True
+    assert json.loads(provenance)["filtered"] is False  # recorded as an unfiltered run
     assert architecture == json.loads((path / "config.json").read_text())["architectures"][0]
