@@ -139,6 +139,8 @@ def test_run_end_to_end_unfiltered(family, checkpoints, isolated_store, tmp_path
             "--size",
             "4",
             "--no-filter",
+            "--targets",
+            "C_1",
             "--device",
             "cpu",
             "--report-dir",
