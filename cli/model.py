@@ -1,4 +1,4 @@
-"""`addpatch model ...`: the shipped models, and training them again."""
+"""`addpatch model ...`: the shipped models, training them again, importing GGUF files."""
 
 from __future__ import annotations
 
@@ -9,7 +9,11 @@ import typer
 
 from cli.output import console
 
-app = typer.Typer(rich_markup_mode=None, help="Shipped tiny addition models.", no_args_is_help=True)
+app = typer.Typer(
+    rich_markup_mode=None,
+    help="Shipped tiny addition models; importing a GGUF file.",
+    no_args_is_help=True,
+)
 
 
 @app.command("list")
@@ -103,3 +107,37 @@ def train_tiny(
         config, out, progress=progress, steps=steps, device=chosen, on_resume=resuming
     )
     console.print(f"Wrote {out} ({card['wall_time_s']} s); accuracy {card['accuracy_by_digits']}")
+
+
+@app.command("import-gguf")
+def import_gguf(
+    gguf_file: Annotated[Path, typer.Argument(help="A .gguf file (llama.cpp's format).")],
+    out: Annotated[Path, typer.Argument(help="New directory for the Hugging Face checkpoint.")],
+    dtype: Annotated[
+        str, typer.Option(help="Weights dtype of the checkpoint: float32, bfloat16 or float16.")
+    ] = "float32",
+) -> None:
+    """Convert a GGUF file into a safetensors checkpoint that --model can load.
+
+    The GGUF tensors are dequantized into a plain Hugging Face model, saved in OUT with its
+    config, tokenizer (chat template included) and card.json recording the source file's
+    sha256. Needs the optional packages: pip install 'addpatch[gguf]'.
+
+    \b
+    Example:
+        addpatch model import-gguf SmolLM2-135M-Instruct.Q4_1.gguf ./smollm2-135m-instruct
+        addpatch run --model ./smollm2-135m-instruct --digits 1 --shots 3 --chat
+    """
+    from addpatch.errors import BadInput
+    from addpatch.models.gguf_import import import_gguf as convert
+    from addpatch.models.loading import _DTYPES
+
+    if dtype not in _DTYPES:
+        raise BadInput(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
+    console.print(f"Reading {gguf_file} ...")
+    card = convert(gguf_file, out, _DTYPES[dtype])
+    console.print(
+        f"Wrote {out}: {card['architecture']}, {card['num_layers']} layers, "
+        f"{card['parameters']:,} parameters ({card['dtype']}), in {card['wall_time_s']} s\n"
+        f"  source sha256 {card['source_sha256']}"
+    )

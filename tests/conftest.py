@@ -7,22 +7,28 @@ import torch
 from transformers import (
     AutoModelForCausalLM,
     Gemma2Config,
+    Gemma3Config,
+    Gemma3TextConfig,
     GPT2Config,
     GPTNeoXConfig,
     LlamaConfig,
     MistralConfig,
     Olmo2Config,
     Qwen2Config,
+    Qwen3Config,
 )
 
 from addpatch.models.tiny_tokenizers import build_tokenizer
+from addpatch.models.weights import CACHE_ENV
 
 
 @pytest.fixture(autouse=True)
 def isolated_store(tmp_path, monkeypatch):
-    """No test touches ./addpatch-store: ADDPATCH_STORE points into the test's tmp dir."""
+    """No test touches ./addpatch-store: ADDPATCH_STORE points into the test's tmp dir (and the
+    weights-hash cache too, instead of ~/.cache/addpatch)."""
     store = tmp_path / "store"
     monkeypatch.setenv("ADDPATCH_STORE", str(store))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
     return store
 
 
@@ -56,6 +62,32 @@ def tiny_config(family: str, tokenizer):
             query_pre_attn_scalar=8,
             **common,
         )
+    if family == "gemma3":
+        # three layers: local (sliding, its own RoPE base) and global attention both run
+        return Gemma3TextConfig(
+            **{**rope, "num_hidden_layers": 3},
+            num_key_value_heads=2,
+            head_dim=8,
+            sliding_window=6,
+            query_pre_attn_scalar=8,
+            layer_types=["sliding_attention", "full_attention", "sliding_attention"],
+            **common,
+        )
+    if family == "gemma3_multimodal":  # what AutoModelForCausalLM builds for Gemma-3 4B and up
+        return Gemma3Config(
+            text_config=tiny_config("gemma3", tokenizer).to_dict(),
+            vision_config={
+                "hidden_size": 8,
+                "intermediate_size": 16,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 1,
+                "image_size": 28,
+                "patch_size": 14,
+            },
+            mm_tokens_per_image=4,
+        )
+    if family == "qwen3":
+        return Qwen3Config(**rope, num_key_value_heads=2, head_dim=8, **common)
     if family == "olmo2":
         return Olmo2Config(**rope, num_key_value_heads=4, **common)
     if family == "qwen2":
@@ -77,7 +109,18 @@ def tiny_config(family: str, tokenizer):
     raise ValueError(family)
 
 
-FAMILIES = ["llama", "gemma2", "olmo2", "qwen2", "mistral", "gpt2", "gpt_neox"]
+FAMILIES = [
+    "llama",
+    "gemma2",
+    "gemma3",
+    "gemma3_multimodal",
+    "olmo2",
+    "qwen2",
+    "qwen3",
+    "mistral",
+    "gpt2",
+    "gpt_neox",
+]
 
 
 def tiny_model(family: str, grouping: str = "digits", seed: int = 0):

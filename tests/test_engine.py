@@ -73,7 +73,7 @@ def test_engine_equals_naive_loop_on_every_cell(family):
     positions = list(pairs[0].base.canonical) + ["a1.d0", "last"]
     compared = _compare_all_cells(model, tokenizer, pairs, positions)
     # positions that exist in every prompt of the batch: all of them exist in pair 0
-    assert compared >= len(positions) * (model.config.num_hidden_layers + 1)
+    assert compared >= len(positions) * (model.config.get_text_config().num_hidden_layers + 1)
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2", "gemma2"])

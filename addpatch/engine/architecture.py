@@ -9,6 +9,7 @@ No per-model table: the pieces are found by the module names the architectures s
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,6 +27,8 @@ class DecoderStack:
     embed_tokens: nn.Module
     position_embedding: nn.Module | None  # learned absolute positions (GPT-2); None for RoPE
     rotary: nn.Module | None  # rotary embedding module producing (cos, sin); None for GPT-2
+    rotary_layer_types: list[str] | None  # per layer: the RoPE kind its rotary call names
+    # (Gemma-3: local and global RoPE per layer type); None when one RoPE serves every layer
     layers: list[nn.Module]
     final_norm: nn.Module
     head: nn.Module
@@ -46,10 +49,17 @@ class DecoderStack:
 
     def position_embeddings(
         self, hidden: torch.Tensor, position_ids: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+    ) -> list[tuple[torch.Tensor, torch.Tensor] | None]:
+        """Per layer: the (cos, sin) its attention takes (each (batch, pos, head_dim)), computed
+        once per RoPE kind; None for every layer of a model without rotary embeddings."""
         if self.rotary is None:
-            return None
-        return self.rotary(hidden, position_ids)
+            return [None] * self.num_layers
+        if self.rotary_layer_types is None:
+            return [self.rotary(hidden, position_ids)] * self.num_layers
+        by_type = {
+            kind: self.rotary(hidden, position_ids, kind) for kind in set(self.rotary_layer_types)
+        }
+        return [by_type[kind] for kind in self.rotary_layer_types]
 
     def run_layer(
         self,
@@ -89,18 +99,35 @@ def _sliding_windows(config: object, num_layers: int) -> list[int | None]:
     return [None] * num_layers
 
 
+def _rotary_layer_types(rotary: nn.Module | None, config: object) -> list[str] | None:
+    """The per-layer RoPE kinds when the rotary module takes one (its forward has `layer_type`)."""
+    if rotary is None or "layer_type" not in inspect.signature(rotary.forward).parameters:
+        return None
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is None:
+        raise BadInput(
+            f"{type(rotary).__name__} takes a layer type but the config has no layer_types"
+        )
+    return list(layer_types)
+
+
 def _llama_like(model: nn.Module) -> DecoderStack | None:
     base = getattr(model, "model", None)
     needed = ("embed_tokens", "layers", "norm")
+    if base is not None and not hasattr(base, "embed_tokens"):
+        # a multimodal wrapper (Gemma-3 4B+): the text decoder is its language model
+        base = getattr(base, "language_model", None)
     if base is None or not all(hasattr(base, name) for name in needed):
         return None
-    config = model.config
+    config = model.config.get_text_config()
     layers = list(base.layers)
+    rotary = getattr(base, "rotary_emb", None)
     return DecoderStack(
         family="llama-like",
         embed_tokens=base.embed_tokens,
         position_embedding=None,
-        rotary=getattr(base, "rotary_emb", None),
+        rotary=rotary,
+        rotary_layer_types=_rotary_layer_types(rotary, config),
         layers=layers,
         final_norm=base.norm,
         head=model.get_output_embeddings(),
@@ -120,6 +147,7 @@ def _gpt2(model: nn.Module) -> DecoderStack | None:
         embed_tokens=base.wte,
         position_embedding=base.wpe,
         rotary=None,
+        rotary_layer_types=None,
         layers=layers,
         final_norm=base.ln_f,
         head=model.get_output_embeddings(),
@@ -141,6 +169,7 @@ def _gpt_neox(model: nn.Module) -> DecoderStack | None:
         embed_tokens=base.embed_in,
         position_embedding=None,
         rotary=base.rotary_emb,
+        rotary_layer_types=None,
         layers=layers,
         final_norm=base.final_layer_norm,
         head=model.get_output_embeddings(),
@@ -161,6 +190,6 @@ def find_decoder(model: nn.Module) -> DecoderStack:
             return stack
     raise BadInput(
         f"cannot find the decoder layers of {type(model).__name__}; addpatch supports models laid out "
-        "like Llama/Gemma-2/OLMo-2/Qwen2/Mistral (model.layers), GPT-2 (transformer.h) or "
+        "like Llama/Gemma-2/Gemma-3/OLMo-2/Qwen2/Qwen3/Mistral (model.layers), GPT-2 (transformer.h) or "
         "GPT-NeoX (gpt_neox.layers)"
     )

@@ -69,14 +69,14 @@ def run_layers(
     With keep_hidden, also returns each layer's output (batch, q, d_model) from `first` on.
     """
     positions = position_ids_from(attention)[:, start:]
-    rotary = stack.position_embeddings(hidden, positions)
+    rotary = stack.position_embeddings(hidden, positions)  # per layer
     masks: dict[int | None, torch.Tensor] = {}
     outputs: list[torch.Tensor] = []
     for index in range(first, stack.num_layers):
         window = stack.sliding_windows[index]
         if window not in masks:
             masks[window] = additive_mask(attention, start, window, hidden.dtype)
-        hidden = stack.run_layer(index, hidden, masks[window], positions, rotary, cache)
+        hidden = stack.run_layer(index, hidden, masks[window], positions, rotary[index], cache)
         if keep_hidden:
             outputs.append(hidden)
     return hidden, outputs

@@ -242,7 +242,7 @@ def model_record(resolved: ResolvedModel, config: PretrainedConfig) -> ModelReco
         name=resolved.name,
         source=str(resolved.path),
         revision=resolved.revision,
-        weights_sha256=sha256_files(_weights(resolved.path)),
+        weights_sha256=sha256_files(_weights(resolved.path), cached=True),
         tokenizer_sha256=sha256_files(tokenizer_files),
         architecture=causal_lm_class_name(config),
         num_layers=int(config.num_hidden_layers),
