@@ -450,7 +450,7 @@ class PatchEngine:
             )
         cache.set_lengths(start)  # layers that rerun overwrite from `start` on
         positions = position_ids_from(attention)[:, start:]  # (n R, q)
-        rotary = self.stack.position_embeddings(
+        rotary = self.stack.position_embeddings(  # per layer: (cos, sin) or None
             base.hidden[0][rows, start:].repeat(count, 1, 1), positions
         )
         masks: dict[int | None, torch.Tensor] = {}
@@ -477,7 +477,7 @@ class PatchEngine:
                 stream,
                 masks[window][:active],
                 positions[:active],
-                _first_rows(rotary, active),
+                _first_rows(rotary[index], active),
                 cache.rows(0, active),
             )
         assert stream is not None and stream.shape[0] == attention.shape[0]
