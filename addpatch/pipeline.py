@@ -18,7 +18,7 @@ import polars as pl
 import torch
 
 from addpatch.engine.positions import resolve_position_set
-from addpatch.errors import NothingToDo
+from addpatch.errors import BadInput, NothingToDo
 from addpatch.experiment.filtering import low_keep_rate_hint
 from addpatch.experiment.progress import Progress, no_progress
 from addpatch.experiment.reporting import report_runs
@@ -26,6 +26,7 @@ from addpatch.limits import check_run_numbers
 from addpatch.models.loading import model_for_width, pick_device
 from addpatch.output_paths import output_dir_check
 from addpatch.report.build import ReportFiles
+from addpatch.report.components import check_heads_position
 from addpatch.scoring import best_cells
 from addpatch.settings import DEFAULT_MODEL
 from addpatch.store.store import Store
@@ -120,6 +121,9 @@ def validate_run(spec: RunSpec) -> None:
         size=spec.size, seed=spec.seed, batch_size=spec.batch_size, threads=spec.threads
     )
     output_dir_check(spec.report_dir)
+    check_heads_position(spec.heads_position)
+    if spec.heads_position is not None and "heads" not in spec.components:
+        raise BadInput("--heads-position places the heads heatmaps: add --components heads")
     validate_sweep(spec.as_sweep())
     sweep_device(spec.as_sweep(), LocalExecutor())
 

@@ -176,12 +176,12 @@ def _report(opened: Store, spec: SweepSpec, results: list[CombinationResult], ou
     from addpatch.scoring import best_cells
     from addpatch.sweep.driver import sweep_report_dir
 
-    for result in results:
-        if result.skipped_reason:
-            errors.print(f"Warning: {result.model}, {result.digits} digits skipped")
     runs = [r for r in results if r.run_id is not None]
     if not runs:
         raise BadInput("no combination kept any pair; use models that can add at these widths")
+    for result in results:
+        if result.skipped_reason:
+            errors.print(f"Warning: {result.model}, {result.digits} digits skipped")
     best = pl.concat([best_cells(opened, run_id=r.run_id, targets=r.targets) for r in runs])
     shown = ["component", "head"] if spec.components != ("resid",) else []
     columns = ["run_id", "model", "num_digits", "target", *shown, "layer", "position_label"]

@@ -24,7 +24,10 @@ REQUIRED = {"models": "tiny-adder-digits", "statement": "SELECT 1"}
 # Arguments given first, so that the command does the work its options shape.
 LEADING = {("query",): ["best_cells"]}
 # Parameters that take any value by design (printing it back is their job).
-ANY_VALUE = {("store", "path", "store")}
+# Prompt text (--prefix, --suffix) is free text: any string is a prompt, '' is the default.
+ANY_VALUE = {("store", "path", "store")} | {
+    (command, text) for command in ("run", "sweep", "dataset") for text in ("prefix", "suffix")
+}
 NUMBER_VALUES = ["abc", "2,,3", "-1", "99999999999999999999", "1.5"]
 TEXT_VALUES = ["", "C_9[/]", "[red]x[/red]", "o'brien\"; DROP TABLE runs; --"]
 

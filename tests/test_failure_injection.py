@@ -163,7 +163,9 @@ def test_injected_failure_is_one_line_and_the_rerun_resumes(
 ):
     from addpatch.store.store import Store
     from addpatch.store.verify import verify_store
+    from addpatch.sweep.tasks import forget_loaded_models
 
+    forget_loaded_models()  # the reference run left its model loaded in this process
     store = tmp_path / "store"
     with monkeypatch.context() as injected:
         patch(injected, error)

@@ -11,7 +11,7 @@ from addpatch.errors import BadInput
 from addpatch.probabilities import MetricUnavailable, label_logprobs
 from addpatch.queries import get_query, run_query
 from addpatch.report import CellExamples, build_report
-from addpatch.report.components import component_facets
+from addpatch.report.components import check_heads_position, component_facets
 from addpatch.scoring import scores
 from addpatch.store import catalog
 from addpatch.store.store import Store
@@ -155,6 +155,7 @@ def report_runs(
 
     Each component patched gets its own heatmaps (`report.components`); the heads' layer x head
     heatmaps are drawn at `heads_position` (default: each target's best residual position)."""
+    check_heads_position(heads_position)  # before anything is scored or stored
     per_run = targets_per_run(store, run_ids, targets)
     frames = [
         scores(store, run_id=run_id, targets=per_run[run_id], informative=informative)

@@ -11,6 +11,8 @@ other components become their own facets:
 
 from __future__ import annotations
 
+import re
+
 import polars as pl
 
 from addpatch.errors import BadInput
@@ -27,10 +29,31 @@ def facet_name(target: str, component: str, position_label: str | None = None) -
     return f"{target} [{component}]"
 
 
+POSITION_NAME = re.compile(r"(bos|last|w\d+\.\d+|a\d+\.[td]\d+|p\.\d+|s\d+\.\d+|c[01]\.\d+)")
+
+
+def check_heads_position(name: str | None) -> None:
+    """BadInput unless `name` (a --heads-position) is None or reads as a position name."""
+    if name is not None and not POSITION_NAME.fullmatch(name):
+        raise BadInput(
+            f"cannot read --heads-position {name!r}; use last or a position name such as a0.d1 "
+            "(the report's position names)"
+        )
+
+
 def component_facets(scores: pl.DataFrame, heads_position: str | None = None) -> pl.DataFrame:
     """`scores` (iia_cells rows with component and head) as one frame of layer x position
     facets with the columns the report reads; targets ordered, then components in
     COMPONENT_ORDER."""
+    check_heads_position(heads_position)
+    has_heads = "component" in scores.columns and (
+        scores.filter(pl.col("component") == "heads").height > 0
+    )
+    if heads_position is not None and not has_heads:
+        raise BadInput(
+            "--heads-position places the heads heatmaps of runs patched with --components heads; "
+            "these runs have none"
+        )
     if "component" not in scores.columns:
         return scores
     keep = [c for c in scores.columns if c not in ("component", "head")]

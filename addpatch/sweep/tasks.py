@@ -38,6 +38,12 @@ class ModelSpec:
 _LOADED: dict[ModelSpec, PatchEngine] = {}
 
 
+def forget_loaded_models() -> None:
+    """Drop the model this process keeps loaded (frees its memory; the next task loads again)."""
+    _LOADED.clear()
+    gc.collect()
+
+
 def engine_for(spec: ModelSpec) -> PatchEngine:
     if spec not in _LOADED:
         _LOADED.clear()
