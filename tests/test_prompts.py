@@ -263,6 +263,8 @@ def bad_store(tmp_path_factory) -> Path:
     mp.setattr(sys, "argv", ["addpatch", "run", *SMALL_RUN, "--store", str(store)])
     try:
         main()
+    except SystemExit as stop:  # the CLI always exits with its code
+        assert not stop.code, stop.code
     finally:
         mp.undo()
     return store

@@ -508,7 +508,8 @@ def test_macro_called_as_before_returns_the_old_columns_first(small_run):
             [run_id],
         ).pl()
     assert plain.columns[: len(old_columns)] == old_columns
-    assert plain.columns[len(old_columns) :] == ["hits", "iia_low", "iia_high"]
+    new_columns = ["component", "head", "hits", "iia_low", "iia_high"]  # 0005, then 0004's
+    assert plain.columns[len(old_columns) :] == new_columns
     assert plain.equals(named)
     expected = _expected_iia(store, small_run[1]).filter(pl.col("target") == "C_1")
     merged = plain.join(expected, on=["layer", "position"], suffix="_polars")
