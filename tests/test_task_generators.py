@@ -202,5 +202,5 @@ def test_bad_requests_raise_bad_input(kind, task, options, message):
 
 
 def test_bad_size():
-    with pytest.raises(BadInput, match="size must be a positive integer"):
+    with pytest.raises(BadInput, match=r"--size must be 1\.\.100,000, got 0"):
         generate_pairs("random", AdditionTask(2, 2), 0, 0)
