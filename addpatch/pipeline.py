@@ -11,6 +11,7 @@ interventions per second. From Python:
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -148,11 +149,17 @@ def run_experiment(
     # config is refused here. The tasks then find the model loaded (one per worker process).
     device, dtype = sweep_device(spec.as_sweep(), executor)
     name = model_for_width(spec.model, spec.digits)
-    echo(f"Loading {name} ...")
-    engine_for(ModelSpec(name, device, dtype, spec.trust_remote_code))
-    opened = store if isinstance(store, Store) else Store.open(store, create=True)
-    with opened.writer():
-        (result,) = run_sweep(opened, spec.as_sweep(), executor, echo=echo, progress=progress)
+    existing = store if isinstance(store, Store) else None
+    if existing is None and (Path(store) / "catalog.duckdb").exists():
+        existing = Store.open(store)
+    with ExitStack() as held:
+        if existing is not None:  # a store another process writes is refused before loading
+            held.enter_context(existing.writer())
+        echo(f"Loading {name} ...")
+        engine_for(ModelSpec(name, device, dtype, spec.trust_remote_code))
+        opened = existing if existing is not None else Store.open(store, create=True)
+        with opened.writer():  # re-entrant: held already when the store existed
+            (result,) = run_sweep(opened, spec.as_sweep(), executor, echo=echo, progress=progress)
     if result.run_id is None:
         raise NothingToDo(result.skipped_reason)
     outcome = RunOutcome(opened, result)
