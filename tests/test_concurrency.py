@@ -10,6 +10,17 @@ from pathlib import Path
 ADDPATCH = str(Path(sys.executable).parent / "addpatch")
 
 
+# holds the store's writer lock, as a writing `addpatch run` does, until its stdin closes: the
+# refusal is then checked while a writer provably holds the store, whatever the machine's speed
+HOLD_WRITER_LOCK = (
+    "import sys\n"
+    "from addpatch.store.store import Store\n"
+    "with Store.open(sys.argv[1]).writer():\n"
+    "    print('held', flush=True)\n"
+    "    sys.stdin.read()\n"
+)
+
+
 def test_second_writer_is_refused_and_readers_keep_working(tmp_path):
     store = tmp_path / "s"
     first = subprocess.run(
@@ -18,34 +29,22 @@ def test_second_writer_is_refused_and_readers_keep_working(tmp_path):
         text=True,
     )
     assert first.returncode == 0, first.stderr
-    writer = subprocess.Popen(
-        [
-            ADDPATCH,
-            "run",
-            "--size",
-            "96",
-            "--batch-size",
-            "4",
-            "--interventions-only",
-            "--store",
-            str(store),
-        ],
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_WRITER_LOCK, str(store)],
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     try:
-        lock = store / "writer.lock"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and "pid" not in (
-            lock.read_text() if lock.exists() else ""
-        ):
-            time.sleep(0.2)
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
         second = subprocess.run(
             [ADDPATCH, "run", "--size", "8", "--store", str(store)], capture_output=True, text=True
         )
         assert second.returncode == 1
-        assert "is being written by addpatch pid" in second.stderr
+        lines = [line for line in second.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1, lines
+        assert f"is being written by addpatch pid {holder.pid}" in lines[0]
         reader = subprocess.run(
             [ADDPATCH, "query", "keep_rates", "--format", "csv", "--store", str(store)],
             capture_output=True,
@@ -53,10 +52,15 @@ def test_second_writer_is_refused_and_readers_keep_working(tmp_path):
         )
         assert reader.returncode == 0, reader.stderr
         assert reader.stdout.startswith("model,dataset")
-        assert writer.poll() is None, "the reader should have run while the writer was still busy"
+        assert holder.poll() is None, "the reader should have run while the writer held the store"
     finally:
-        out, err = writer.communicate(timeout=600)
-    assert writer.returncode == 0, err
+        _, err = holder.communicate(input="", timeout=60)
+    assert holder.returncode == 0, err
+    # the lock goes with its holder: the next writer gets in
+    from addpatch.store.store import Store
+
+    with Store.open(store).writer():
+        assert "addpatch pid" in (store / "writer.lock").read_text()
 
 
 def test_repair_score_and_report_are_refused_while_a_sweep_writes(tmp_path):
@@ -96,6 +100,10 @@ def test_repair_score_and_report_are_refused_while_a_sweep_writes(tmp_path):
             lines = [line for line in refused.stderr.splitlines() if line.strip()]
             assert refused.exit_code == 1, refused.output
             assert len(lines) == 1 and "is being written by addpatch pid" in lines[0], lines
+        reader = CliRunner().invoke(
+            app, ["query", "keep_rates", "--format", "csv", "--store", str(store)]
+        )
+        assert reader.exit_code == 0 and reader.stdout.startswith("model,dataset"), reader.output
     finally:
         out, err = sweep.communicate(timeout=600)
     assert sweep.returncode == 0, err
