@@ -120,13 +120,28 @@ def test_string_parameters_are_bound_not_pasted(small_run):
 
 def test_target_across_models_equals_polars(small_run):
     store, task, run_id = small_run
-    with store.connect(read_only=True) as conn:
-        got = run_query(conn, get_query("target_across_models"), {"target": "C_1"})
-    expected = _expected_iia(store, task).filter(pl.col("target") == "C_1")
-    assert got.height == 1
-    assert got["best_iia"][0] == pytest.approx(expected["iia"].max())
-    assert got["mean_iia"][0] == pytest.approx(expected["iia"].mean())
-    assert got["run_id"][0] == run_id
+    for target in TARGETS:
+        with store.connect(read_only=True) as conn:
+            got = run_query(conn, get_query("target_across_models"), {"target": target})
+        expected = _expected_iia(store, task).filter(pl.col("target") == target)
+        # the best cell as best_cells ranks it: highest IIA, ties to the earlier layer, then
+        # the earlier position (one example count per cell, so localized cells come first too)
+        best = expected.sort(["iia", "layer", "position"], descending=[True, False, False]).row(
+            0, named=True
+        )
+        assert got.height == 1, target
+        row = got.row(0, named=True)
+        assert row["run_id"] == run_id
+        assert (row["best_layer"], row["best_position"]) == (best["layer"], best["position"])
+        assert row["best_iia"] == pytest.approx(best["iia"])
+        assert row["mean_iia"] == pytest.approx(expected["iia"].mean())
+        assert row["examples"] == expected["n"].max()
+        first = best_cells(store, run_id=run_id, targets=[target], top=1).row(0, named=True)
+        assert (row["best_layer"], row["best_position"], row["localized"]) == (
+            first["layer"],
+            first["position"],
+            first["localized"],
+        )
 
 
 def _digit_credit(answer: int | None, label: int) -> float:
