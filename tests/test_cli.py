@@ -10,6 +10,8 @@ from pathlib import Path
 
 import duckdb
 import pytest
+import typer
+from typer.core import TyperGroup
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -151,24 +153,25 @@ def test_bad_input_is_one_line_naming_the_fix(args, message, demo_store, tmp_pat
     assert message in error_lines[0]
 
 
-@pytest.mark.parametrize(
-    "command",
-    [
-        ["run"],
-        ["sweep"],
-        ["dataset"],
-        ["score"],
-        ["report"],
-        ["query"],
-        ["sql"],
-        ["shell"],
-        ["store", "status"],
-        ["store", "upgrade"],
-        ["store", "path"],
-        ["model", "list"],
-        ["model", "train-tiny"],
-    ],
-)
+def _command_paths(group: TyperGroup, prefix: tuple[str, ...] = ()) -> list[list[str]]:
+    """Every leaf command of the CLI, as the words that call it (derived from the app)."""
+    paths = []
+    for name, command in sorted(group.commands.items()):
+        if isinstance(command, TyperGroup):
+            paths += _command_paths(command, (*prefix, name))
+        else:
+            paths.append([*prefix, name])
+    return paths
+
+
+COMMANDS = _command_paths(typer.main.get_command(app))  # type: ignore[arg-type]
+
+
+def test_the_command_list_covers_the_cli():
+    assert ["store", "verify"] in COMMANDS and ["run"] in COMMANDS and len(COMMANDS) >= 14
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
 def test_every_command_has_help_with_an_example(command):
     result = CliRunner().invoke(app, [*command, "--help"])
     assert result.exit_code == 0
