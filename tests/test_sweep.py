@@ -203,8 +203,15 @@ def test_ray_missing_is_a_clear_error(monkeypatch):
 def test_a_width_a_family_lacks_is_refused_before_writing(tmp_path):
     spec = SweepSpec(models=["tiny-adder-chunks"], digits=[6], size=8)
     store = Store.open(tmp_path / "s", create=True)
+    with store.connect(read_only=True) as conn:
+        tables = [r[0] for r in conn.execute("SELECT table_name FROM duckdb_tables()").fetchall()]
     with pytest.raises(ModelNotFound, match="has checkpoints for"):
         run_sweep(store, spec, LocalExecutor())
+    with store.connect(read_only=True) as conn:
+        rows = {t: conn.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] for t in tables}
+    assert {"datasets", "models", "runs", "examples"} <= set(rows)
+    assert {t: n for t, n in rows.items() if t != "alembic_version" and n} == {}
+    assert not any(store.outputs_dir.rglob("*")) and not any(store.tmp_dir.rglob("*"))
 
 
 def test_one_report_covers_runs_of_different_widths(tmp_path):
