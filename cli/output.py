@@ -50,17 +50,17 @@ def print_frame(frame: pl.DataFrame, title: str | None = None, float_digits: int
             column, justify="right" if frame[column].dtype.is_numeric() else "left", overflow="fold"
         )
     for row in frame.iter_rows():
-        table.add_row(
-            *[
-                f"{v:.{float_digits}f}"
-                if isinstance(v, float)
-                else repr(v)
-                if isinstance(v, str) and v.strip() != v
-                else str(v)
-                for v in row
-            ]
-        )
+        table.add_row(*[cell_text(value, float_digits) for value in row])
     console.print(table)
+
+
+def cell_text(value: object, float_digits: int = 3) -> str:
+    """A table cell: floats rounded, text with edge spaces quoted (`' is'`), the rest as str."""
+    if isinstance(value, float):
+        return f"{value:.{float_digits}f}"
+    if isinstance(value, str) and value.strip() != value:
+        return repr(value)
+    return str(value)
 
 
 def write_frame(frame: pl.DataFrame, fmt: str, output: str | None) -> None:

@@ -15,6 +15,8 @@ from typer.core import TyperGroup
 from typer.testing import CliRunner
 
 from cli.main import app
+from cli.output import best_cells_view
+from tests.printed_tables import as_printed, printed_table
 
 ADDPATCH = str(Path(sys.executable).parent / "addpatch")
 
@@ -73,8 +75,18 @@ def test_run_end_to_end_writes_store_scores_and_report(demo_store):
     interval = f"{row['iia']:.3f} [{row['iia_low']:.3f}, {row['iia_high']:.3f}]"
     shown = interval if row["localized"] else f"highest {interval}"
     assert f'<td class="num">{shown}</td><td class="num">{row["baseline"]:.3f}</td>' in html
-    c_1 = next(line for line in out.splitlines() if "│ C_1 " in line)
-    assert ("not localized" in c_1) == (not row["localized"])
+    # the printed table, whole: every row and column as the store's best cells give them
+    header, rows = printed_table(out, "Best cell per variable (run 1, IIA over 40 examples")
+    printed_targets = [r[0] for r in rows]
+    assert set(printed_targets) >= {"digit_0_0", "C_1", "O_3", "raw_output"}
+    expected = best_cells_view(
+        best_cells(Store.open(store), run_id=1, targets=printed_targets),
+        ["target", "layer", "position", "position_label", "iia", "iia_low", "iia_high"]
+        + ["baseline", "n"],
+    )
+    assert (header, rows) == as_printed(expected)
+    c_1 = next(r for r in rows if r[0] == "C_1")
+    assert (c_1[3] == "not localized") == (not row["localized"])
     assert str(store.resolve()) in out
 
 
