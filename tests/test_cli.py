@@ -139,6 +139,24 @@ def test_score_other_targets_reuses_outputs_without_loading_a_model(demo_store, 
     assert {line.split(",")[3] for line in lines[1:]} == {"digit_0_1+digit_1_1", "O_2<-C_1"}
 
 
+def test_score_prints_the_best_cells_table_whole(demo_store):
+    from addpatch.scoring import best_cells
+    from addpatch.store.store import Store
+
+    store, _ = demo_store
+    result = CliRunner().invoke(
+        app, ["score", "--targets", "C_1,O_2", "--top", "2", "--store", str(store)]
+    )
+    assert result.exit_code == 0, result.output
+    expected = best_cells_view(
+        best_cells(Store.open(store), run_id=1, targets=["C_1", "O_2"], top=2),
+        ["run_id", "model", "target", "layer", "position", "position_label"]
+        + ["iia", "iia_low", "iia_high", "baseline", "n"],
+    )
+    assert expected.height == 4
+    assert printed_table(result.output, "Best cells (IIA over all examples") == as_printed(expected)
+
+
 def test_store_status_lists_the_run(demo_store):
     store, _ = demo_store
     result = addpatch("store", "status", store=store)
