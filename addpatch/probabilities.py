@@ -27,9 +27,7 @@ import polars as pl
 from addpatch.errors import BadInput
 from addpatch.scoring import _label_runs
 from addpatch.store.store import Store
-from addpatch.task.templates import answer_text
-
-DIGITS = frozenset("0123456789")
+from addpatch.task.templates import DIGITS, answer_text
 
 
 class MetricUnavailable(BadInput):

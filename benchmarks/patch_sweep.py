@@ -28,7 +28,8 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from addpatch.engine.naive import naive_patch_batch
 from addpatch.engine.patching import PatchEngine, PromptPair
-from addpatch.experiment.filtering import answer_budget, layout_of
+from addpatch.engine.positions import layout_input
+from addpatch.experiment.filtering import answer_budget
 from addpatch.models.loading import load_model, resolve_model
 from addpatch.models.tiny_tokenizers import build_tokenizer
 from addpatch.task.addition import AdditionTask
@@ -124,7 +125,11 @@ def bench(
     engine = PatchEngine(model, tokenizer)
     task = AdditionTask(num_addends=2, num_digits=digits)
     pairs = [
-        PromptPair(i, layout_of(engine, p.base), layout_of(engine, p.counterfactual))
+        PromptPair(
+            i,
+            layout_input(engine.tokenizer, p.base),
+            layout_input(engine.tokenizer, p.counterfactual),
+        )
         for i, p in enumerate(generate_pairs("random", task, examples, seed=0))
     ]
     first = -1 if component == "resid" else 0
@@ -132,7 +137,7 @@ def bench(
     heads = list(range(engine.num_heads)) if component == "heads" else [None]
     sites = [(layer, head) for layer in layers for head in heads]
     positions = list(pairs[0].base.canonical)
-    steps = new_tokens or answer_budget(engine, 2 * (10**digits - 1))
+    steps = new_tokens or answer_budget(engine.tokenizer, 2 * (10**digits - 1))
     cells = len(pairs) * len(sites) * len(positions)
     components = (component,)
 

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from addpatch.engine.patching import PatchEngine
+from addpatch.engine.positions import layout_input
 from addpatch.errors import ModelNotFound
-from addpatch.experiment.filtering import layout_of
 from addpatch.models.loading import (
     load_model,
     model_record,
@@ -44,7 +44,9 @@ def test_shipped_model_adds_on_200_prompts_per_width(name):
             task.make_input([rng.randint(10 ** (width - 1), 10**width - 1) for _ in range(2)])
             for _ in range(200)
         ]
-        answers = engine.generate([layout_of(engine, i) for i in inputs], max_new_tokens=width + 3)
+        answers = engine.generate(
+            [layout_input(engine.tokenizer, i) for i in inputs], max_new_tokens=width + 3
+        )
         correct = sum(
             parse_answer(text) == i.total for (_, text), i in zip(answers, inputs, strict=True)
         )

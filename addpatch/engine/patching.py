@@ -37,7 +37,7 @@ from addpatch.engine.forward import (
 )
 from addpatch.engine.kv_cache import KVCache
 from addpatch.engine.positions import PromptLayout
-from addpatch.task.templates import parse_answer
+from addpatch.task.templates import DIGITS, parse_answer
 
 TOP_K = 5
 
@@ -58,7 +58,6 @@ OUTPUT_SCHEMA = pa.schema(
         ("digit_top_logprobs", pa.list_(pa.float32())),
     ]
 )
-DIGITS = frozenset("0123456789")
 
 
 @dataclass(frozen=True)

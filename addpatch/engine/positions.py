@@ -27,7 +27,6 @@ by searching for the text.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -35,11 +34,10 @@ from typing import TYPE_CHECKING
 from transformers import PreTrainedTokenizerBase
 
 from addpatch.errors import BadInput
+from addpatch.task.templates import PLACEHOLDER
 
 if TYPE_CHECKING:
     from addpatch.task.addition import AdditionInput
-
-_PLACEHOLDER = re.compile(r"\{num(\d+)\}")
 
 
 def render_with_spans(
@@ -50,7 +48,7 @@ def render_with_spans(
     spans: dict[int, tuple[int, int]] = {}
     cursor = len(prefix)
     last = 0
-    for match in _PLACEHOLDER.finditer(template):
+    for match in PLACEHOLDER.finditer(template):
         literal = template[last : match.start()]
         parts.append(literal)
         cursor += len(literal)

@@ -9,12 +9,12 @@ import pyarrow as pa
 from transformers import PreTrainedTokenizerBase
 
 from addpatch.engine.patching import PatchEngine
-from addpatch.engine.positions import PromptLayout, layout_input
+from addpatch.engine.positions import layout_input
 from addpatch.errors import NothingToDo
 from addpatch.experiment.progress import Progress, no_progress
 from addpatch.store import catalog
 from addpatch.store.store import Store
-from addpatch.task.addition import AdditionInput, AdditionTask
+from addpatch.task.addition import AdditionTask
 from addpatch.task.generators import CounterfactualPair
 from addpatch.task.templates import answer_text, parse_answer
 
@@ -40,23 +40,11 @@ class FilterSummary:
         return self.keep_rate < KEEP_RATE_WARNING
 
 
-def layout_with(tokenizer: PreTrainedTokenizerBase, inp: AdditionInput) -> PromptLayout:
-    return layout_input(tokenizer, inp)
-
-
-def layout_of(engine: PatchEngine, inp: AdditionInput) -> PromptLayout:
-    return layout_with(engine.tokenizer, inp)
-
-
-def answer_budget_of(tokenizer: PreTrainedTokenizerBase, largest_sum: int) -> int:
+def answer_budget(tokenizer: PreTrainedTokenizerBase, largest_sum: int) -> int:
     """New tokens enough for the longest answer this tokenizer can give (a spare for EOS)."""
     widest = int("9" * len(str(largest_sum)))
     ids = tokenizer(answer_text(widest), add_special_tokens=False)["input_ids"]
     return len(ids) + 1
-
-
-def answer_budget(engine: PatchEngine, largest_sum: int) -> int:
-    return answer_budget_of(engine.tokenizer, largest_sum)
 
 
 def answer_pairs(
@@ -73,13 +61,16 @@ def answer_pairs(
     Columns: example_id, base_text, cf_text, base_correct, cf_correct (what `filter_results` holds).
     """
     largest = task.num_addends * (10**task.num_digits - 1)
-    budget = answer_budget(engine, largest)
+    budget = answer_budget(engine.tokenizer, largest)
     inputs = [p.base for p in pairs] + [p.counterfactual for p in pairs]
     texts: list[str] = []
     for start in range(0, len(inputs), batch_size):
         chunk = inputs[start : start + batch_size]
         texts += [
-            text for _, text in engine.generate([layout_of(engine, i) for i in chunk], budget)
+            text
+            for _, text in engine.generate(
+                [layout_input(engine.tokenizer, i) for i in chunk], budget
+            )
         ]
         progress("filter", min(start + batch_size, len(inputs)), len(inputs))
     base_texts, cf_texts = texts[: len(pairs)], texts[len(pairs) :]

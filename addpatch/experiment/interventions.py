@@ -17,10 +17,16 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from addpatch.engine.patching import PatchEngine, PromptPair
-from addpatch.engine.positions import DigitGroup, highlight, select_positions, shared_digit_tokens
+from addpatch.engine.positions import (
+    DigitGroup,
+    highlight,
+    layout_input,
+    select_positions,
+    shared_digit_tokens,
+)
 from addpatch.errors import BadInput
 from addpatch.experiment.datasets import load_pairs
-from addpatch.experiment.filtering import answer_budget_of, layout_with
+from addpatch.experiment.filtering import answer_budget
 from addpatch.experiment.provenance import environment
 from addpatch.store import catalog
 from addpatch.store.outputs import output_relpath, write_output_file
@@ -148,7 +154,7 @@ def plan_run(
             "no filtered examples for this model and dataset; run `addpatch dataset` first"
         )
     prompt_pairs = [
-        PromptPair(i, layout_with(tokenizer, p.base), layout_with(tokenizer, p.counterfactual))
+        PromptPair(i, layout_input(tokenizer, p.base), layout_input(tokenizer, p.counterfactual))
         for i, p in chosen
     ]
     first = prompt_pairs[0].base
@@ -160,7 +166,7 @@ def plan_run(
         position_set=position_set,
         positions=positions,
         position_tokens=[(n, first.tokens[first.aliases[n]]) for n in positions],
-        max_new_tokens=answer_budget_of(tokenizer, largest),
+        max_new_tokens=answer_budget(tokenizer, largest),
         layers=layers,
         dtype=dtype,
         batch_size=batch_size,

@@ -24,7 +24,6 @@ from transformers.utils import logging as hf_logging
 from addpatch.errors import BadInput, ModelNotFound
 from addpatch.models.weights import sha256_files
 from addpatch.resources import shipped_models_dir
-from addpatch.settings import DEFAULT_MODEL  # noqa: E402,F401  (re-exported)
 from addpatch.store.catalog import ModelRecord
 
 _TOKENIZER_FILES = (

@@ -7,11 +7,11 @@ from typing import Any
 
 import polars as pl
 
-from addpatch.report.labels import layer_label, position_label
+from addpatch.report.labels import NEVER, layer_label, position_label
 from addpatch.report.summary import (
     Region,
-    best_cells,
     carried_from_layer,
+    localized_best_cells,
     regions,
     target_order,
     top_cells,
@@ -20,7 +20,6 @@ from addpatch.report.validate import with_intervals
 
 MAX_REGION_LINES = 20
 """At most this many lines list the high-IIA regions of one target."""
-NEVER = "—"
 
 
 def layer_ranges(layers: Sequence[int]) -> str:
@@ -76,7 +75,7 @@ def target_section(scores: pl.DataFrame, target: str, threshold: float) -> list[
     """Markdown lines for one target of one run (`scores` holds only that run)."""
     df = scores.filter(pl.col("target") == target)
     lines = [f"## {code(target)}", ""]
-    best = best_cells(df)
+    best = localized_best_cells(df)
     if best.height == 0:
         top = top_cells(with_intervals(df))
         highest = (

@@ -20,7 +20,7 @@ import polars as pl
 
 from addpatch.report.components import HEADS_FACET
 from addpatch.report.labels import layer_label
-from addpatch.report.summary import best_cells, clears_baseline
+from addpatch.report.summary import clears_baseline, localized_best_cells
 from addpatch.report.validate import with_intervals
 
 CELL_MARK = "cells"
@@ -79,7 +79,7 @@ def heatmap_rows(labelled: pl.DataFrame) -> list[dict[str, Any]]:
     if "baseline" not in labelled.columns:
         labelled = labelled.with_columns(pl.lit(None, pl.Float64).alias("baseline"))
     best = (
-        best_cells(labelled)
+        localized_best_cells(labelled)
         .select("run_id", "layer", "position")
         .with_columns(pl.lit(True).alias("is_best"))
     )

@@ -22,13 +22,12 @@ from typing import Any
 
 import polars as pl
 
-from addpatch.report.labels import layer_label, visible_token
+from addpatch.report.labels import NEVER, layer_label, visible_token
 
 CSP = (
     "default-src 'none'; script-src 'unsafe-inline' 'unsafe-eval'; "
     "style-src 'unsafe-inline'; img-src data: blob:; font-src data:"
 )
-NEVER = "—"
 
 _STYLE = """
 body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5rem 2rem;

@@ -15,6 +15,7 @@ import unicodedata
 import polars as pl
 
 EMBED_LABEL = "Embed"
+NEVER = "—"  # shown where there is no value (no layer, no baseline)
 EMBED_LAYER = -1
 
 

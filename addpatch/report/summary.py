@@ -44,7 +44,7 @@ def clears_baseline(scores: pl.DataFrame) -> pl.Expr:
     return (pl.col("iia_low") > baseline).fill_null(False)
 
 
-def best_cells(scores: pl.DataFrame) -> pl.DataFrame:
+def localized_best_cells(scores: pl.DataFrame) -> pl.DataFrame:
     """One row per localized (run_id, target): layer, position, position_label, iia, n,
     iia_low, iia_high of the best cell whose interval lies above the baseline."""
     scores = with_intervals(scores)
@@ -93,7 +93,7 @@ def summary_table(scores: pl.DataFrame, threshold: float = DEFAULT_THRESHOLD) ->
     order = {t: i for i, t in enumerate(target_order(scores))}
     extra = ["baseline"] if "baseline" in scores.columns else []  # IIA of a no-op patch
     keys = scores.select(*_KEY, "model", "num_digits", *extra).unique(subset=_KEY, keep="first")
-    best = best_cells(scores).rename(
+    best = localized_best_cells(scores).rename(
         {
             "layer": "best_layer",
             "position": "best_position",

@@ -157,7 +157,7 @@ class Store:
         return bool(count and count[0] == 0)
 
     def revision(self) -> str | None:
-        with self.connect(read_only=True, check=False) as conn:
+        with self.connect(read_only=True) as conn:
             try:
                 row = conn.execute("SELECT version_num FROM alembic_version").fetchone()
             except duckdb.CatalogException:
@@ -218,15 +218,13 @@ class Store:
     # -- connections ----------------------------------------------------------------------
     @contextmanager
     def connect(
-        self, read_only: bool = False, check: bool = False, wait_s: float = LOCK_WAIT_S
+        self, read_only: bool = False, wait_s: float = LOCK_WAIT_S
     ) -> Iterator[duckdb.DuckDBPyConnection]:
         """A DuckDB connection to the catalog; relative Parquet paths resolve inside the store.
 
         DuckDB lets one process at a time open the file for writing (and none read meanwhile),
         so addpatch keeps connections short and waits up to `wait_s` for another to close.
         """
-        if check:
-            self.check_revision()
         started = time.monotonic()
         deadline = started + wait_s
         delay = 0.02

@@ -11,7 +11,8 @@ import re
 from addpatch.errors import BadInput
 
 TWO_ADDEND_TEMPLATE = "The sum of {num0} and {num1} is"
-_PLACEHOLDER = re.compile(r"\{num(\d+)\}")
+PLACEHOLDER = re.compile(r"\{num(\d+)\}")  # {num0}, {num1}, ... in a template
+DIGITS = frozenset("0123456789")
 
 
 def template_for(num_addends: int) -> str:
@@ -28,7 +29,7 @@ def template_for(num_addends: int) -> str:
 
 def placeholders(template: str) -> list[int]:
     """Addend indices named in a template, in the order they appear."""
-    return [int(m.group(1)) for m in _PLACEHOLDER.finditer(template)]
+    return [int(m.group(1)) for m in PLACEHOLDER.finditer(template)]
 
 
 def render_prompt(template: str, numbers: list[int], prefix: str = "", suffix: str = "") -> str:
@@ -40,7 +41,7 @@ def render_prompt(template: str, numbers: list[int], prefix: str = "", suffix: s
             f"template {template!r} needs {{num{missing[0]}}} but only {len(numbers)} "
             "numbers were given; use a template with one placeholder per addend"
         )
-    body = _PLACEHOLDER.sub(lambda m: str(int(numbers[int(m.group(1))])), template)
+    body = PLACEHOLDER.sub(lambda m: str(int(numbers[int(m.group(1))])), template)
     return f"{prefix}{body}{suffix}"
 
 
