@@ -117,6 +117,11 @@ class RunOutcome:
 
 def validate_run(spec: RunSpec) -> None:
     """BadInput for anything wrong that can be known before loading weights or writing."""
+    _validated(spec, LocalExecutor())
+
+
+def _validated(spec: RunSpec, executor: LocalExecutor) -> tuple[SweepSpec, str, str]:
+    """`validate_run`, and what it worked out: the run as a sweep, its device and dtype."""
     pick_device(spec.device)  # this process runs the work: its devices are what count
     check_run_numbers(
         size=spec.size, seed=spec.seed, batch_size=spec.batch_size, threads=spec.threads
@@ -125,8 +130,10 @@ def validate_run(spec: RunSpec) -> None:
     check_heads_position(spec.heads_position)
     if spec.heads_position is not None and "heads" not in spec.components:
         raise BadInput("--heads-position places the heads heatmaps: add --components heads")
-    validate_sweep(spec.as_sweep())
-    sweep_device(spec.as_sweep(), LocalExecutor())
+    sweep = spec.as_sweep()
+    validate_sweep(sweep, numbers_checked=True)  # size, seed, batch size: checked just above
+    device, dtype = sweep_device(sweep, executor)
+    return sweep, device, dtype
 
 
 def run_experiment(
@@ -141,13 +148,12 @@ def run_experiment(
     Raises NothingToDo when the model keeps no pair; everything checkable without weights is
     checked before the store is created or touched.
     """
-    validate_run(spec)
+    executor = LocalExecutor()
+    sweep, device, dtype = _validated(spec, executor)
     if spec.threads:
         torch.set_num_threads(spec.threads)
-    executor = LocalExecutor()
     # Load the weights before the store is touched: a checkpoint whose weights disagree with its
     # config is refused here. The tasks then find the model loaded (one per worker process).
-    device, dtype = sweep_device(spec.as_sweep(), executor)
     name = model_for_width(spec.model, spec.digits)
     existing = store if isinstance(store, Store) else None
     if existing is None and (Path(store) / "catalog.duckdb").exists():
@@ -159,7 +165,9 @@ def run_experiment(
         engine_for(ModelSpec(name, device, dtype, spec.trust_remote_code))
         opened = existing if existing is not None else Store.open(store, create=True)
         with opened.writer():  # re-entrant: held already when the store existed
-            (result,) = run_sweep(opened, spec.as_sweep(), executor, echo=echo, progress=progress)
+            (result,) = run_sweep(
+                opened, sweep, executor, echo=echo, progress=progress, checked=(device, dtype)
+            )
     if result.run_id is None:
         raise NothingToDo(result.skipped_reason)
     outcome = RunOutcome(opened, result)

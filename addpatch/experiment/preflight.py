@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
     PretrainedConfig,
+    PreTrainedModel,
     PreTrainedTokenizerBase,
 )
 
@@ -56,9 +58,11 @@ def preflight(
     config = checked_config(resolved, trust_remote_code)
     num_layers = getattr(config, "num_hidden_layers", None) or config.n_layer
     parse_layers(layers, int(num_layers))
+    meta_model = _meta_model(resolved, config, trust_remote_code)
     if any(c != "resid" for c in components):
-        _check_components(config)
-    check_weight_files(resolved, num_layers=int(num_layers))
+        find_layer_parts(meta_model, find_decoder(meta_model).layers)
+    shapes = check_weight_files(resolved, num_layers=int(num_layers))
+    check_weights_match_config(resolved, meta_model, shapes)
     try:
         tokenizer = AutoTokenizer.from_pretrained(
             resolved.path, trust_remote_code=trust_remote_code
@@ -107,36 +111,174 @@ def checked_config(resolved: ResolvedModel, trust_remote_code: bool) -> Pretrain
 _LAYER_INDEX = re.compile(r"\.(?:layers|h|blocks)\.(\d+)\.")
 
 
-def check_weight_files(resolved: ResolvedModel, num_layers: int | None = None) -> None:
+def check_weight_files(
+    resolved: ResolvedModel, num_layers: int | None = None
+) -> dict[str, dict[str, list[int]]]:
     """Every safetensors file is whole (its header and the data it promises; no data read), and
-    holds weights for each of the config's `num_layers` layers (loading checks every weight)."""
+    holds weights for each of the config's `num_layers` layers (loading checks every weight).
+
+    Returns each file's tensor shapes (file name -> tensor name -> shape), read from the headers.
+    """
     from safetensors import safe_open
 
+    shapes: dict[str, dict[str, list[int]]] = {}
     indices: set[int] = set()
     for path in sorted(Path(resolved.path).glob("*.safetensors")):
         try:
             with safe_open(str(path), framework="pt") as handle:
-                for key in handle.keys():
-                    handle.get_slice(key).get_shape()
-                    found = _LAYER_INDEX.search(key)
-                    if found:
-                        indices.add(int(found.group(1)))
+                shapes[path.name] = {
+                    key: list(handle.get_slice(key).get_shape()) for key in handle.keys()
+                }
         except Exception as error:
             raise ModelNotFound(
                 f"{path} is not a readable safetensors file ({_first_line(error)}); it may be "
                 "truncated: download or convert it again"
             ) from None
+        for key in shapes[path.name]:
+            found = _LAYER_INDEX.search(key)
+            if found:
+                indices.add(int(found.group(1)))
     if num_layers is not None and indices and len(indices) < num_layers:
         raise BadInput(
             f"{resolved.name}: its config.json and weights disagree (num_hidden_layers is "
             f"{num_layers}, the weights hold {len(indices)} layers); fix config.json or the "
             "checkpoint"
         )
+    return shapes
 
 
-def _check_components(config: object) -> None:
-    """BadInput unless the model's layers have the attention and MLP parts components need
-    (checked on a weightless copy of the model built on the meta device)."""
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
-    find_layer_parts(model, find_decoder(model).layers)
+_SINGLE_FILE = "model.safetensors"
+_INDEX_FILE = "model.safetensors.index.json"
+
+
+def _loaded_files(resolved: ResolvedModel, config: PretrainedConfig) -> list[str] | None:
+    """The safetensors files `from_pretrained` reads, in its order of preference: the single
+    file, else the shards the index names (None: neither, loading reports what is missing)."""
+    folder = Path(resolved.path)
+    if (folder / _SINGLE_FILE).is_file():
+        files = [_SINGLE_FILE]
+    elif (folder / _INDEX_FILE).is_file():
+        try:
+            weight_map = json.loads((folder / _INDEX_FILE).read_text())["weight_map"]
+            files = sorted({str(name) for name in weight_map.values()})
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+            raise ModelNotFound(
+                f"{folder / _INDEX_FILE} is not a readable shard index ({_first_line(error)}); "
+                "download or save the checkpoint again"
+            ) from None
+        absent = [name for name in files if not (folder / name).is_file()]
+        if absent:
+            raise ModelNotFound(
+                f"{resolved.name}: {_INDEX_FILE} names {absent[0]}, which is not in {folder} "
+                f"({len(absent)} of {len(files)} shards absent); download the missing shards"
+            )
+    else:
+        return None
+    extra = [str(name) for name in getattr(type(config), "extra_files", ()) or ()]
+    return files + [name for name in extra if (folder / name).is_file() and name not in files]
+
+
+def _shape(shape: list[int] | tuple[int, ...]) -> str:
+    return "[" + ", ".join(str(n) for n in shape) + "]"
+
+
+def check_weights_match_config(
+    resolved: ResolvedModel,
+    model: PreTrainedModel,
+    shapes: dict[str, dict[str, list[int]]],
+) -> None:
+    """BadInput unless the checkpoint's tensors (names and shapes, from the safetensors headers)
+    are those the config builds: what `from_pretrained` would report as missing, unexpected or
+    of another shape, found on a weightless copy of the model (`model`, on the meta device).
+
+    Follows transformers' own loading rules: its key renamings and the base-model prefix, tied
+    weights (e.g. `lm_head` when `tie_word_embeddings`), buffers a checkpoint may omit, and each
+    model's keys to ignore. Quantized checkpoints are left to loading, which checks them."""
+    from transformers.conversion_mapping import get_model_conversion_mapping
+    from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
+    from transformers.utils.loading_report import LoadStateDictInfo
+
+    files = _loaded_files(resolved, model.config)
+    if files is None or getattr(model.config, "quantization_config", None) is not None:
+        return
+    expected = {key: list(value.shape) for key, value in model.state_dict().items()}
+    mapping = get_model_conversion_mapping(model)
+    renamings = [m for m in mapping if isinstance(m, WeightRenaming)]
+    converters = [m for m in mapping if isinstance(m, WeightConverter)]
+    prefix = model.base_model_prefix
+    found: set[str] = set()
+    unexpected: list[str] = []
+    mismatched: dict[str, list[int]] = {}
+    for name in files:
+        for key, shape in shapes.get(name, {}).items():
+            target, pattern = rename_source_key(key, renamings, converters, prefix, expected)
+            if target not in expected and key in expected:
+                target, pattern = rename_source_key(key, [], [], prefix, expected)
+            if target not in expected:
+                unexpected.append(target)
+            elif pattern is None:  # a tensor as it is: its shape is the parameter's
+                found.add(target)
+                if shape != expected[target]:
+                    mismatched[target] = shape
+            else:  # merged or split on load (its shape changes): loading checks the result
+                converter = next(c for c in converters if pattern in c.source_patterns)
+                first = converter.target_patterns[0]
+                found.update(target.replace(first, t) for t in converter.target_patterns)
+    missing = [key for key in expected if key not in found]
+    tied = dict(getattr(model, "all_tied_weights_keys", None) or {})
+    groups: dict[str, set[str]] = {}
+    for tied_target, source in tied.items():
+        groups.setdefault(source, {source}).add(tied_target)
+    loaded_tied = {k for group in groups.values() if group & found for k in group}
+    missing = [key for key in missing if key not in loaded_tied]
+    info = LoadStateDictInfo(
+        missing_keys=set(missing),
+        unexpected_keys=set(unexpected),
+        mismatched_keys=set(),
+        error_msgs=[],
+        conversion_errors={},
+        skipped_pp_keys=set(),
+    )
+    model._adjust_missing_and_unexpected_keys(info)  # the model's keys to ignore on load
+    missing = [key for key in missing if key in info.missing_keys]
+    if model.is_custom_code():  # its own code may share modules: missing keys are not known here
+        missing = []
+    unexpected = sorted(key for key in set(unexpected) if key in info.unexpected_keys)
+    if not (mismatched or missing or unexpected):
+        return
+    if mismatched:
+        key = next(k for k in expected if k in mismatched)  # the first in the model's order
+        first = (
+            f"{key} is {_shape(mismatched[key])} in the weights, {_shape(expected[key])} by "
+            "config.json"
+        )
+    elif missing:
+        first = f"{missing[0]} is not in the weights"
+    else:
+        first = f"{unexpected[0]} is in the weights but not in the model config.json builds"
+    counts = (
+        f"of the {len(expected)} tensors config.json builds {len(mismatched)} differ in shape "
+        f"and {len(missing)} are missing, {len(unexpected)} unexpected"
+    )
+    raise BadInput(
+        f"{resolved.name}: the weights do not match config.json ({first}; {counts}); point "
+        "--model (--models) at a directory whose config.json and weights belong together"
+    )
+
+
+def _meta_model(
+    resolved: ResolvedModel, config: PretrainedConfig, trust_remote_code: bool = False
+) -> PreTrainedModel:
+    """A weightless copy of the model the config builds, on the meta device (no memory used)."""
+    try:
+        with torch.device("meta"):
+            model: PreTrainedModel = AutoModelForCausalLM.from_config(
+                config, trust_remote_code=trust_remote_code
+            )
+    except Exception as error:
+        raise _remote_code_error(resolved, error) or BadInput(
+            f"{resolved.name}: transformers cannot build the model its config.json describes "
+            f"({_first_line(error)}); fix config.json or use a checkpoint this transformers "
+            "supports"
+        ) from None
+    return model

@@ -147,18 +147,22 @@ class _Combination:
 Echo = Callable[[str], None]
 
 
-def validate_sweep(spec: SweepSpec) -> None:
-    """BadInput for anything wrong that can be known before loading weights or writing."""
+def validate_sweep(spec: SweepSpec, *, numbers_checked: bool = False) -> None:
+    """BadInput for anything wrong that can be known before loading weights or writing.
+
+    `numbers_checked`: the caller checked size, seed, batch size and batches per task already
+    (`addpatch run` checks them first, with --threads)."""
     if not spec.models or not spec.digits:
         raise BadInput("a sweep needs at least one model (--models) and one width (--digits)")
     if spec.kind not in GENERATORS:
         raise BadInput(f"unknown generator {spec.kind!r}; choose one of: {', '.join(GENERATORS)}")
-    check_run_numbers(
-        size=spec.size,
-        seed=spec.seed,
-        batch_size=spec.batch_size,
-        batches_per_task=spec.batches_per_task,
-    )
+    if not numbers_checked:
+        check_run_numbers(
+            size=spec.size,
+            seed=spec.seed,
+            batch_size=spec.batch_size,
+            batches_per_task=spec.batches_per_task,
+        )
     if spec.device != "auto":
         _device_type(spec.device)
     for digits in spec.digits:
@@ -185,14 +189,19 @@ def run_sweep(
     executor: Executor,
     echo: Echo = lambda _: None,
     progress: Progress = no_progress,
+    *,
+    checked: tuple[str, str] | None = None,
 ) -> list[CombinationResult]:
     """Run (or resume) the sweep, holding the store's writer lock.
 
     `echo` gets a line per step (datasets, filter, runs); `progress(stage, done, total)` counts
-    each run's registered batches (stage: `run N`).
+    each run's registered batches (stage: `run N`). `checked`: the workers' (device, dtype)
+    from `sweep_device`, when the caller ran it and `validate_sweep` on this spec already.
     """
-    validate_sweep(spec)
-    device, dtype = sweep_device(spec, executor)
+    if checked is None:
+        validate_sweep(spec)
+        checked = sweep_device(spec, executor)
+    device, dtype = checked
     combos = _prepare(store, spec, ModelSpecs(device, dtype, spec.trust_remote_code), echo)
 
     tickets: dict[Any, tuple[_Combination, str]] = {}
