@@ -150,7 +150,7 @@ def sweep(
         RayExecutor(None if ray == RAY_LOCAL else ray) if ray is not None else LocalExecutor()
     )
     try:
-        sweep_device(spec, executor)
+        checked = sweep_device(spec, executor)
         console.print(f"Sweep on {executor.describe()}")
         console.print(
             f"{len(spec.models) * len(spec.digits)} combinations: {', '.join(spec.models)} "
@@ -158,7 +158,7 @@ def sweep(
         )
         opened = Store.open(store, create=True)
         with opened.writer():
-            results = run_sweep(opened, spec, executor, echo=console.print)
+            results = run_sweep(opened, spec, executor, echo=console.print, checked=checked)
             files = _report(opened, spec, results, report_dir)
     finally:
         executor.shutdown()
