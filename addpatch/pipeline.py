@@ -155,9 +155,7 @@ def run_experiment(
     # Load the weights before the store is touched: a checkpoint whose weights disagree with its
     # config is refused here. The tasks then find the model loaded (one per worker process).
     name = model_for_width(spec.model, spec.digits)
-    existing = store if isinstance(store, Store) else None
-    if existing is None and (Path(store) / "catalog.duckdb").exists():
-        existing = Store.open(store)
+    existing = store if isinstance(store, Store) else Store.open_if_created(store)
     with ExitStack() as held:
         if existing is not None:  # a store another process writes is refused before loading
             held.enter_context(existing.writer())

@@ -68,3 +68,20 @@ def test_killed_runs_resume_to_the_uninterrupted_result(tmp_path):
         text=True,
     )
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_a_run_finishes_a_store_whose_creation_was_killed(tmp_path):
+    """A kill between the catalog file appearing and its creation marker going (what the killed
+    runs above can hit) leaves a half-made catalog: the next run completes it and patches."""
+    from addpatch.pipeline import RunSpec, run_experiment
+    from addpatch.store.store import CATALOG_FILE, CREATING_MARKER
+
+    store = tmp_path / "half"
+    store.mkdir()
+    duckdb.connect(str(store / CATALOG_FILE)).close()  # the file is there, no table in it yet
+    (store / CREATING_MARKER).write_text("addpatch pid 1\n")
+    outcome = run_experiment(
+        store, RunSpec(size=8, layers="0", positions="digits", interventions_only=True)
+    )
+    assert not (store / CREATING_MARKER).exists()
+    assert outcome.run_id == 1 and len(_rows(store)) == outcome.result.interventions > 0

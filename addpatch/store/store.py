@@ -124,6 +124,15 @@ class Store:
         store.check_revision()
         return store
 
+    @classmethod
+    def open_if_created(cls, root: Path | str) -> Store | None:
+        """The store at `root` when its creation is complete, else None (nothing there yet, or a
+        creation that was interrupted: `open(create=True)` finishes that one)."""
+        store = cls(Path(root))
+        if store.catalog.exists() and not store._creation_marker.exists():
+            return cls.open(root)
+        return None
+
     @property
     def _creation_marker(self) -> Path:
         return self.root / CREATING_MARKER
