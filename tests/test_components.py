@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from addpatch.engine.components import find_layer_parts, parse_components
-from addpatch.engine.naive import naive_patch, naive_patch_batch
+from addpatch.engine.naive import naive_patch_batch
 from addpatch.engine.patching import PatchEngine
 from addpatch.errors import BadInput
 from tests.conftest import tiny_model
+from tests.naive_rows import naive_answers, row_key
 from tests.test_engine import _mixed_numbers, _pairs
 
 COMPONENTS = ("resid", "attn", "mlp", "heads")
@@ -21,25 +22,15 @@ def _compare_components(model, tokenizer, pairs, positions, max_new_tokens=4) ->
     engine = PatchEngine(model, tokenizer)
     layers = list(range(-1, engine.num_layers))
     compared = dict.fromkeys(COMPONENTS, 0)
-    for table in engine.sweep(pairs, layers, positions, max_new_tokens, components=COMPONENTS):
-        for row in table.to_pylist():
-            pair = pairs[row["example_id"]]
-            expected = naive_patch(
-                model,
-                tokenizer,
-                pair,
-                row["layer"],
-                positions[row["position"]],
-                max_new_tokens,
-                row["component"],
-                row["head"],
-            )
-            assert expected is not None
-            tokens, top_ids, top_logprobs, *_ = expected
-            assert row["token_ids"] == tokens, (row, expected)
-            assert row["top_ids"] == top_ids
-            assert row["top_logprobs"] == pytest.approx(top_logprobs, abs=1e-4)
-            compared[row["component"]] += 1
+    tables = engine.sweep(pairs, layers, positions, max_new_tokens, components=COMPONENTS)
+    rows = [row for table in tables for row in table.to_pylist()]
+    naive = naive_answers(model, tokenizer, pairs, rows, positions, max_new_tokens)
+    for row in rows:
+        tokens, top_ids, top_logprobs, *_ = expected = naive[row_key(row)]
+        assert row["token_ids"] == tokens, (row, expected)
+        assert row["top_ids"] == top_ids
+        assert row["top_logprobs"] == pytest.approx(top_logprobs, abs=1e-4)
+        compared[row["component"]] += 1
     return compared
 
 

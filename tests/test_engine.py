@@ -7,10 +7,10 @@ import random
 import pytest
 import torch
 
-from addpatch.engine.naive import naive_patch
 from addpatch.engine.patching import PatchEngine, PromptPair
 from addpatch.engine.positions import layout_prompt, render_with_spans, shared_digit_tokens
 from tests.conftest import FAMILIES, tiny_model
+from tests.naive_rows import naive_answers, row_key
 
 TEMPLATE = "The sum of {num0} and {num1} is"
 
@@ -43,27 +43,22 @@ def _mixed_numbers(seed: int, count: int) -> list[tuple[list[int], list[int]]]:
 
 
 def _compare_all_cells(model, tokenizer, pairs, positions, max_new_tokens=4):
+    """Every row the engine writes == the naive loop's answer for its cell (batched per cell)."""
     engine = PatchEngine(model, tokenizer)
     layers = list(range(-1, engine.num_layers))
-    compared = 0
-    for table in engine.sweep(pairs, layers, positions, max_new_tokens):
-        for row in table.to_pylist():
-            pair = pairs[row["example_id"]]
-            expected = naive_patch(
-                model, tokenizer, pair, row["layer"], positions[row["position"]], max_new_tokens
-            )
-            assert expected is not None
-            assert row["token_ids"] == expected.tokens, (row, expected)
-            assert row["top_ids"] == expected.top_ids
-            assert row["top_logprobs"] == pytest.approx(expected.top_logprobs, abs=1e-4)
-            assert row["digit_step"] == expected.digit_step
-            assert row["digit_top_ids"] == expected.digit_top_ids
-            if expected.digit_step is not None:
-                assert row["digit_top_logprobs"] == pytest.approx(
-                    expected.digit_top_logprobs, abs=1e-4
-                )
-            compared += 1
-    return compared
+    tables = engine.sweep(pairs, layers, positions, max_new_tokens)
+    rows = [row for table in tables for row in table.to_pylist()]
+    naive = naive_answers(model, tokenizer, pairs, rows, positions, max_new_tokens)
+    for row in rows:
+        expected = naive[row_key(row)]
+        assert row["token_ids"] == expected.tokens, (row, expected)
+        assert row["top_ids"] == expected.top_ids
+        assert row["top_logprobs"] == pytest.approx(expected.top_logprobs, abs=1e-4)
+        assert row["digit_step"] == expected.digit_step
+        assert row["digit_top_ids"] == expected.digit_top_ids
+        if expected.digit_step is not None:
+            assert row["digit_top_logprobs"] == pytest.approx(expected.digit_top_logprobs, abs=1e-4)
+    return len(rows)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -338,9 +338,9 @@ def test_sweep_takes_the_prompt_options_and_no_filter(monkeypatch, capsys, tmp_p
 
 @pytest.mark.parametrize("chat", [False, True])
 def test_engine_equals_naive_loop_on_few_shot_prompts(chat):
-    from addpatch.engine.naive import naive_patch
     from addpatch.engine.patching import PatchEngine, PromptPair
     from tests.conftest import tiny_model
+    from tests.naive_rows import naive_answers, row_key
 
     model, tokenizer = tiny_model("llama", "digits")
     tokenizer.chat_template = CHAT_TEMPLATE
@@ -356,13 +356,12 @@ def test_engine_equals_naive_loop_on_few_shot_prompts(chat):
     positions += ["a0.d1", "a1.d0", "w1.0", "last"]
     engine = PatchEngine(model, tokenizer)
     compared = 0
-    for table in engine.sweep(pairs, list(range(-1, engine.num_layers)), positions, 3):
-        for row in table.to_pylist():
-            pair = pairs[row["example_id"]]
-            expected = naive_patch(
-                model, tokenizer, pair, row["layer"], positions[row["position"]], 3
-            )
-            assert expected is not None and row["token_ids"] == expected[0], row
-            assert row["top_logprobs"] == pytest.approx(expected[2], abs=1e-4)
-            compared += 1
+    tables = engine.sweep(pairs, list(range(-1, engine.num_layers)), positions, 3)
+    rows = [row for table in tables for row in table.to_pylist()]
+    naive = naive_answers(model, tokenizer, pairs, rows, positions, 3)
+    for row in rows:
+        expected = naive[row_key(row)]
+        assert row["token_ids"] == expected.tokens, row
+        assert row["top_logprobs"] == pytest.approx(expected.top_logprobs, abs=1e-4)
+        compared += 1
     assert compared >= len(positions) * (engine.num_layers + 1)

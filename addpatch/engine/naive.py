@@ -156,7 +156,10 @@ def naive_patch_batch(
     register = pre_hook if reads_input else post_hook
     handle = register(capture)
     try:
-        model(input_ids=cf_ids, attention_mask=cf_mask)
+        # positions count from each prompt's first real token, as `generate` counts them for
+        # the base run (absolute position embeddings, GPT-2's, see the padding otherwise)
+        cf_positions = (cf_mask.long().cumsum(-1) - 1).clamp(min=0)
+        model(input_ids=cf_ids, attention_mask=cf_mask, position_ids=cf_positions)
     finally:
         handle.remove()
     handle = register(patch)
