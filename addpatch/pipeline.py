@@ -149,15 +149,16 @@ def run_experiment(
     # config is refused here. The tasks then find the model loaded (one per worker process).
     device, dtype = sweep_device(spec.as_sweep(), executor)
     name = model_for_width(spec.model, spec.digits)
+    root = None if isinstance(store, Store) else Path(store)  # None: `store` is open already
     existing = store if isinstance(store, Store) else None
-    if existing is None and (Path(store) / "catalog.duckdb").exists():
-        existing = Store.open(store)
+    if root is not None and (root / "catalog.duckdb").exists():
+        existing = Store.open(root)
     with ExitStack() as held:
         if existing is not None:  # a store another process writes is refused before loading
             held.enter_context(existing.writer())
         echo(f"Loading {name} ...")
         engine_for(ModelSpec(name, device, dtype, spec.trust_remote_code))
-        opened = existing if existing is not None else Store.open(store, create=True)
+        opened = existing if existing is not None else Store.open(root, create=True)
         with opened.writer():  # re-entrant: held already when the store existed
             (result,) = run_sweep(opened, spec.as_sweep(), executor, echo=echo, progress=progress)
     if result.run_id is None:
