@@ -155,13 +155,14 @@ def run_experiment(
     # Load the weights before the store is touched: a checkpoint whose weights disagree with its
     # config is refused here. The tasks then find the model loaded (one per worker process).
     name = model_for_width(spec.model, spec.digits)
+    root = None if isinstance(store, Store) else Path(store)  # None: `store` is open already
     existing = store if isinstance(store, Store) else Store.open_if_created(store)
     with ExitStack() as held:
         if existing is not None:  # a store another process writes is refused before loading
             held.enter_context(existing.writer())
         echo(f"Loading {name} ...")
         engine_for(ModelSpec(name, device, dtype, spec.trust_remote_code))
-        opened = existing if existing is not None else Store.open(store, create=True)
+        opened = existing if existing is not None else Store.open(root, create=True)
         with opened.writer():  # re-entrant: held already when the store existed
             (result,) = run_sweep(
                 opened, sweep, executor, echo=echo, progress=progress, checked=(device, dtype)

@@ -21,6 +21,7 @@ The tokenizer is loaded (not the model) from where the run's model was loaded.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
@@ -28,6 +29,9 @@ from addpatch.errors import BadInput
 from addpatch.scoring import _label_runs
 from addpatch.store.store import Store
 from addpatch.task.templates import DIGITS, answer_text
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
 
 
 class MetricUnavailable(BadInput):
@@ -56,7 +60,7 @@ ORDER BY run_id, target, layer, position
 """
 
 
-def label_first_tokens(tokenizer, labels: list[int]) -> pl.DataFrame:
+def label_first_tokens(tokenizer: PreTrainedTokenizerBase, labels: list[int]) -> pl.DataFrame:
     """label -> token_id of the first token holding a digit in the label's answer text."""
     rows = []
     for label in labels:
@@ -67,15 +71,17 @@ def label_first_tokens(tokenizer, labels: list[int]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema={"label": pl.Int64, "token_id": pl.Int32}, orient="row")
 
 
-def _tokenizer_of_run(store: Store, run_id: int):
+def _tokenizer_of_run(store: Store, run_id: int) -> PreTrainedTokenizerBase:
     from addpatch.errors import AddpatchError
     from addpatch.models.loading import ResolvedModel, load_tokenizer, resolve_model
 
     with store.connect(read_only=True) as conn:
-        name, source = conn.execute(
+        row = conn.execute(
             "SELECT m.name, m.source FROM runs r JOIN models m ON m.id = r.model_id WHERE r.id = ?",
             [run_id],
         ).fetchone()
+    assert row is not None, f"no run {run_id}"
+    name, source = row
     path = Path(source)
     try:
         resolved = ResolvedModel(name, path, None) if path.is_dir() else resolve_model(name)
@@ -100,10 +106,12 @@ def label_logprobs(
     """
     canonical = _label_runs(store, run_id, targets) or targets
     with store.connect(read_only=True) as conn:
-        stored, rows = conn.execute(
+        counts = conn.execute(
             "SELECT count(digit_top_ids), count(*) FROM patched_outputs WHERE run_id = ?",
             [run_id],
         ).fetchone()
+        assert counts is not None  # an aggregate returns one row
+        stored, rows = counts
         labels = [
             r[0]
             for r in conn.execute(

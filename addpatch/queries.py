@@ -9,6 +9,7 @@ type and bound as parameters, never pasted into the SQL.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,7 +99,7 @@ def _convert(param: QueryParam, raw: object) -> object:
     return str(raw).strip()
 
 
-def bind_params(query: Query, params: dict[str, object]) -> dict[str, object]:
+def bind_params(query: Query, params: Mapping[str, object]) -> dict[str, object]:
     unknown = sorted(set(params) - set(query.params))
     if unknown:
         accepted = ", ".join(query.params) or "none"
@@ -107,7 +108,7 @@ def bind_params(query: Query, params: dict[str, object]) -> dict[str, object]:
 
 
 def run_query(
-    conn: duckdb.DuckDBPyConnection, query: Query, params: dict[str, object] | None = None
+    conn: duckdb.DuckDBPyConnection, query: Query, params: Mapping[str, object] | None = None
 ) -> pl.DataFrame:
     """The query's result as a polars DataFrame; unset parameters read as NULL (= no filter)."""
     values = bind_params(query, params or {})

@@ -208,8 +208,8 @@ def query(
 
     if name is None:
         for q in available_queries().values():
-            params = ", ".join(f"{p.name} {p.type}" for p in q.params.values()) or "no parameters"
-            console.print(f"{q.name}: {q.description}  ({params})")
+            listed = ", ".join(f"{p.name} {p.type}" for p in q.params.values()) or "no parameters"
+            console.print(f"{q.name}: {q.description}  ({listed})")
         return
     _check_format(fmt, output)
     chosen = get_query(name)

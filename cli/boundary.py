@@ -20,6 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import click
+    from typer import _click
 
 DEBUG_ENV = "ADDPATCH_DEBUG"
 INTERRUPTED = "Interrupted; rerun the same command to resume (finished batches are kept)"
@@ -77,7 +82,9 @@ def _usage(error: BaseException) -> Failure | None:
     return None
 
 
-def _no_args_is_help() -> tuple[type[Exception], ...]:
+def _no_args_is_help() -> tuple[
+    type[click.exceptions.UsageError | _click.exceptions.UsageError], ...
+]:
     import click
     from typer import _click
 

@@ -92,7 +92,7 @@ def train_tiny(
     if threads:
         config = dataclasses.replace(config, threads=threads)
 
-    def progress(step: int, loss: float, accuracy: dict | None) -> None:
+    def progress(step: int, loss: float, accuracy: dict[int, float] | None) -> None:
         if accuracy is not None:
             shown = ", ".join(f"{d}-digit {a:.1%}" for d, a in accuracy.items())
             console.print(f"step {step}: loss {loss:.4f}, accuracy {shown}")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from addpatch.settings import DEFAULT_STORE, STORE_ENV
+
+if TYPE_CHECKING:
+    from addpatch.task.addition import AdditionTask
 
 StoreOption = Annotated[
     Path,
@@ -139,7 +142,7 @@ def prompt_task(
     suffix: str = "",
     shots: int = 0,
     chat: bool = False,
-):  # -> AdditionTask (imported lazily to keep --help fast)
+) -> AdditionTask:  # AdditionTask is imported lazily to keep --help fast
     """The addition task of the prompt options (BadInput for a bad template or --shots)."""
     from addpatch.task.addition import AdditionTask
 

@@ -8,12 +8,21 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
     import polars as pl
+
+    from addpatch.experiment.progress import Progress as ProgressCallback
 
 # Piped output is not cut to 80 columns: tables stay whole in logs and files.
 console = Console(width=None if sys.stdout.isatty() else 200, markup=False)
@@ -21,7 +30,7 @@ errors = Console(stderr=True, width=None if sys.stderr.isatty() else 400, markup
 
 
 @contextmanager
-def progress_bars() -> Iterator:
+def progress_bars() -> Iterator[ProgressCallback]:
     """A progress callback (stage, done, total) drawing one bar per stage."""
     bars = Progress(
         TextColumn("{task.description:<14}"),
@@ -32,7 +41,7 @@ def progress_bars() -> Iterator:
         transient=False,
         disable=not console.is_terminal,
     )
-    tasks: dict[str, int] = {}
+    tasks: dict[str, TaskID] = {}
 
     def update(stage: str, done: int, total: int) -> None:
         if stage not in tasks:

@@ -35,6 +35,7 @@ from cli.options import (
 from cli.output import best_cells_view, console, errors, print_frame
 
 if TYPE_CHECKING:
+    from addpatch.report import ReportFiles
     from addpatch.store.store import Store
     from addpatch.sweep.driver import CombinationResult, SweepSpec
 
@@ -167,7 +168,9 @@ def sweep(
     console.print(f"Done in {time.perf_counter() - started:.1f} s")
 
 
-def _report(opened: Store, spec: SweepSpec, results: list[CombinationResult], out: Path | None):
+def _report(
+    opened: Store, spec: SweepSpec, results: list[CombinationResult], out: Path | None
+) -> ReportFiles:
     """Warn about skipped combinations, print each run's best cells, write the combined report."""
     import polars as pl
 
@@ -190,4 +193,5 @@ def _report(opened: Store, spec: SweepSpec, results: list[CombinationResult], ou
         title="Best cell per variable and run (95% interval; not localized: none above baseline)",
     )
     out_dir = out or sweep_report_dir(opened, results)
-    return report_runs(opened, [r.run_id for r in runs], spec.targets, out_dir)
+    run_ids = [r.run_id for r in runs if r.run_id is not None]  # all of them
+    return report_runs(opened, run_ids, spec.targets, out_dir)

@@ -12,11 +12,15 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from addpatch.errors import BadInput
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 @dataclass
@@ -42,7 +46,7 @@ class DecoderStack:
 
     def embed(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         """Residual stream entering layer 0 ("layer -1"): (batch, pos) -> (batch, pos, d_model)."""
-        hidden = self.embed_tokens(input_ids)
+        hidden: torch.Tensor = self.embed_tokens(input_ids)
         if self.position_embedding is not None:
             hidden = hidden + self.position_embedding(position_ids)
         return hidden
@@ -79,11 +83,12 @@ class DecoderStack:
         if rotary is not None:
             kwargs["position_embeddings"] = rotary
         out = self.layers[index](hidden, **kwargs)
-        return out[0] if isinstance(out, tuple) else out
+        first: torch.Tensor = out[0] if isinstance(out, tuple) else out
+        return first
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """(batch, pos, d_model) -> (batch, pos, vocab)."""
-        logits = self.head(self.final_norm(hidden))
+        logits: torch.Tensor = self.head(self.final_norm(hidden))
         if self.final_logit_softcap is not None:
             logits = torch.tanh(logits / self.final_logit_softcap) * self.final_logit_softcap
         return logits
@@ -111,7 +116,7 @@ def _rotary_layer_types(rotary: nn.Module | None, config: object) -> list[str] |
     return list(layer_types)
 
 
-def _llama_like(model: nn.Module) -> DecoderStack | None:
+def _llama_like(model: PreTrainedModel) -> DecoderStack | None:
     base = getattr(model, "model", None)
     needed = ("embed_tokens", "layers", "norm")
     if base is not None and not hasattr(base, "embed_tokens"):
@@ -137,7 +142,7 @@ def _llama_like(model: nn.Module) -> DecoderStack | None:
     )
 
 
-def _gpt2(model: nn.Module) -> DecoderStack | None:
+def _gpt2(model: PreTrainedModel) -> DecoderStack | None:
     base = getattr(model, "transformer", None)
     if base is None or not all(hasattr(base, name) for name in ("wte", "wpe", "h", "ln_f")):
         return None
@@ -157,7 +162,7 @@ def _gpt2(model: nn.Module) -> DecoderStack | None:
     )
 
 
-def _gpt_neox(model: nn.Module) -> DecoderStack | None:
+def _gpt_neox(model: PreTrainedModel) -> DecoderStack | None:
     base = getattr(model, "gpt_neox", None)
     if base is None or not all(
         hasattr(base, n) for n in ("embed_in", "layers", "final_layer_norm")
@@ -179,10 +184,10 @@ def _gpt_neox(model: nn.Module) -> DecoderStack | None:
     )
 
 
-_FINDERS: list[Callable[[nn.Module], DecoderStack | None]] = [_llama_like, _gpt2, _gpt_neox]
+_FINDERS: list[Callable[[PreTrainedModel], DecoderStack | None]] = [_llama_like, _gpt2, _gpt_neox]
 
 
-def find_decoder(model: nn.Module) -> DecoderStack:
+def find_decoder(model: PreTrainedModel) -> DecoderStack:
     """The decoder stack of a Hugging Face causal LM, or BadInput naming what is supported."""
     for finder in _FINDERS:
         stack = finder(model)

@@ -18,11 +18,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
 
 from addpatch.errors import BadInput
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 COMPONENTS = ("resid", "attn", "mlp", "heads")
 
@@ -40,7 +44,12 @@ def parse_components(spec: str) -> list[str]:
 
 
 def _first(output: object) -> torch.Tensor:
-    return output[0] if isinstance(output, tuple) else output  # type: ignore[index,return-value]
+    return cast(torch.Tensor, output[0] if isinstance(output, tuple) else output)
+
+
+def _sub(module: nn.Module, name: str) -> nn.Module:
+    """`module.<name>`, a submodule (torch types attribute access as `Tensor | Module`)."""
+    return cast(nn.Module, getattr(module, name))
 
 
 @dataclass
@@ -62,7 +71,7 @@ class LayerParts:
 
     def attention_from_heads(self, heads: torch.Tensor) -> torch.Tensor:
         """(..., heads * head_dim) -> the attention contribution (..., d_model)."""
-        out = self.output_projection(heads)
+        out: torch.Tensor = self.output_projection(heads)
         return self.attention_post(out) if self.attention_post is not None else out
 
     def after_attention(self, stream: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
@@ -85,33 +94,38 @@ class LayerParts:
 def layer_parts(layer: nn.Module, num_heads: int) -> LayerParts:
     """The attention/MLP parts of a Llama-, Gemma-2-, OLMo-2-, GPT-2- or GPT-NeoX-style layer."""
     if hasattr(layer, "self_attn") and hasattr(layer, "mlp"):
-        attention = layer.self_attn
-        post_ff = getattr(layer, "post_feedforward_layernorm", None)
+        attention = _sub(layer, "self_attn")
+        post_ff: nn.Module | None = getattr(layer, "post_feedforward_layernorm", None)
         if post_ff is not None:  # post-norm: Gemma-2 (with a pre-MLP norm too) or OLMo-2
-            pre_ff = getattr(layer, "pre_feedforward_layernorm", None)
-            mlp = layer.mlp
+            pre_ff: nn.Module | None = getattr(layer, "pre_feedforward_layernorm", None)
+            mlp = _sub(layer, "mlp")
 
             def block(h: torch.Tensor) -> torch.Tensor:
-                return post_ff(mlp(pre_ff(h) if pre_ff is not None else h))
+                out: torch.Tensor = post_ff(mlp(pre_ff(h) if pre_ff is not None else h))
+                return out
 
             return LayerParts(
-                attention, layer.post_attention_layernorm, attention.o_proj, post_ff, block,
-                num_heads, parallel=False,
+                attention, _sub(layer, "post_attention_layernorm"), _sub(attention, "o_proj"),
+                post_ff, block, num_heads, parallel=False,
             )  # fmt: skip
-        norm, mlp = layer.post_attention_layernorm, layer.mlp
+        norm, mlp = _sub(layer, "post_attention_layernorm"), _sub(layer, "mlp")
         return LayerParts(
-            attention, None, attention.o_proj, mlp, lambda h: mlp(norm(h)), num_heads, False
-        )
+            attention, None, _sub(attention, "o_proj"), mlp, lambda h: mlp(norm(h)), num_heads,
+            False,
+        )  # fmt: skip
     if hasattr(layer, "attn") and hasattr(layer, "ln_2"):  # GPT-2
-        norm, mlp = layer.ln_2, layer.mlp
+        norm, mlp = _sub(layer, "ln_2"), _sub(layer, "mlp")
+        attention = _sub(layer, "attn")
         return LayerParts(
-            layer.attn, None, layer.attn.c_proj, mlp, lambda h: mlp(norm(h)), num_heads, False
-        )
+            attention, None, _sub(attention, "c_proj"), mlp, lambda h: mlp(norm(h)), num_heads,
+            False,
+        )  # fmt: skip
     if hasattr(layer, "attention") and hasattr(layer, "post_attention_layernorm"):  # GPT-NeoX
-        norm, mlp = layer.post_attention_layernorm, layer.mlp
-        dropout = layer.post_mlp_dropout
+        norm, mlp = _sub(layer, "post_attention_layernorm"), _sub(layer, "mlp")
+        dropout = _sub(layer, "post_mlp_dropout")
+        attention = _sub(layer, "attention")
         return LayerParts(
-            layer.attention, None, layer.attention.dense, mlp,
+            attention, None, _sub(attention, "dense"), mlp,
             lambda h: dropout(mlp(norm(h))), num_heads,
             parallel=bool(getattr(layer, "use_parallel_residual", False)),
         )  # fmt: skip
@@ -121,7 +135,7 @@ def layer_parts(layer: nn.Module, num_heads: int) -> LayerParts:
     )
 
 
-def find_layer_parts(model: nn.Module, layers: list[nn.Module]) -> list[LayerParts]:
+def find_layer_parts(model: PreTrainedModel, layers: list[nn.Module]) -> list[LayerParts]:
     heads = int(model.config.num_attention_heads)
     return [layer_parts(layer, heads) for layer in layers]
 
@@ -164,15 +178,19 @@ class ComponentRecorder:
         self._handles.clear()
 
     @staticmethod
-    def _keep(store: list[torch.Tensor | None], index: int) -> Callable:
+    def _keep(
+        store: list[torch.Tensor | None], index: int
+    ) -> Callable[[nn.Module, object, object], None]:
         def hook(module: nn.Module, args: object, output: object) -> None:
             store[index] = _first(output)
 
         return hook
 
     @staticmethod
-    def _keep_input(store: list[torch.Tensor | None], index: int) -> Callable:
-        def hook(module: nn.Module, args: tuple) -> None:
+    def _keep_input(
+        store: list[torch.Tensor | None], index: int
+    ) -> Callable[[nn.Module, tuple[torch.Tensor, ...]], None]:
+        def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
             store[index] = args[0]
 
         return hook

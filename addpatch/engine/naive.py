@@ -9,11 +9,14 @@ and `benchmarks/patch_sweep.py` measures how much faster the engine is.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple, cast
 
 import torch
 from torch import nn
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from torch.utils.hooks import RemovableHandle
+from transformers import GenerationMixin, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.generation.utils import GenerateDecoderOnlyOutput
 
 from addpatch.engine.architecture import find_decoder
 from addpatch.engine.forward import left_pad
@@ -39,7 +42,7 @@ def _replace_hidden(output: object, new_hidden: torch.Tensor) -> object:
 
 
 def _hidden_of(output: object) -> torch.Tensor:
-    return output[0] if isinstance(output, tuple) else output  # type: ignore[index,return-value]
+    return cast(torch.Tensor, output[0] if isinstance(output, tuple) else output)
 
 
 def naive_patch(
@@ -65,7 +68,7 @@ def naive_patch(
 def _attention_module(layer: nn.Module) -> nn.Module:
     for name in ("self_attn", "attn", "attention"):
         if hasattr(layer, name):
-            return getattr(layer, name)
+            return cast(nn.Module, getattr(layer, name))
     raise ValueError(f"no attention module in {type(layer).__name__}")
 
 
@@ -73,14 +76,15 @@ def _hooked_module(layer: nn.Module, component: str) -> tuple[nn.Module, bool]:
     """The module to hook for a component, and whether the hook reads its input (heads)."""
     post_norm = hasattr(layer, "post_feedforward_layernorm")  # Gemma-2, OLMo-2
     if component == "attn":
-        return (layer.post_attention_layernorm if post_norm else _attention_module(layer)), False
+        attention = layer.post_attention_layernorm if post_norm else _attention_module(layer)
+        return cast(nn.Module, attention), False
     if component == "mlp":
-        return (layer.post_feedforward_layernorm if post_norm else layer.mlp), False
+        return cast(nn.Module, layer.post_feedforward_layernorm if post_norm else layer.mlp), False
     if component == "heads":
         attention = _attention_module(layer)
         for name in ("o_proj", "c_proj", "dense"):
             if hasattr(attention, name):
-                return getattr(attention, name), True
+                return cast(nn.Module, getattr(attention, name)), True
     raise ValueError(f"no {component} in {type(layer).__name__}")
 
 
@@ -136,8 +140,10 @@ def naive_patch_batch(
     else:
         module, reads_input = _hooked_module(stack.layers[layer], component)
 
-    def pre_hook(fn):
-        def hook(mod, args, kwargs):
+    def pre_hook(fn: Callable[[torch.Tensor], torch.Tensor | None]) -> RemovableHandle:
+        def hook(
+            mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
             hidden = args[0] if args else kwargs["hidden_states"]
             new = fn(hidden)
             if new is None:
@@ -146,8 +152,8 @@ def naive_patch_batch(
 
         return module.register_forward_pre_hook(hook, with_kwargs=True)
 
-    def post_hook(fn):
-        def hook(mod, args, output):
+    def post_hook(fn: Callable[[torch.Tensor], torch.Tensor | None]) -> RemovableHandle:
+        def hook(mod: nn.Module, args: tuple[Any, ...], output: object) -> object:
             new = fn(_hidden_of(output))
             return None if new is None else _replace_hidden(output, new)
 
@@ -164,7 +170,8 @@ def naive_patch_batch(
         handle.remove()
     handle = register(patch)
     try:
-        out = model.generate(
+        # transformers types generate's `self` as a private protocol that no model class meets
+        out = cast(GenerationMixin, model).generate(  # type: ignore[misc]
             input_ids=base_ids,
             attention_mask=base_mask,
             max_new_tokens=max_new_tokens,
@@ -175,6 +182,7 @@ def naive_patch_batch(
         )
     finally:
         handle.remove()
+    assert isinstance(out, GenerateDecoderOnlyOutput) and out.scores is not None
     tops = [torch.log_softmax(step.float(), dim=-1).topk(TOP_K, dim=-1) for step in out.scores]
     results = []
     eos = tokenizer.eos_token_id

@@ -20,7 +20,9 @@ that answer with a space token first, only the latter says anything about the nu
 from __future__ import annotations
 
 from collections.abc import Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
+from typing import cast
 
 import pyarrow as pa
 import torch
@@ -144,7 +146,7 @@ class PatchEngine:
     """Interchange interventions on one loaded model; stateless between batches."""
 
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
-        self.model = model.eval()
+        self.model: PreTrainedModel = model.eval()
         self.tokenizer = tokenizer
         self.stack: DecoderStack = find_decoder(model)
         self.device = next(model.parameters()).device
@@ -172,7 +174,7 @@ class PatchEngine:
 
     # -- batch forward passes -------------------------------------------------------------
     def _forward(
-        self, layouts: list[PromptLayout], keep_cache: bool, record: set[str] = frozenset()
+        self, layouts: list[PromptLayout], keep_cache: bool, record: AbstractSet[str] = frozenset()
     ) -> _Run:
         """The full forward pass; `record` names the parts to keep (attn, mlp, heads)."""
         ids, attention, pads = left_pad(
@@ -276,7 +278,7 @@ class PatchEngine:
             heads: list[int | None] = (
                 list(range(self.num_heads)) if component == "heads" else [None]
             )
-            columns: dict[str, list] = {name: [] for name in OUTPUT_SCHEMA.names}
+            columns: dict[str, list[object]] = {name: [] for name in OUTPUT_SCHEMA.names}
             units: list[_Unit] = []
             for position_index, cell in enumerate(cells):
                 for layer in component_layers:
@@ -307,7 +309,7 @@ class PatchEngine:
 
     @staticmethod
     def _append(
-        columns: dict[str, list],
+        columns: dict[str, list[object]],
         example_id: int,
         site: _Unit,
         component: str,
@@ -358,7 +360,7 @@ class PatchEngine:
         component: str,
         group: list[_Unit],
         max_new_tokens: int,
-        columns: dict[str, list],
+        columns: dict[str, list[object]],
     ) -> None:
         """Patch the prompts of a group of cells, then decode them all at once.
 
@@ -476,7 +478,9 @@ class PatchEngine:
                 stream,
                 masks[window][:active],
                 positions[:active],
-                _first_rows(rotary[index], active),
+                cast(
+                    "tuple[torch.Tensor, torch.Tensor] | None", _first_rows(rotary[index], active)
+                ),
                 cache.rows(0, active),
             )
         assert stream is not None and stream.shape[0] == attention.shape[0]

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from transformers import PreTrainedTokenizerBase
 
@@ -101,7 +101,9 @@ def chat_wrap(tokenizer: PreTrainedTokenizerBase, prompt: PromptText) -> PromptT
             "drop --chat (or use the model's Instruct/chat variant)"
         )
     messages = [{"role": "user", "content": prompt.text}]
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    text = cast(
+        str, tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    )
     start = text.find(prompt.text)
     if start < 0:
         raise BadInput(
@@ -216,7 +218,7 @@ def layout_prompt(
                     "(e.g. '{num0} + {num1} =') or a tokenizer whose tokens cover every digit"
                 )
     aliases["last"] = len(ids) - 1
-    tokens = tuple(tokenizer.decode([i]) for i in ids)
+    tokens = tuple(cast(str, tokenizer.decode([i])) for i in ids)
     return PromptLayout(tuple(ids), tokens, tuple(canonical), aliases, tuple(query))
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import pyarrow as pa
 
@@ -30,7 +31,7 @@ class DatasetInfo:
     task: AdditionTask
     size: int
     seed: int
-    options: dict
+    options: dict[str, Any]
     created: bool  # False when the store already held it
 
 
@@ -48,7 +49,9 @@ def prompt_tag(task: AdditionTask) -> str:
     return tag
 
 
-def dataset_name(kind: str, task: AdditionTask, size: int, seed: int, options: dict) -> str:
+def dataset_name(
+    kind: str, task: AdditionTask, size: int, seed: int, options: dict[str, Any]
+) -> str:
     extra = "".join(f"-{k}={options[k]}" for k in sorted(options))
     return f"{kind}-k{task.num_addends}-d{task.num_digits}-n{size}-s{seed}{extra}{prompt_tag(task)}"
 
@@ -77,7 +80,7 @@ def create_dataset(
     task: AdditionTask,
     size: int,
     seed: int,
-    options: dict | None = None,
+    options: dict[str, Any] | None = None,
     pairs: list[CounterfactualPair] | None = None,
 ) -> DatasetInfo:
     """Generate `size` pairs with generator `kind` (or find the identical dataset in the store).
@@ -137,9 +140,11 @@ def load_pairs(
     """
     task = dataset_task(store, dataset_id)
     with store.connect(read_only=True) as conn:
-        options_json = conn.execute(
+        options_row = conn.execute(
             "SELECT options_json FROM datasets WHERE id = ?", [dataset_id]
-        ).fetchone()[0]
+        ).fetchone()
+        assert options_row is not None  # dataset_task found the dataset
+        options_json = options_row[0]
         rows = conn.execute(
             "SELECT example_id, base_addends, cf_addends, base_prompt, cf_prompt, "
             "coalesce(base_template, d.template), coalesce(cf_template, d.template), "

@@ -11,6 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import torch
@@ -82,7 +83,7 @@ class RunPlan:
     components: tuple[str, ...] = ("resid",)  # what is patched (components.COMPONENTS)
 
     @property
-    def config(self) -> dict:
+    def config(self) -> dict[str, Any]:
         # plain runs keep the configuration (and so the hash) they had before these options
         unfiltered = {} if self.filtered else {"unfiltered": True}
         extra = {} if self.components == ("resid",) else {"components": list(self.components)}
@@ -182,7 +183,7 @@ def plan_run(
 
 
 def open_run(
-    store: Store, plan: RunPlan, *, device: str, seed: int, model_provenance: dict
+    store: Store, plan: RunPlan, *, device: str, seed: int, model_provenance: dict[str, Any]
 ) -> tuple[int, str | None, set[int]]:
     """The run's id (inserted the first time), its stored status, and its registered batches
     (those whose files are whole: a missing or damaged one is unregistered, to be recomputed)."""

@@ -7,9 +7,9 @@ import pyarrow as pa
 from addpatch.experiment.datasets import load_pairs
 from addpatch.store import catalog
 from addpatch.store.store import Store
-from addpatch.task.addition import AdditionTask
+from addpatch.task.addition import AdditionModel, AdditionTask
 from addpatch.task.generators import CounterfactualPair
-from addpatch.task.labels import AdditionModel, label_many, resolve_target
+from addpatch.task.labels import label_many, resolve_target
 
 
 def ensure_labels(store: Store, dataset_id: int, targets: list[str]) -> list[str]:

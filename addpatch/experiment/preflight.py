@@ -93,7 +93,9 @@ def _remote_code_error(resolved: ResolvedModel, error: BaseException) -> BadInpu
 def checked_config(resolved: ResolvedModel, trust_remote_code: bool) -> PretrainedConfig:
     """The checkpoint's config, refused with a clear error when unreadable or not a decoder."""
     try:
-        config = AutoConfig.from_pretrained(resolved.path, trust_remote_code=trust_remote_code)
+        config: PretrainedConfig = AutoConfig.from_pretrained(
+            resolved.path, trust_remote_code=trust_remote_code
+        )
     except Exception as error:
         raise _remote_code_error(resolved, error) or ModelNotFound(
             f"cannot read {Path(resolved.path) / 'config.json'} ({_first_line(error)}); point "

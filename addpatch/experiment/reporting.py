@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
 from addpatch.errors import BadInput
 from addpatch.probabilities import MetricUnavailable, label_logprobs
 from addpatch.queries import get_query, run_query
-from addpatch.report import CellExamples, build_report
+from addpatch.report import CellExamples, ReportFiles, build_report
 from addpatch.report.components import check_heads_position, component_facets
 from addpatch.scoring import scores
 from addpatch.store import catalog
@@ -19,7 +20,7 @@ from addpatch.task.addition import AdditionTask
 from addpatch.task.labels import default_targets, resolve_target
 
 
-def runs_info(store: Store, run_ids: list[int]) -> list[dict]:
+def runs_info(store: Store, run_ids: list[int]) -> list[dict[str, Any]]:
     with store.connect(read_only=True) as conn:
         rows = conn.execute(
             """
@@ -149,7 +150,7 @@ def report_runs(
     *,
     informative: bool = False,
     heads_position: str | None = None,
-):
+) -> ReportFiles:
     """One report over `run_ids`; runs of different widths each get the targets they have.
     `informative`: IIA over the examples whose label differs from the base answer only.
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -27,7 +28,7 @@ class LoadedModel:
     engine: PatchEngine
     model_id: int
     dtype: str
-    provenance: dict
+    provenance: dict[str, Any]
 
 
 @dataclass
@@ -88,7 +89,7 @@ def load_into_store(
     return register_model(store, prepared)
 
 
-def model_provenance(record: ModelRecord) -> dict:
+def model_provenance(record: ModelRecord) -> dict[str, Any]:
     """The model's part of a run's provenance."""
     return {
         "model_name": record.name,

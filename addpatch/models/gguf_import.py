@@ -18,6 +18,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from unittest import mock
 
 import torch
@@ -63,7 +64,7 @@ def _quiet_dequantizing() -> Iterator[None]:
         yield
 
 
-def import_gguf(gguf_file: Path, out: Path, dtype: torch.dtype = torch.float32) -> dict:
+def import_gguf(gguf_file: Path, out: Path, dtype: torch.dtype = torch.float32) -> dict[str, Any]:
     """Write the GGUF model as a safetensors checkpoint in `out`; returns the card written there.
 
     `out` appears whole or not at all: everything is written into a temporary directory next to

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import torch
 from transformers import (
@@ -50,7 +51,7 @@ def shipped_models() -> dict[str, Path]:
     return {p.name: p for p in sorted(root.iterdir()) if (p / "config.json").exists()}
 
 
-def shipped_card(name: str) -> dict:
+def shipped_card(name: str) -> dict[str, Any]:
     card = shipped_models()[name] / "card.json"
     return json.loads(card.read_text()) if card.exists() else {}
 
@@ -194,19 +195,24 @@ def load_model(
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     hf_logging.disable_progress_bar()  # addpatch draws its own progress; keep stderr for errors
     tokenizer = load_tokenizer(resolved, trust_remote_code)
-    model, info = AutoModelForCausalLM.from_pretrained(
-        resolved.path,
-        dtype=dtype,
-        use_safetensors=True,
-        trust_remote_code=trust_remote_code,
-        output_loading_info=True,
+    # with output_loading_info it returns (model, loading info)
+    model, info = cast(
+        "tuple[PreTrainedModel, dict[str, Any]]",
+        AutoModelForCausalLM.from_pretrained(
+            resolved.path,
+            dtype=dtype,
+            use_safetensors=True,
+            trust_remote_code=trust_remote_code,
+            output_loading_info=True,
+        ),
     )
     check_loading_info(resolved, info)
-    model.to(device).eval()
+    # typed as a Module: transformers' `to` (functools.wraps of Module.to) confuses mypy's binding
+    cast(torch.nn.Module, model).to(device).eval()
     return model, tokenizer
 
 
-def check_loading_info(resolved: ResolvedModel, info: dict) -> None:
+def check_loading_info(resolved: ResolvedModel, info: dict[str, Any]) -> None:
     """Refuse a checkpoint whose weights and config disagree: every parameter the config builds
     must be loaded and every weight in the checkpoint used (else results would be stored from
     randomly initialized layers)."""

@@ -13,6 +13,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 CACHE_ENV = "ADDPATCH_CACHE_DIR"
 HASH_CACHE_FILE = "weights-sha256.json"
@@ -32,7 +33,7 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
-def _read_cache(cache_file: Path) -> dict[str, dict]:
+def _read_cache(cache_file: Path) -> dict[str, dict[str, Any]]:
     try:
         entries = json.loads(cache_file.read_text())
     except (OSError, ValueError):
@@ -40,7 +41,7 @@ def _read_cache(cache_file: Path) -> dict[str, dict]:
     return entries if isinstance(entries, dict) else {}
 
 
-def _write_cache(cache_file: Path, entries: dict[str, dict]) -> None:
+def _write_cache(cache_file: Path, entries: dict[str, dict[str, Any]]) -> None:
     """Replace the cache file atomically; a cache that cannot be written is only a lost speed-up."""
     with contextlib.suppress(OSError):
         cache_file.parent.mkdir(parents=True, exist_ok=True)
@@ -68,7 +69,8 @@ def sha256_file_cached(path: Path, cache_file: Path | None = None) -> str:
         and entry.get("mtime_ns") == stat.st_mtime_ns
         and isinstance(entry.get("sha256"), str)
     ):
-        return entry["sha256"]
+        sha256: str = entry["sha256"]
+        return sha256
     sha = sha256_file(resolved)
     entries = _read_cache(cache_file)  # another process may have added entries meanwhile
     entries[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha}

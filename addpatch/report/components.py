@@ -12,6 +12,7 @@ other components become their own facets:
 from __future__ import annotations
 
 import re
+from functools import partial
 
 import polars as pl
 
@@ -67,10 +68,9 @@ def component_facets(scores: pl.DataFrame, heads_position: str | None = None) ->
         if component == "heads":
             part = _heads_at(part, resid, heads_position)
         else:
+            facet_of = partial(facet_name, component=component)
             part = part.with_columns(
-                pl.col("target")
-                .map_elements(lambda t, c=component: facet_name(t, c), return_dtype=pl.String)
-                .alias("facet")
+                pl.col("target").map_elements(facet_of, return_dtype=pl.String).alias("facet")
             )
         parts.append(
             part.with_columns(

@@ -38,5 +38,6 @@ def javascript_bundle() -> str:
 
     Safe to inline in a ``<script>`` element: any ``</script`` is written ``<\\/script``.
     """
-    bundle = vlc.javascript_bundle(vl_version=vegalite_version())
+    # the stub makes `snippet` required; at run time it defaults to None (the default snippet)
+    bundle = vlc.javascript_bundle(vl_version=vegalite_version())  # type: ignore[call-arg]
     return re.sub(r"</(script)", r"<\\/\1", bundle, flags=re.IGNORECASE)

@@ -156,11 +156,12 @@ def heatmap(labelled: pl.DataFrame, target: str) -> alt.TopLevelMixin:
             .resolve_scale(x="independent", y="independent")
             .properties(title=title)
         )
-    return (
+    configured: alt.TopLevelMixin = (
         chart.configure_axis(labelFontSize=11, titleFontSize=12)
         .configure_title(anchor="start")
         .configure_view(strokeWidth=0)
     )
+    return configured
 
 
 def _baseline_line(labelled: pl.DataFrame) -> str:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -28,7 +29,9 @@ def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
 
 
 def _next_id(conn: duckdb.DuckDBPyConnection, table: str) -> int:
-    return int(conn.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {table}").fetchone()[0])
+    row = conn.execute(f"SELECT coalesce(max(id), 0) + 1 FROM {table}").fetchone()
+    assert row is not None  # an aggregate returns one row
+    return int(row[0])
 
 
 def _now() -> datetime:
@@ -89,9 +92,9 @@ def insert_dataset(
     num_digits: int,
     template: str,
     seed: int,
-    options: dict,
+    options: dict[str, Any],
     examples: pa.Table,
-    prompt: dict | None = None,
+    prompt: dict[str, Any] | None = None,
 ) -> int:
     """Register a dataset and its examples in one transaction; returns its id.
 
@@ -138,7 +141,7 @@ def insert_dataset(
     return dataset_id
 
 
-def dataset_prompt(*, conn: duckdb.DuckDBPyConnection, dataset_id: int) -> dict:
+def dataset_prompt(*, conn: duckdb.DuckDBPyConnection, dataset_id: int) -> dict[str, Any]:
     """A dataset's K, D and prompt settings (defaults for rows written before they were kept)."""
     row = conn.execute(
         "SELECT num_addends, num_digits, template, templates_json, coalesce(prompt_prefix, ''), "
@@ -169,6 +172,7 @@ def count_answered(*, conn: duckdb.DuckDBPyConnection, model_id: int, dataset_id
         "SELECT count(*) FROM filter_results WHERE model_id = ? AND dataset_id = ?",
         [model_id, dataset_id],
     ).fetchone()
+    assert row is not None  # an aggregate returns one row
     return int(row[0])
 
 
@@ -242,7 +246,7 @@ def insert_run(
     seed: int,
     num_examples: int,
     num_batches: int,
-    provenance: dict,
+    provenance: dict[str, Any],
 ) -> int:
     run_id = _next_id(conn, "runs")
     with transaction(conn):
@@ -284,7 +288,9 @@ def finish_run(
     )
 
 
-def record_oom_retry(*, conn: duckdb.DuckDBPyConnection, run_id: int, retry: dict) -> None:
+def record_oom_retry(
+    *, conn: duckdb.DuckDBPyConnection, run_id: int, retry: dict[str, Any]
+) -> None:
     """Append one out-of-memory retry (batch, halvings, smallest piece) to the run's provenance."""
     row = conn.execute("SELECT provenance_json FROM runs WHERE id = ?", [run_id]).fetchone()
     assert row is not None

@@ -134,7 +134,7 @@ class _Combination:
     result: CombinationResult
     spec: ModelSpec
     model_id: int
-    provenance: dict
+    provenance: dict[str, Any]
     dataset_id: int
     tokenizer: PreTrainedTokenizerBase
     num_layers: int
@@ -223,6 +223,7 @@ def run_sweep(
             combo.result.total = value.num_rows
             _submit_patching(store, spec, executor, combo, tickets, echo, progress)
         else:
+            assert combo.result.run_id is not None  # patching is submitted once the run is open
             for output in value:
                 if output.batch_index not in combo.registered:
                     register_output(store, combo.result.run_id, output)
@@ -231,12 +232,13 @@ def run_sweep(
                     combo.result.interventions += output.rows
                     _report_progress(combo, progress)
             _finish_if_complete(store, combo, echo)
-    planned = [c for c in combos if c.plan is not None]
-    defaults = (
-        {} if spec.targets else run_default_targets(store, [c.result.run_id for c in planned])
-    )
-    for combo in planned:
-        targets = spec.targets or defaults[combo.result.run_id]
+    # a combination with a plan has its run open: the run id is set with the plan
+    planned = [
+        (c, c.result.run_id) for c in combos if c.plan is not None and c.result.run_id is not None
+    ]
+    defaults = {} if spec.targets else run_default_targets(store, [run_id for _, run_id in planned])
+    for combo, run_id in planned:
+        targets = spec.targets or defaults[run_id]
         combo.result.targets = ensure_labels(store, combo.dataset_id, targets)
     return [c.result for c in combos]
 

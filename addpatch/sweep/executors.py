@@ -24,7 +24,7 @@ TASK_RETRIES = 3  # a task whose worker dies is run again this many times
 class LocalTicket:
     fn: Callable[..., Any]
     spec: ModelSpec
-    args: tuple
+    args: tuple[Any, ...]
     done: bool = False
     value: Any = None
     error: BaseException | None = None

@@ -273,7 +273,8 @@ class AdditionModel(CausalModel):
     @staticmethod
     def answer(trace: Trace) -> str:
         """The answer text (`raw_output`) of a trace."""
-        return trace["raw_output"]
+        text: str = trace["raw_output"]
+        return text
 
 
 def _render(task: AdditionTask, addends: int) -> Any:
@@ -324,7 +325,8 @@ def basic_model(task: AdditionTask) -> AdditionModel:
             for k in range(num_addends):
                 total += number_from_digits(values[k * d_max : k * d_max + num_digits])
             last[0], last[1] = values, total
-        return last[1]
+        latest: int = last[1]
+        return latest
 
     def output_digit(slot: int) -> Any:
         place = 10 ** (width - 1 - slot)
