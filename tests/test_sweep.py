@@ -7,6 +7,7 @@ in the middle of a task leaves a complete store without duplicates.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -113,20 +114,6 @@ def test_rerun_of_a_sweep_submits_nothing(local_sweep):
     assert _rows(root) == before
 
 
-def test_ray_sweep_stores_the_same_rows_as_the_local_sweep(local_sweep, tmp_path):
-    root = tmp_path / "ray"
-    store = Store.open(root, create=True)
-    executor = RayExecutor(num_cpus=2)
-    try:
-        with store.writer():
-            results = run_sweep(store, SPEC, executor)
-    finally:
-        executor.shutdown()
-    assert all(r.batches_run > 0 for r in results)
-    assert _rows(root) == _rows(local_sweep[0])
-    assert _duplicates(root) == 0
-
-
 def _kill_first_patch_worker(outputs: Path, stop: threading.Event, killed: list[int]) -> None:
     """Once a batch file exists, SIGKILL the Ray workers that are running patch tasks."""
     while not stop.is_set() and not killed:
@@ -144,7 +131,10 @@ def _kill_first_patch_worker(outputs: Path, stop: threading.Event, killed: list[
         time.sleep(0.01)
 
 
-def test_killed_ray_worker_is_retried_without_duplicate_rows(local_sweep, tmp_path):
+def test_ray_sweep_with_a_killed_worker_stores_the_rows_of_the_local_sweep(local_sweep, tmp_path):
+    """`addpatch sweep --ray` end to end (one Ray instance for the suite's Ray checks): a patch
+    worker SIGKILLed mid-task is retried, and the store ends with exactly the local sweep's rows,
+    no duplicate, every registered file whole."""
     root = tmp_path / "killed"
     stop, killed = threading.Event(), []
     killer = threading.Thread(
@@ -179,6 +169,8 @@ def test_killed_ray_worker_is_retried_without_duplicate_rows(local_sweep, tmp_pa
     stop.set()
     killer.join()
     assert done.returncode == 0, done.stderr
+    planned = re.findall(r"run \d+, (\d+) of (\d+) batches to patch", done.stdout)
+    assert len(planned) == len(SPEC.models) and all(int(k) > 0 for k, _ in planned), done.stdout
     assert killed, "no patch task was running when the first batch file appeared"
     assert _rows(root) == _rows(local_sweep[0])
     assert _duplicates(root) == 0
