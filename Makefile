@@ -52,8 +52,10 @@ real-parts: $(GGUF_STAMP)
 	$(BIN)/python -m tests.real_parts
 
 # lint first: it fails in seconds (mypy: about a minute and a half cold), the suite in minutes
+# one pytest worker per core (pytest-xdist); a module's tests stay on one worker, so its
+# module-scoped fixtures (a demo store, a sweep) are built once
 test: lint $(RAY_STAMP) $(GGUF_STAMP) chromium real-parts
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n auto --dist loadscope
 
 lint: $(STAMP)
 	$(BIN)/ruff check $(SOURCES)
