@@ -11,6 +11,8 @@ from datetime import datetime
 import duckdb
 import pyarrow as pa
 
+from addpatch.store.schema import Base, Dataset, Model, OutputFile, Run, RunPosition
+
 
 @contextmanager
 def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
@@ -35,6 +37,17 @@ def _now() -> datetime:
     return datetime.now().replace(microsecond=0)
 
 
+def _insert(conn: duckdb.DuckDBPyConnection, model: type[Base], row: dict[str, object]) -> None:
+    """INSERT one row, naming its columns (checked against the schema's model of the table)."""
+    table = Base.metadata.tables[model.__tablename__]
+    unknown = set(row) - {c.name for c in table.columns}
+    if unknown:
+        raise ValueError(f"{table.name} has no column(s) {', '.join(sorted(unknown))}")
+    columns = ", ".join(row)
+    marks = ", ".join("?" for _ in row)
+    conn.execute(f"INSERT INTO {table.name} ({columns}) VALUES ({marks})", list(row.values()))
+
+
 # -- models ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ModelRecord:
@@ -56,20 +69,21 @@ def upsert_model(*, conn: duckdb.DuckDBPyConnection, record: ModelRecord) -> int
     if row:
         return int(row[0])
     model_id = _next_id(conn, "models")
-    conn.execute(
-        "INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            model_id,
-            record.name,
-            record.source,
-            record.revision,
-            record.weights_sha256,
-            record.tokenizer_sha256,
-            record.architecture,
-            record.num_layers,
-            record.hidden_size,
-            _now(),
-        ],
+    _insert(
+        conn,
+        Model,
+        {
+            "id": model_id,
+            "name": record.name,
+            "source": record.source,
+            "revision": record.revision,
+            "weights_sha256": record.weights_sha256,
+            "tokenizer_sha256": record.tokenizer_sha256,
+            "architecture": record.architecture,
+            "num_layers": record.num_layers,
+            "hidden_size": record.hidden_size,
+            "created_at": _now(),
+        },
     )
     return model_id
 
@@ -101,27 +115,26 @@ def insert_dataset(
     prompt = prompt or {}
     dataset_id = _next_id(conn, "datasets")
     with transaction(conn):
-        conn.execute(
-            "INSERT INTO datasets (id, name, kind, num_addends, num_digits, template, size, seed, "
-            "options_json, created_at, templates_json, prompt_prefix, prompt_suffix, num_shots, "
-            "chat) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                dataset_id,
-                name,
-                kind,
-                num_addends,
-                num_digits,
-                template,
-                examples.num_rows,
-                seed,
-                json.dumps(options, sort_keys=True),
-                _now(),
-                json.dumps(prompt.get("templates", [template])),
-                prompt.get("prefix", ""),
-                prompt.get("suffix", ""),
-                prompt.get("shots", 0),
-                prompt.get("chat", False),
-            ],
+        _insert(
+            conn,
+            Dataset,
+            {
+                "id": dataset_id,
+                "name": name,
+                "kind": kind,
+                "num_addends": num_addends,
+                "num_digits": num_digits,
+                "template": template,
+                "size": examples.num_rows,
+                "seed": seed,
+                "options_json": json.dumps(options, sort_keys=True),
+                "created_at": _now(),
+                "templates_json": json.dumps(prompt.get("templates", [template])),
+                "prompt_prefix": prompt.get("prefix", ""),
+                "prompt_suffix": prompt.get("suffix", ""),
+                "num_shots": prompt.get("shots", 0),
+                "chat": prompt.get("chat", False),
+            },
         )
         conn.register("new_examples", examples)
         extra = [
@@ -181,7 +194,8 @@ def insert_filter(
 ) -> None:
     conn.register("new_filter", results)
     conn.execute(
-        "INSERT INTO filter_results SELECT ?, ?, example_id, base_text, cf_text, base_correct, "
+        "INSERT INTO filter_results (model_id, dataset_id, example_id, base_text, cf_text, "
+        "base_correct, cf_correct) SELECT ?, ?, example_id, base_text, cf_text, base_correct, "
         "cf_correct FROM new_filter",
         [model_id, dataset_id],
     )
@@ -211,8 +225,8 @@ def insert_labels(*, conn: duckdb.DuckDBPyConnection, dataset_id: int, labels: p
     """labels columns: target, example_id, causal_model, label_text, label."""
     conn.register("new_labels", labels)
     conn.execute(
-        "INSERT INTO labels SELECT ?, target, example_id, causal_model, label_text, label "
-        "FROM new_labels",
+        "INSERT INTO labels (dataset_id, target, example_id, causal_model, label_text, label) "
+        "SELECT ?, target, example_id, causal_model, label_text, label FROM new_labels",
         [dataset_id],
     )
     conn.unregister("new_labels")
@@ -246,30 +260,33 @@ def insert_run(
 ) -> int:
     run_id = _next_id(conn, "runs")
     with transaction(conn):
-        conn.execute(
-            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, "
-            "NULL, NULL, NULL)",
-            [
-                run_id,
-                model_id,
-                dataset_id,
-                config_sha256,
-                json.dumps(layers),
-                position_set,
-                max_new_tokens,
-                dtype,
-                device,
-                batch_size,
-                seed,
-                num_examples,
-                num_batches,
-                json.dumps(provenance, sort_keys=True),
-                _now(),
-            ],
+        _insert(
+            conn,
+            Run,
+            {
+                "id": run_id,
+                "model_id": model_id,
+                "dataset_id": dataset_id,
+                "config_sha256": config_sha256,
+                "layers_json": json.dumps(layers),
+                "position_set": position_set,
+                "max_new_tokens": max_new_tokens,
+                "dtype": dtype,
+                "device": device,
+                "batch_size": batch_size,
+                "seed": seed,
+                "num_examples": num_examples,
+                "num_batches": num_batches,
+                "status": "running",
+                "provenance_json": json.dumps(provenance, sort_keys=True),
+                "started_at": _now(),
+            },
         )
         for index, (name, text) in enumerate(positions):
-            conn.execute(
-                "INSERT INTO run_positions VALUES (?, ?, ?, ?)", [run_id, index, name, text]
+            _insert(
+                conn,
+                RunPosition,
+                {"run_id": run_id, "position": index, "name": name, "token_text": text},
             )
     return run_id
 
@@ -314,8 +331,17 @@ def register_output_file(
     from addpatch.store.outputs_view import refresh_outputs_view
 
     with transaction(conn):
-        conn.execute(
-            "INSERT INTO output_files VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [_next_id(conn, "output_files"), run_id, batch_index, path, rows, sha256, _now()],
+        _insert(
+            conn,
+            OutputFile,
+            {
+                "id": _next_id(conn, "output_files"),
+                "run_id": run_id,
+                "batch_index": batch_index,
+                "path": path,
+                "rows": rows,
+                "sha256": sha256,
+                "created_at": _now(),
+            },
         )
         refresh_outputs_view(conn)
