@@ -7,10 +7,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import duckdb
 import pyarrow as pa
 
+from addpatch.store.runs import DigitGroup, insert_digit_tokens
 from addpatch.store.schema import Base, Dataset, Model, OutputFile, Run, RunPosition
 
 
@@ -175,6 +177,43 @@ def dataset_prompt(*, conn: duckdb.DuckDBPyConnection, dataset_id: int) -> dict:
     }
 
 
+def dataset_options(*, conn: duckdb.DuckDBPyConnection, dataset_id: int) -> dict[str, Any]:
+    """The generator options a dataset was made with."""
+    row = conn.execute("SELECT options_json FROM datasets WHERE id = ?", [dataset_id]).fetchone()
+    if row is None:
+        from addpatch.errors import BadInput
+
+        raise BadInput(f"no dataset {dataset_id} in the store; see `addpatch store status`")
+    options: dict[str, Any] = json.loads(row[0])
+    return options
+
+
+@dataclass(frozen=True)
+class StoredExample:
+    """One stored pair as written: addends (JSON), prompts, templates and worked examples."""
+
+    example_id: int
+    base_addends: str
+    cf_addends: str
+    base_prompt: str
+    cf_prompt: str
+    base_template: str  # the dataset's template for rows written before revision 0003
+    cf_template: str
+    shots_json: str
+
+
+def dataset_examples(*, conn: duckdb.DuckDBPyConnection, dataset_id: int) -> list[StoredExample]:
+    """A dataset's examples, ordered by example id."""
+    rows = conn.execute(
+        "SELECT example_id, base_addends, cf_addends, base_prompt, cf_prompt, "
+        "coalesce(base_template, d.template), coalesce(cf_template, d.template), "
+        "coalesce(shots_json, '[]') FROM examples JOIN datasets AS d ON d.id = dataset_id "
+        "WHERE dataset_id = ? ORDER BY example_id",
+        [dataset_id],
+    ).fetchall()
+    return [StoredExample(*row) for row in rows]
+
+
 # -- filtering ---------------------------------------------------------------------------------
 def count_answered(*, conn: duckdb.DuckDBPyConnection, model_id: int, dataset_id: int) -> int:
     """How many of the dataset's examples the model has answered (0: not filtered yet)."""
@@ -211,6 +250,23 @@ def kept_example_ids(
         [model_id, dataset_id],
     ).fetchall()
     return [int(r[0]) for r in rows]
+
+
+def wrong_answers(
+    *, conn: duckdb.DuckDBPyConnection, model_id: int, dataset_id: int, count: int
+) -> list[tuple[str, str, int]]:
+    """Up to `count` (prompt, answer text, wanted sum) the model got wrong, by example id."""
+    rows = conn.execute(
+        "SELECT CASE WHEN f.base_correct THEN e.cf_prompt ELSE e.base_prompt END, "
+        "CASE WHEN f.base_correct THEN f.cf_text ELSE f.base_text END, "
+        "CASE WHEN f.base_correct THEN e.cf_sum ELSE e.base_sum END "
+        "FROM filter_results AS f JOIN examples AS e "
+        "ON e.dataset_id = f.dataset_id AND e.example_id = f.example_id "
+        "WHERE f.model_id = ? AND f.dataset_id = ? AND NOT (f.base_correct AND f.cf_correct) "
+        "ORDER BY f.example_id LIMIT ?",
+        [model_id, dataset_id, count],
+    ).fetchall()
+    return [(str(prompt), str(text), int(total)) for prompt, text, total in rows]
 
 
 # -- labels ------------------------------------------------------------------------------------
@@ -257,7 +313,9 @@ def insert_run(
     num_examples: int,
     num_batches: int,
     provenance: dict,
+    digit_tokens: list[DigitGroup] | None = None,
 ) -> int:
+    """Insert a run (status running), its positions and its digit-token groups; its id."""
     run_id = _next_id(conn, "runs")
     with transaction(conn):
         _insert(
@@ -288,6 +346,7 @@ def insert_run(
                 RunPosition,
                 {"run_id": run_id, "position": index, "name": name, "token_text": text},
             )
+        insert_digit_tokens(conn, run_id, list(digit_tokens or []))
     return run_id
 
 
