@@ -27,6 +27,8 @@ import polars as pl
 
 from addpatch.errors import BadInput
 from addpatch.scoring import _label_runs
+from addpatch.store import logprobs
+from addpatch.store.runs import run_model
 from addpatch.store.store import Store
 from addpatch.task.templates import DIGITS, answer_text
 
@@ -36,28 +38,6 @@ if TYPE_CHECKING:
 
 class MetricUnavailable(BadInput):
     """The stored outputs lack what a metric needs (e.g. written by an older addpatch)."""
-
-
-LOGPROB_SQL = """
-WITH scored AS (
-    SELECT o.run_id, l.target, o.layer, o.position, o.digit_step,
-           list_position(o.digit_top_ids, t.token_id) AS rank, o.digit_top_logprobs
-    FROM patched_outputs AS o
-    JOIN runs AS r ON r.id = o.run_id
-    JOIN labels AS l ON l.dataset_id = r.dataset_id AND l.example_id = o.example_id
-    JOIN examples AS e ON e.dataset_id = r.dataset_id AND e.example_id = o.example_id
-    JOIN label_tokens AS t ON t.label = l.label
-    WHERE o.run_id = $run_id AND list_contains($targets, l.target) AND o.component = 'resid'
-      AND (NOT $informative OR l.label <> e.base_sum)
-)
-SELECT run_id, target, layer, position,
-       avg(digit_top_logprobs[rank]) FILTER (WHERE rank > 0) AS label_logprob,
-       count(*) FILTER (WHERE rank > 0) / count(*) AS coverage,
-       count(*) AS n
-FROM scored
-GROUP BY ALL
-ORDER BY run_id, target, layer, position
-"""
 
 
 def label_first_tokens(tokenizer: PreTrainedTokenizerBase, labels: list[int]) -> pl.DataFrame:
@@ -76,12 +56,7 @@ def _tokenizer_of_run(store: Store, run_id: int) -> PreTrainedTokenizerBase:
     from addpatch.models.loading import ResolvedModel, load_tokenizer, resolve_model
 
     with store.connect(read_only=True) as conn:
-        row = conn.execute(
-            "SELECT m.name, m.source FROM runs r JOIN models m ON m.id = r.model_id WHERE r.id = ?",
-            [run_id],
-        ).fetchone()
-    assert row is not None, f"no run {run_id}"
-    name, source = row
+        name, source = run_model(conn, run_id)
     path = Path(source)
     try:
         resolved = ResolvedModel(name, path, None) if path.is_dir() else resolve_model(name)
@@ -106,20 +81,8 @@ def label_logprobs(
     """
     canonical = _label_runs(store, run_id, targets) or targets
     with store.connect(read_only=True) as conn:
-        counts = conn.execute(
-            "SELECT count(digit_top_ids), count(*) FROM patched_outputs WHERE run_id = ?",
-            [run_id],
-        ).fetchone()
-        assert counts is not None  # an aggregate returns one row
-        stored, rows = counts
-        labels = [
-            r[0]
-            for r in conn.execute(
-                "SELECT DISTINCT l.label FROM labels l JOIN runs r ON r.dataset_id = l.dataset_id "
-                "WHERE r.id = ? AND list_contains(?, l.target)",
-                [run_id, canonical],
-            ).fetchall()
-        ]
+        stored, rows = logprobs.digit_step_coverage(conn, run_id)
+        labels = logprobs.run_labels(conn, run_id, canonical)
     if rows and not stored:
         raise MetricUnavailable(
             f"run {run_id} was stored without the log-probs of the first digit step (by an "
@@ -128,6 +91,6 @@ def label_logprobs(
         )
     tokens = label_first_tokens(_tokenizer_of_run(store, run_id), labels)
     with store.connect(read_only=True) as conn:
-        conn.register("label_tokens", tokens.to_arrow())
-        params = {"run_id": run_id, "targets": canonical, "informative": informative}
-        return conn.execute(LOGPROB_SQL, params).pl()
+        return logprobs.label_logprob_cells(
+            conn, run_id=run_id, targets=canonical, informative=informative, tokens=tokens
+        )

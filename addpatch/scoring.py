@@ -13,18 +13,14 @@ import polars as pl
 
 from addpatch.experiment.labels import ensure_labels
 from addpatch.queries import get_query, run_query
+from addpatch.store.runs import run_dataset_ids
 from addpatch.store.store import Store
 
 
 def _label_runs(store: Store, run_id: int | None, targets: list[str] | None) -> list[str] | None:
     """Make sure every selected run's dataset has labels for `targets`; canonical target names."""
     with store.connect(read_only=True) as conn:
-        sql = "SELECT DISTINCT dataset_id FROM runs" + (
-            " WHERE id = ?" if run_id is not None else ""
-        )
-        datasets = [
-            r[0] for r in conn.execute(sql, [run_id] if run_id is not None else []).fetchall()
-        ]
+        datasets = run_dataset_ids(conn, run_id)
     if targets is None:
         return None
     canonical: list[str] = []

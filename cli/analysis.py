@@ -42,8 +42,10 @@ def _check_format(fmt: str, output: str | None) -> None:
 
 
 def _runs(store: Store, run_id: int | None) -> list[int]:
+    from addpatch.store.runs import run_ids
+
     with store.connect(read_only=True) as conn:
-        ids = [r[0] for r in conn.execute("SELECT id FROM runs ORDER BY id").fetchall()]
+        ids = run_ids(conn)
     if not ids:
         raise StoreError(f"the store at {store.root} has no runs yet; run `addpatch run` first")
     if run_id is not None and run_id not in ids:

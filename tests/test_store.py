@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+import re
 import shutil
 import subprocess
 import sys
@@ -118,7 +120,7 @@ def test_missing_store_is_a_clear_error(tmp_path):
         Store.open(tmp_path / "nowhere")
 
 
-def _make_run(store: Store) -> int:
+def _make_run(store: Store, digit_tokens: list[tuple[int, tuple[int, ...]]] | None = None) -> int:
     """A model, a one-example dataset and a run, through the catalog functions."""
     with store.connect() as conn:
         model_id = catalog.upsert_model(
@@ -162,7 +164,8 @@ def _make_run(store: Store) -> int:
             seed=0,
             num_examples=1,
             num_batches=1,
-            provenance={},
+            provenance={"digit_tokens": digit_tokens or []},
+            digit_tokens=digit_tokens,
         )
 
 
@@ -231,3 +234,96 @@ def test_verify_reports_missing_corrupt_and_orphan_files_and_repairs_orphans(tmp
     repaired = verify_store(store, repair=True)
     assert sorted(repaired.removed) == sorted(result.orphans)
     assert not orphan.exists() and (store.root / paths[2]).exists()
+
+
+def test_a_new_run_records_its_digit_tokens_in_their_table(tmp_path):
+    from addpatch.store.runs import run_digit_tokens
+
+    store = Store.open(tmp_path / "s", create=True)
+    groups = [(0, (0, 1, 2)), (1, (0, 1))]  # e.g. `123` + `4` and `56` + `7`
+    run_id = _make_run(store, digit_tokens=groups)
+    with store.connect(read_only=True) as conn:
+        assert run_digit_tokens(conn, [run_id, 99]) == {run_id: groups, 99: []}
+        rows = conn.execute(
+            "SELECT group_index, addend, digit FROM run_digit_tokens ORDER BY ALL"
+        ).fetchall()
+    assert rows == [(0, 0, 0), (0, 0, 1), (0, 0, 2), (1, 1, 0), (1, 1, 1)]
+
+
+# -- where SQL lives ---------------------------------------------------------------------------
+SQL_LAYER = ("addpatch/store/", "addpatch/queries.py")
+# an INSERT whose table name is followed by the rows, not by the list of columns they fill
+POSITIONAL_INSERT = re.compile(
+    r"\bINSERT\s+(?:OR\s+\w+\s+)?INTO\s+\S+\s+(?:VALUES|SELECT|WITH)\b", re.I
+)
+# a string that is an SQL statement (the project writes SQL keywords in capitals)
+SQL_STATEMENT = re.compile(
+    r"^\s*(?:SELECT\b.*\bFROM\b|INSERT\s+INTO\b|UPDATE\s+\w+\s+SET\b|DELETE\s+FROM\b"
+    r"|CREATE\s+(?:OR\s+REPLACE\s+)?(?:TABLE|VIEW|MACRO)\b|WITH\s+\w+\s+AS\s*\()",
+    re.S,
+)
+SQL_CALLS = {"execute", "executemany", "sql", "exec_driver_sql"}
+
+
+def _strings(tree: ast.AST) -> list[str]:
+    """Every string literal, implicit concatenations joined, f-strings with `{}` for values."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            found.append(node.value)
+        elif isinstance(node, ast.JoinedStr):
+            found.append(
+                "".join(v.value if isinstance(v, ast.Constant) else "{}" for v in node.values)
+            )
+    return found
+
+
+def _sources(*dirs: str) -> list[tuple[str, ast.AST]]:
+    files = sorted(p for d in dirs for p in (ROOT / d).rglob("*.py"))
+    return [(p.relative_to(ROOT).as_posix(), ast.parse(p.read_text(), str(p))) for p in files]
+
+
+def test_the_source_checks_catch_what_they_look_for():
+    assert POSITIONAL_INSERT.search("INSERT INTO runs VALUES (?, ?)")
+    assert POSITIONAL_INSERT.search("insert into labels select ?, target FROM new_labels")
+    assert not POSITIONAL_INSERT.search("INSERT INTO runs (id, status) VALUES (?, ?)")
+    assert not POSITIONAL_INSERT.search("INSERT INTO {} ({}) VALUES ({})")
+    assert SQL_STATEMENT.search("SELECT id FROM runs WHERE id = ?")
+    assert SQL_STATEMENT.search("\n    WITH cells AS (SELECT 1)")
+    assert not SQL_STATEMENT.search("Run ad-hoc SQL: SELECT layer FROM patched_outputs")
+    assert not SQL_STATEMENT.search("SELECT a run to score")
+    tree = ast.parse('conn.execute("SELECT id " "FROM runs")')
+    assert any(SQL_STATEMENT.search(s) for s in _strings(tree))
+
+
+def test_every_insert_names_its_columns():
+    offenders = [
+        f"{path}: {text.strip()[:80]!r}"
+        for path, tree in _sources("addpatch", "cli", "migrations")
+        for text in _strings(tree)
+        if POSITIONAL_INSERT.search(text)
+    ]
+    offenders += [
+        f"{p.relative_to(ROOT)}"
+        for p in sorted((ROOT / "queries").glob("*.sql"))
+        if POSITIONAL_INSERT.search(p.read_text())
+    ]
+    assert offenders == []
+
+
+def test_catalog_sql_lives_in_the_store_and_query_layers():
+    offenders = []
+    for path, tree in _sources("addpatch", "cli"):
+        if path.startswith(SQL_LAYER):
+            continue
+        offenders += [
+            f"{path}:{node.lineno}: .{node.func.attr}()"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in SQL_CALLS
+        ]
+        offenders += [
+            f"{path}: {s.strip()[:80]!r}" for s in _strings(tree) if SQL_STATEMENT.search(s)
+        ]
+    assert offenders == []

@@ -140,3 +140,39 @@ def test_queries_filter_by_component(tmp_path, component):
         assert frame.height == 0  # the old store has residual-stream outputs only
         frame = run_query(conn, get_query("best_cells"), {"component": "resid"})
         assert frame.height > 0
+
+
+def test_digit_tokens_recorded_in_provenance_move_to_their_table_on_upgrade(tmp_path):
+    """A run stored before run_digit_tokens (its groups in provenance_json only) upgrades: the
+    groups are copied to the table and the report's default targets stay what they were."""
+    import json
+
+    from addpatch.experiment.reporting import run_default_targets
+    from addpatch.store.runs import run_digit_tokens
+    from addpatch.task.addition import AdditionTask
+    from addpatch.task.labels import default_targets
+
+    root = store_at_0002(tmp_path)
+    conn = duckdb.connect(str(root / CATALOG_FILE))
+    (prov,) = conn.execute("SELECT provenance_json FROM runs WHERE id = 1").fetchone()
+    provenance = {**json.loads(prov), "digit_tokens": [[0, [0, 1]], [1, [0, 1]]]}
+    conn.execute(
+        "UPDATE runs SET provenance_json = ? WHERE id = 1", [json.dumps(provenance, sort_keys=True)]
+    )
+    (k, d) = conn.execute(
+        "SELECT num_addends, num_digits FROM datasets JOIN runs r ON r.dataset_id = datasets.id "
+        "WHERE r.id = 1"
+    ).fetchone()
+    conn.close()
+    # what the report chose before: the groups read back from the provenance
+    before = default_targets(AdditionTask(k, d), provenance["digit_tokens"])
+    assert "digit_0_0+digit_0_1" in before and "digit_1_0+digit_1_1" in before
+
+    store = Store(root)
+    assert store.upgrade() is not None
+    assert store.revision() == head_revision()
+    with store.connect(read_only=True) as conn:
+        assert run_digit_tokens(conn, [1]) == {1: [(0, (0, 1)), (1, (0, 1))]}
+        (kept,) = conn.execute("SELECT provenance_json FROM runs WHERE id = 1").fetchone()
+    assert json.loads(kept)["digit_tokens"] == provenance["digit_tokens"]  # the record stays
+    assert run_default_targets(store, [1]) == {1: before}

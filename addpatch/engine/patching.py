@@ -39,27 +39,12 @@ from addpatch.engine.forward import (
 )
 from addpatch.engine.kv_cache import KVCache
 from addpatch.engine.positions import PromptLayout
+from addpatch.store.output_schema import ENGINE_OUTPUT_SCHEMA
 from addpatch.task.templates import DIGITS, parse_answer
 
 TOP_K = 5
 
-OUTPUT_SCHEMA = pa.schema(
-    [
-        ("example_id", pa.int64()),
-        ("layer", pa.int16()),
-        ("position", pa.int16()),
-        ("component", pa.string()),  # resid | attn | mlp | heads
-        ("head", pa.int16()),  # the head of a `heads` cell; null for other components
-        ("token_ids", pa.list_(pa.int32())),
-        ("text", pa.string()),
-        ("answer", pa.int64()),
-        ("top_ids", pa.list_(pa.int32())),
-        ("top_logprobs", pa.list_(pa.float32())),
-        ("digit_step", pa.int16()),
-        ("digit_top_ids", pa.list_(pa.int32())),
-        ("digit_top_logprobs", pa.list_(pa.float32())),
-    ]
-)
+OUTPUT_SCHEMA = ENGINE_OUTPUT_SCHEMA  # defined in the store, with the view's columns
 
 
 @dataclass(frozen=True)

@@ -140,19 +140,9 @@ def load_pairs(
     """
     task = dataset_task(store, dataset_id)
     with store.connect(read_only=True) as conn:
-        options_row = conn.execute(
-            "SELECT options_json FROM datasets WHERE id = ?", [dataset_id]
-        ).fetchone()
-        assert options_row is not None  # dataset_task found the dataset
-        options_json = options_row[0]
-        rows = conn.execute(
-            "SELECT example_id, base_addends, cf_addends, base_prompt, cf_prompt, "
-            "coalesce(base_template, d.template), coalesce(cf_template, d.template), "
-            "coalesce(shots_json, '[]') FROM examples JOIN datasets AS d ON d.id = dataset_id "
-            "WHERE dataset_id = ? ORDER BY example_id",
-            [dataset_id],
-        ).fetchall()
-    width = json.loads(options_json).get("num_digits", task.num_digits)
+        options = catalog.dataset_options(conn=conn, dataset_id=dataset_id)
+        rows = catalog.dataset_examples(conn=conn, dataset_id=dataset_id)
+    width = options.get("num_digits", task.num_digits)
 
     def make(numbers: str, template: str, shots: list[list[int]], stored: str) -> AdditionInput:
         inp = task.make_input(json.loads(numbers), num_digits=width, template=template, shots=shots)
@@ -164,12 +154,13 @@ def load_pairs(
         return inp
 
     ids, pairs = [], []
-    for example_id, base, cf, base_prompt, cf_prompt, base_t, cf_t, shots_json in rows:
-        shots = json.loads(shots_json)
-        ids.append(int(example_id))
+    for row in rows:
+        shots = json.loads(row.shots_json)
+        ids.append(int(row.example_id))
         pairs.append(
             CounterfactualPair(
-                make(base, base_t, shots, base_prompt), make(cf, cf_t, shots, cf_prompt)
+                make(row.base_addends, row.base_template, shots, row.base_prompt),
+                make(row.cf_addends, row.cf_template, shots, row.cf_prompt),
             )
         )
     return task, ids, pairs

@@ -109,16 +109,9 @@ def wrong_answers(
 ) -> list[str]:
     """A handful of prompts the model got wrong and what it answered: `'... is' -> ' 7' (want 12)`."""
     with store.connect(read_only=True) as conn:
-        rows = conn.execute(
-            "SELECT CASE WHEN f.base_correct THEN e.cf_prompt ELSE e.base_prompt END, "
-            "CASE WHEN f.base_correct THEN f.cf_text ELSE f.base_text END, "
-            "CASE WHEN f.base_correct THEN e.cf_sum ELSE e.base_sum END "
-            "FROM filter_results AS f JOIN examples AS e "
-            "ON e.dataset_id = f.dataset_id AND e.example_id = f.example_id "
-            "WHERE f.model_id = ? AND f.dataset_id = ? AND NOT (f.base_correct AND f.cf_correct) "
-            "ORDER BY f.example_id LIMIT ?",
-            [model_id, dataset_id, count],
-        ).fetchall()
+        rows = catalog.wrong_answers(
+            conn=conn, model_id=model_id, dataset_id=dataset_id, count=count
+        )
     return [f"{_tail(prompt)!r} -> {text!r} (want {total})" for prompt, text, total in rows]
 
 

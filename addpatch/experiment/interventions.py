@@ -214,6 +214,7 @@ def open_run(
                     "filtered": plan.filtered,
                     "components": list(plan.components),
                 },
+                digit_tokens=plan.digit_tokens,
             )
             return run_id, None, set()
         run_id, status = found

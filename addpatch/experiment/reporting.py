@@ -14,7 +14,7 @@ from addpatch.queries import get_query, run_query
 from addpatch.report import CellExamples, ReportFiles, build_report
 from addpatch.report.components import check_heads_position, component_facets
 from addpatch.scoring import scores
-from addpatch.store import catalog
+from addpatch.store import catalog, runs
 from addpatch.store.store import Store
 from addpatch.task.addition import AdditionTask
 from addpatch.task.labels import default_targets, resolve_target
@@ -22,20 +22,10 @@ from addpatch.task.labels import default_targets, resolve_target
 
 def runs_info(store: Store, run_ids: list[int]) -> list[dict[str, Any]]:
     with store.connect(read_only=True) as conn:
-        rows = conn.execute(
-            """
-            SELECT r.id, m.name, d.num_digits, r.num_examples, r.provenance_json, r.wall_time_s,
-                   r.interventions_per_s, r.batch_size, r.seed, d.name,
-                   (SELECT count(*) FILTER (WHERE base_correct AND cf_correct) / count(*)
-                      FROM filter_results f WHERE f.model_id = r.model_id AND f.dataset_id = r.dataset_id),
-                   r.dataset_id
-            FROM runs r JOIN models m ON m.id = r.model_id JOIN datasets d ON d.id = r.dataset_id
-            WHERE list_contains(?, r.id) ORDER BY r.id
-            """,
-            [run_ids],
-        ).fetchall()
+        summaries = runs.run_summaries(conn, run_ids)
     info = []
-    for run_id, model, digits, examples, prov, wall, speed, batch, seed, dataset, keep, ds in rows:
+    for summary in summaries:
+        prov, keep, ds = summary.provenance_json, summary.keep_rate, summary.dataset_id
         provenance = json.loads(prov)
         with store.connect(read_only=True) as conn:
             prompt = catalog.dataset_prompt(conn=conn, dataset_id=ds)
@@ -46,7 +36,7 @@ def runs_info(store: Store, run_ids: list[int]) -> list[dict[str, Any]]:
             keep = 1.0
         provenance.update(
             {
-                "dataset": dataset,
+                "dataset": summary.dataset,
                 "prompt_templates": prompt["templates"],
                 "prompt_prefix": prompt["prefix"],
                 "prompt_suffix": prompt["suffix"],
@@ -55,18 +45,18 @@ def runs_info(store: Store, run_ids: list[int]) -> list[dict[str, Any]]:
                 "filter": "kept pairs only"
                 if filtered
                 else "none (--no-filter): every pair patched, right or wrong",
-                "seed": seed,
-                "batch_size": batch,
-                "wall_time_s": wall,
-                "interventions_per_s": speed,
+                "seed": summary.seed,
+                "batch_size": summary.batch_size,
+                "wall_time_s": summary.wall_time_s,
+                "interventions_per_s": summary.interventions_per_s,
             }
         )
         info.append(
             {
-                "run_id": run_id,
-                "model": model,
-                "num_digits": digits,
-                "examples": examples,
+                "run_id": summary.run_id,
+                "model": summary.model,
+                "num_digits": summary.num_digits,
+                "examples": summary.num_examples,
                 "keep_rate": float(keep or 0.0),
                 "provenance": provenance,
             }
@@ -77,12 +67,8 @@ def runs_info(store: Store, run_ids: list[int]) -> list[dict[str, Any]]:
 def run_tasks(store: Store, run_ids: list[int]) -> dict[int, AdditionTask]:
     """The addition task (addends, digits) each run patched."""
     with store.connect(read_only=True) as conn:
-        rows = conn.execute(
-            "SELECT r.id, d.num_addends, d.num_digits FROM runs r "
-            "JOIN datasets d ON d.id = r.dataset_id WHERE list_contains(?, r.id)",
-            [run_ids],
-        ).fetchall()
-    return {run_id: AdditionTask(num_addends=k, num_digits=d) for run_id, k, d in rows}
+        shapes = runs.run_shapes(conn, run_ids)
+    return {run_id: AdditionTask(num_addends=k, num_digits=d) for run_id, (k, d) in shapes.items()}
 
 
 def run_default_targets(store: Store, run_ids: list[int]) -> dict[int, list[str]]:
@@ -91,10 +77,7 @@ def run_default_targets(store: Store, run_ids: list[int]) -> dict[int, list[str]
     """
     tasks = run_tasks(store, run_ids)
     with store.connect(read_only=True) as conn:
-        rows = conn.execute(
-            "SELECT id, provenance_json FROM runs WHERE list_contains(?, id)", [run_ids]
-        ).fetchall()
-    groups = {run_id: json.loads(prov).get("digit_tokens", []) for run_id, prov in rows}
+        groups = runs.run_digit_tokens(conn, run_ids)
     return {run_id: default_targets(task, groups[run_id]) for run_id, task in tasks.items()}
 
 

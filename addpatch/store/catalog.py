@@ -12,6 +12,9 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from addpatch.store.runs import DigitGroup, insert_digit_tokens
+from addpatch.store.schema import Base, Dataset, Model, OutputFile, Run, RunPosition
+
 
 @contextmanager
 def transaction(conn: duckdb.DuckDBPyConnection) -> Iterator[None]:
@@ -38,6 +41,17 @@ def _now() -> datetime:
     return datetime.now().replace(microsecond=0)
 
 
+def _insert(conn: duckdb.DuckDBPyConnection, model: type[Base], row: dict[str, object]) -> None:
+    """INSERT one row, naming its columns (checked against the schema's model of the table)."""
+    table = Base.metadata.tables[model.__tablename__]
+    unknown = set(row) - {c.name for c in table.columns}
+    if unknown:
+        raise ValueError(f"{table.name} has no column(s) {', '.join(sorted(unknown))}")
+    columns = ", ".join(row)
+    marks = ", ".join("?" for _ in row)
+    conn.execute(f"INSERT INTO {table.name} ({columns}) VALUES ({marks})", list(row.values()))
+
+
 # -- models ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ModelRecord:
@@ -59,20 +73,21 @@ def upsert_model(*, conn: duckdb.DuckDBPyConnection, record: ModelRecord) -> int
     if row:
         return int(row[0])
     model_id = _next_id(conn, "models")
-    conn.execute(
-        "INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            model_id,
-            record.name,
-            record.source,
-            record.revision,
-            record.weights_sha256,
-            record.tokenizer_sha256,
-            record.architecture,
-            record.num_layers,
-            record.hidden_size,
-            _now(),
-        ],
+    _insert(
+        conn,
+        Model,
+        {
+            "id": model_id,
+            "name": record.name,
+            "source": record.source,
+            "revision": record.revision,
+            "weights_sha256": record.weights_sha256,
+            "tokenizer_sha256": record.tokenizer_sha256,
+            "architecture": record.architecture,
+            "num_layers": record.num_layers,
+            "hidden_size": record.hidden_size,
+            "created_at": _now(),
+        },
     )
     return model_id
 
@@ -104,27 +119,26 @@ def insert_dataset(
     prompt = prompt or {}
     dataset_id = _next_id(conn, "datasets")
     with transaction(conn):
-        conn.execute(
-            "INSERT INTO datasets (id, name, kind, num_addends, num_digits, template, size, seed, "
-            "options_json, created_at, templates_json, prompt_prefix, prompt_suffix, num_shots, "
-            "chat) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                dataset_id,
-                name,
-                kind,
-                num_addends,
-                num_digits,
-                template,
-                examples.num_rows,
-                seed,
-                json.dumps(options, sort_keys=True),
-                _now(),
-                json.dumps(prompt.get("templates", [template])),
-                prompt.get("prefix", ""),
-                prompt.get("suffix", ""),
-                prompt.get("shots", 0),
-                prompt.get("chat", False),
-            ],
+        _insert(
+            conn,
+            Dataset,
+            {
+                "id": dataset_id,
+                "name": name,
+                "kind": kind,
+                "num_addends": num_addends,
+                "num_digits": num_digits,
+                "template": template,
+                "size": examples.num_rows,
+                "seed": seed,
+                "options_json": json.dumps(options, sort_keys=True),
+                "created_at": _now(),
+                "templates_json": json.dumps(prompt.get("templates", [template])),
+                "prompt_prefix": prompt.get("prefix", ""),
+                "prompt_suffix": prompt.get("suffix", ""),
+                "num_shots": prompt.get("shots", 0),
+                "chat": prompt.get("chat", False),
+            },
         )
         conn.register("new_examples", examples)
         extra = [
@@ -165,6 +179,43 @@ def dataset_prompt(*, conn: duckdb.DuckDBPyConnection, dataset_id: int) -> dict[
     }
 
 
+def dataset_options(*, conn: duckdb.DuckDBPyConnection, dataset_id: int) -> dict[str, Any]:
+    """The generator options a dataset was made with."""
+    row = conn.execute("SELECT options_json FROM datasets WHERE id = ?", [dataset_id]).fetchone()
+    if row is None:
+        from addpatch.errors import BadInput
+
+        raise BadInput(f"no dataset {dataset_id} in the store; see `addpatch store status`")
+    options: dict[str, Any] = json.loads(row[0])
+    return options
+
+
+@dataclass(frozen=True)
+class StoredExample:
+    """One stored pair as written: addends (JSON), prompts, templates and worked examples."""
+
+    example_id: int
+    base_addends: str
+    cf_addends: str
+    base_prompt: str
+    cf_prompt: str
+    base_template: str  # the dataset's template for rows written before revision 0003
+    cf_template: str
+    shots_json: str
+
+
+def dataset_examples(*, conn: duckdb.DuckDBPyConnection, dataset_id: int) -> list[StoredExample]:
+    """A dataset's examples, ordered by example id."""
+    rows = conn.execute(
+        "SELECT example_id, base_addends, cf_addends, base_prompt, cf_prompt, "
+        "coalesce(base_template, d.template), coalesce(cf_template, d.template), "
+        "coalesce(shots_json, '[]') FROM examples JOIN datasets AS d ON d.id = dataset_id "
+        "WHERE dataset_id = ? ORDER BY example_id",
+        [dataset_id],
+    ).fetchall()
+    return [StoredExample(*row) for row in rows]
+
+
 # -- filtering ---------------------------------------------------------------------------------
 def count_answered(*, conn: duckdb.DuckDBPyConnection, model_id: int, dataset_id: int) -> int:
     """How many of the dataset's examples the model has answered (0: not filtered yet)."""
@@ -185,7 +236,8 @@ def insert_filter(
 ) -> None:
     conn.register("new_filter", results)
     conn.execute(
-        "INSERT INTO filter_results SELECT ?, ?, example_id, base_text, cf_text, base_correct, "
+        "INSERT INTO filter_results (model_id, dataset_id, example_id, base_text, cf_text, "
+        "base_correct, cf_correct) SELECT ?, ?, example_id, base_text, cf_text, base_correct, "
         "cf_correct FROM new_filter",
         [model_id, dataset_id],
     )
@@ -203,6 +255,23 @@ def kept_example_ids(
     return [int(r[0]) for r in rows]
 
 
+def wrong_answers(
+    *, conn: duckdb.DuckDBPyConnection, model_id: int, dataset_id: int, count: int
+) -> list[tuple[str, str, int]]:
+    """Up to `count` (prompt, answer text, wanted sum) the model got wrong, by example id."""
+    rows = conn.execute(
+        "SELECT CASE WHEN f.base_correct THEN e.cf_prompt ELSE e.base_prompt END, "
+        "CASE WHEN f.base_correct THEN f.cf_text ELSE f.base_text END, "
+        "CASE WHEN f.base_correct THEN e.cf_sum ELSE e.base_sum END "
+        "FROM filter_results AS f JOIN examples AS e "
+        "ON e.dataset_id = f.dataset_id AND e.example_id = f.example_id "
+        "WHERE f.model_id = ? AND f.dataset_id = ? AND NOT (f.base_correct AND f.cf_correct) "
+        "ORDER BY f.example_id LIMIT ?",
+        [model_id, dataset_id, count],
+    ).fetchall()
+    return [(str(prompt), str(text), int(total)) for prompt, text, total in rows]
+
+
 # -- labels ------------------------------------------------------------------------------------
 def labelled_targets(*, conn: duckdb.DuckDBPyConnection, dataset_id: int) -> set[str]:
     rows = conn.execute(
@@ -215,8 +284,8 @@ def insert_labels(*, conn: duckdb.DuckDBPyConnection, dataset_id: int, labels: p
     """labels columns: target, example_id, causal_model, label_text, label."""
     conn.register("new_labels", labels)
     conn.execute(
-        "INSERT INTO labels SELECT ?, target, example_id, causal_model, label_text, label "
-        "FROM new_labels",
+        "INSERT INTO labels (dataset_id, target, example_id, causal_model, label_text, label) "
+        "SELECT ?, target, example_id, causal_model, label_text, label FROM new_labels",
         [dataset_id],
     )
     conn.unregister("new_labels")
@@ -247,34 +316,40 @@ def insert_run(
     num_examples: int,
     num_batches: int,
     provenance: dict[str, Any],
+    digit_tokens: list[DigitGroup] | None = None,
 ) -> int:
+    """Insert a run (status running), its positions and its digit-token groups; its id."""
     run_id = _next_id(conn, "runs")
     with transaction(conn):
-        conn.execute(
-            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'running', ?, ?, "
-            "NULL, NULL, NULL)",
-            [
-                run_id,
-                model_id,
-                dataset_id,
-                config_sha256,
-                json.dumps(layers),
-                position_set,
-                max_new_tokens,
-                dtype,
-                device,
-                batch_size,
-                seed,
-                num_examples,
-                num_batches,
-                json.dumps(provenance, sort_keys=True),
-                _now(),
-            ],
+        _insert(
+            conn,
+            Run,
+            {
+                "id": run_id,
+                "model_id": model_id,
+                "dataset_id": dataset_id,
+                "config_sha256": config_sha256,
+                "layers_json": json.dumps(layers),
+                "position_set": position_set,
+                "max_new_tokens": max_new_tokens,
+                "dtype": dtype,
+                "device": device,
+                "batch_size": batch_size,
+                "seed": seed,
+                "num_examples": num_examples,
+                "num_batches": num_batches,
+                "status": "running",
+                "provenance_json": json.dumps(provenance, sort_keys=True),
+                "started_at": _now(),
+            },
         )
         for index, (name, text) in enumerate(positions):
-            conn.execute(
-                "INSERT INTO run_positions VALUES (?, ?, ?, ?)", [run_id, index, name, text]
+            _insert(
+                conn,
+                RunPosition,
+                {"run_id": run_id, "position": index, "name": name, "token_text": text},
             )
+        insert_digit_tokens(conn, run_id, list(digit_tokens or []))
     return run_id
 
 
@@ -320,8 +395,17 @@ def register_output_file(
     from addpatch.store.outputs_view import refresh_outputs_view
 
     with transaction(conn):
-        conn.execute(
-            "INSERT INTO output_files VALUES (?, ?, ?, ?, ?, ?, ?)",
-            [_next_id(conn, "output_files"), run_id, batch_index, path, rows, sha256, _now()],
+        _insert(
+            conn,
+            OutputFile,
+            {
+                "id": _next_id(conn, "output_files"),
+                "run_id": run_id,
+                "batch_index": batch_index,
+                "path": path,
+                "rows": rows,
+                "sha256": sha256,
+                "created_at": _now(),
+            },
         )
         refresh_outputs_view(conn)

@@ -9,6 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from addpatch.models.weights import sha256_file
+from addpatch.store.output_schema import RUN_ID_FIELD
 
 
 def output_relpath(model_id: int, run_id: int, batch_index: int) -> str:
@@ -18,7 +19,9 @@ def output_relpath(model_id: int, run_id: int, batch_index: int) -> str:
 
 def write_output_file(root: Path, relpath: str, run_id: int, table: pa.Table) -> tuple[int, str]:
     """Write `table` (with a run_id column added) to root/relpath atomically; rows and sha256."""
-    table = table.add_column(0, "run_id", pa.array([run_id] * table.num_rows, pa.int32()))
+    table = table.add_column(
+        0, RUN_ID_FIELD, pa.array([run_id] * table.num_rows, RUN_ID_FIELD.type)
+    )
     final = root / relpath
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = root / "tmp"

@@ -15,18 +15,12 @@ from __future__ import annotations
 
 import duckdb
 
-EMPTY_OUTPUTS = """
-SELECT NULL::INTEGER AS run_id, NULL::BIGINT AS example_id, NULL::SMALLINT AS layer,
-       NULL::SMALLINT AS position, NULL::VARCHAR AS component, NULL::SMALLINT AS head,
-       NULL::INTEGER[] AS token_ids, NULL::VARCHAR AS text,
-       NULL::BIGINT AS answer, NULL::INTEGER[] AS top_ids, NULL::FLOAT[] AS top_logprobs,
-       NULL::SMALLINT AS digit_step, NULL::INTEGER[] AS digit_top_ids,
-       NULL::FLOAT[] AS digit_top_logprobs
-LIMIT 0
-"""
-COLUMNS = (
-    "run_id, example_id, layer, position, coalesce(component, 'resid') AS component, head, "
-    "token_ids, text, answer, top_ids, top_logprobs, digit_step, digit_top_ids, digit_top_logprobs"
+from addpatch.store.output_schema import OUTPUT_COLUMNS, empty_outputs_select
+
+EMPTY_OUTPUTS = empty_outputs_select(OUTPUT_COLUMNS)
+COLUMNS = ", ".join(
+    "coalesce(component, 'resid') AS component" if name == "component" else name
+    for name, _ in OUTPUT_COLUMNS
 )
 
 

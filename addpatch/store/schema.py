@@ -143,6 +143,18 @@ class RunPosition(Base):
     token_text: Mapped[str] = mapped_column(String, nullable=False)
 
 
+class RunDigitToken(Base):
+    """The digits of an addend that one token holds in every prompt of a run (e.g. `579` as one
+    token: digits 0, 1 and 2 of its addend), one row per digit; a run's default targets include
+    each group's joint digits. Also in the run's provenance_json, as a record; read from here."""
+
+    __tablename__ = "run_digit_tokens"
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    group_index: Mapped[int] = mapped_column(Integer, primary_key=True)  # order recorded
+    digit: Mapped[int] = mapped_column(Integer, primary_key=True)
+    addend: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
 class OutputFile(Base):
     """A Parquet file of patched outputs; only registered files are visible to queries."""
 

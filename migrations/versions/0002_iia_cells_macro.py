@@ -19,6 +19,8 @@ from __future__ import annotations
 
 from alembic import op
 
+from addpatch.store.output_schema import OUTPUT_COLUMNS_0002, empty_outputs_select
+
 revision = "0002"
 down_revision = "0001"
 branch_labels = None
@@ -98,13 +100,9 @@ JOIN run_positions AS p ON p.run_id = c.run_id AND p.position = c.position
 
 # The view of registered output files; addpatch redefines it as files are registered. A store
 # created at 0001 got it from addpatch itself, a new one needs it before the macro can bind.
-EMPTY_OUTPUTS_VIEW = """
-CREATE VIEW IF NOT EXISTS patched_outputs AS
-SELECT NULL::INTEGER AS run_id, NULL::BIGINT AS example_id, NULL::SMALLINT AS layer,
-       NULL::SMALLINT AS position, NULL::INTEGER[] AS token_ids, NULL::VARCHAR AS text,
-       NULL::BIGINT AS answer, NULL::INTEGER[] AS top_ids, NULL::FLOAT[] AS top_logprobs
-LIMIT 0
-"""
+EMPTY_OUTPUTS_VIEW = "CREATE VIEW IF NOT EXISTS patched_outputs AS " + empty_outputs_select(
+    OUTPUT_COLUMNS_0002
+)
 
 
 def upgrade() -> None:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from alembic import op
 
+from addpatch.store.output_schema import OUTPUT_COLUMNS_0005, empty_outputs_select
+
 revision = "0005"
 down_revision = "0004"
 branch_labels = None
@@ -149,16 +151,9 @@ JOIN run_positions AS p ON p.run_id = w.run_id AND p.position = w.position
 
 # The macro binds against the view: give it the new columns first (an empty view; addpatch
 # redefines it over the registered files right after upgrading).
-EMPTY_OUTPUTS_VIEW = """
-CREATE OR REPLACE VIEW patched_outputs AS
-SELECT NULL::INTEGER AS run_id, NULL::BIGINT AS example_id, NULL::SMALLINT AS layer,
-       NULL::SMALLINT AS position, NULL::VARCHAR AS component, NULL::SMALLINT AS head,
-       NULL::INTEGER[] AS token_ids, NULL::VARCHAR AS text,
-       NULL::BIGINT AS answer, NULL::INTEGER[] AS top_ids, NULL::FLOAT[] AS top_logprobs,
-       NULL::SMALLINT AS digit_step, NULL::INTEGER[] AS digit_top_ids,
-       NULL::FLOAT[] AS digit_top_logprobs
-LIMIT 0
-"""
+EMPTY_OUTPUTS_VIEW = "CREATE OR REPLACE VIEW patched_outputs AS " + empty_outputs_select(
+    OUTPUT_COLUMNS_0005
+)
 
 
 def upgrade() -> None:
