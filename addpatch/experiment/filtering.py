@@ -21,8 +21,9 @@ from addpatch.task.templates import answer_text, parse_answer
 KEEP_RATE_WARNING = 0.5
 SAMPLES_SHOWN = 5
 HELPFUL_OPTIONS = (
-    "options that help: --shots N (worked examples), --chat (Instruct models), fewer --digits, "
-    "another --template; --no-filter patches every pair anyway"
+    "options that help: --shots N (worked examples), --chat (Instruct models), --answer-prefix "
+    "'The answer is' (the reply's start, for a model that answers with words first), fewer "
+    "--digits, another --template; --no-filter patches every pair anyway"
 )
 
 
@@ -107,14 +108,17 @@ def _tail(prompt: str, width: int = 60) -> str:
 def wrong_answers(
     store: Store, *, model_id: int, dataset_id: int, count: int = SAMPLES_SHOWN
 ) -> list[str]:
-    """A handful of prompts the model got wrong and what it answered: `'... is' -> ' 7' (want 12)`."""
+    """A handful of prompts the model got wrong and what it answered: `'... is' -> ' 7' (want 12)`
+    (under --chat the user turn's text, then the answer prefix if any)."""
     with store.connect(read_only=True) as conn:
         rows = conn.execute(
-            "SELECT CASE WHEN f.base_correct THEN e.cf_prompt ELSE e.base_prompt END, "
+            "SELECT CASE WHEN f.base_correct THEN e.cf_prompt ELSE e.base_prompt END "
+            "|| CASE WHEN d.chat THEN coalesce(d.answer_prefix, '') ELSE '' END, "
             "CASE WHEN f.base_correct THEN f.cf_text ELSE f.base_text END, "
             "CASE WHEN f.base_correct THEN e.cf_sum ELSE e.base_sum END "
             "FROM filter_results AS f JOIN examples AS e "
             "ON e.dataset_id = f.dataset_id AND e.example_id = f.example_id "
+            "JOIN datasets AS d ON d.id = f.dataset_id "
             "WHERE f.model_id = ? AND f.dataset_id = ? AND NOT (f.base_correct AND f.cf_correct) "
             "ORDER BY f.example_id LIMIT ?",
             [model_id, dataset_id, count],

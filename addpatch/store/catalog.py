@@ -98,7 +98,8 @@ def insert_dataset(
 ) -> int:
     """Register a dataset and its examples in one transaction; returns its id.
 
-    `prompt`: the task's prompt settings (templates, prefix, suffix, shots, chat); `examples`
+    `prompt`: the task's prompt settings (templates, prefix, suffix, shots, chat, answer
+    prefix; an empty answer prefix is stored as NULL); `examples`
     may carry base_template, cf_template and shots_json columns.
     """
     prompt = prompt or {}
@@ -107,7 +108,7 @@ def insert_dataset(
         conn.execute(
             "INSERT INTO datasets (id, name, kind, num_addends, num_digits, template, size, seed, "
             "options_json, created_at, templates_json, prompt_prefix, prompt_suffix, num_shots, "
-            "chat) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "chat, answer_prefix) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 dataset_id,
                 name,
@@ -124,6 +125,7 @@ def insert_dataset(
                 prompt.get("suffix", ""),
                 prompt.get("shots", 0),
                 prompt.get("chat", False),
+                prompt.get("answer_prefix") or None,
             ],
         )
         conn.register("new_examples", examples)
@@ -145,7 +147,8 @@ def dataset_prompt(*, conn: duckdb.DuckDBPyConnection, dataset_id: int) -> dict[
     """A dataset's K, D and prompt settings (defaults for rows written before they were kept)."""
     row = conn.execute(
         "SELECT num_addends, num_digits, template, templates_json, coalesce(prompt_prefix, ''), "
-        "coalesce(prompt_suffix, ''), coalesce(num_shots, 0), coalesce(chat, false) "
+        "coalesce(prompt_suffix, ''), coalesce(num_shots, 0), coalesce(chat, false), "
+        "coalesce(answer_prefix, '') "
         "FROM datasets WHERE id = ?",
         [dataset_id],
     ).fetchone()
@@ -153,7 +156,7 @@ def dataset_prompt(*, conn: duckdb.DuckDBPyConnection, dataset_id: int) -> dict[
         from addpatch.errors import BadInput
 
         raise BadInput(f"no dataset {dataset_id} in the store; see `addpatch store status`")
-    k, d, template, templates_json, prefix, suffix, shots, chat = row
+    k, d, template, templates_json, prefix, suffix, shots, chat, answer_prefix = row
     return {
         "num_addends": int(k),
         "num_digits": int(d),
@@ -162,6 +165,7 @@ def dataset_prompt(*, conn: duckdb.DuckDBPyConnection, dataset_id: int) -> dict[
         "suffix": suffix,
         "shots": int(shots),
         "chat": bool(chat),
+        "answer_prefix": answer_prefix,
     }
 
 
