@@ -91,7 +91,7 @@ def run(
         addpatch run --model ~/models/Llama-3.1-8B --digits 3 --batch-size 256
         addpatch run --digits 1 --shots 2 --template '{num0}+{num1}=' --size 64
         addpatch run --model ~/models/SmolLM2-135M-Instruct --digits 1 --shots 3 --chat
-        addpatch run --model ~/models/SmolLM2-135M-Instruct --chat --answer-prefix 'The answer is'
+        addpatch run --model ~/models/SmolLM2-135M-Instruct --digits 1 --chat --template 'What is {num0} + {num1}?' --answer-prefix 'The answer is'
         addpatch run --model ~/models/random-init --no-filter --size 32
         addpatch run --components resid,attn,mlp,heads   # also attention, MLP, each head
     """
