@@ -20,8 +20,9 @@ prompt has names of its own kind, so that it never shifts the query's names:
                the generation prompt, or at the very end of a prompt without --chat
 
 A token that holds any character of the query is the query's (one that overlaps an addend's
-digits belongs to the addend); any other is named by the part its first character falls in. The position set `query` is the query's tokens and `last` (the answer prefix's last token
-when there is one).
+digits belongs to the addend); any other is named by the part its first character falls in.
+The position set `query` is the query's tokens and `last` (the answer prefix's last token when
+there is one).
 
 A token that overlaps an addend's digits belongs to that addend (a BPE token ` 23` holds the
 space and the number). Equal addends (`44 and 44`) are told apart by their character spans, not
