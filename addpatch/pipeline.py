@@ -61,6 +61,7 @@ class RunSpec:
     suffix: str = ""
     shots: int = 0  # worked examples before each prompt
     chat: bool = False  # wrap the prompt in the tokenizer's chat template
+    answer_prefix: str = ""  # the start of the reply (assistant prefill)
     filtered: bool = True  # False: patch every pair, right or wrong (--no-filter)
     batch_size: int = 64
     device: str = "auto"
@@ -94,6 +95,7 @@ class RunSpec:
             suffix=self.suffix,
             shots=self.shots,
             chat=self.chat,
+            answer_prefix=self.answer_prefix,
             filtered=self.filtered,
             components=self.components,
         )

@@ -10,6 +10,7 @@ from addpatch.settings import DEFAULT_MODEL
 from cli.options import (
     STORE_DEFAULT,
     AddendsOption,
+    AnswerPrefixOption,
     ChatOption,
     DigitsOption,
     KindOption,
@@ -66,6 +67,7 @@ def dataset(
     suffix: SuffixOption = "",
     shots: ShotsOption = 0,
     chat: ChatOption = False,
+    answer_prefix: AnswerPrefixOption = "",
     store: StoreOption = STORE_DEFAULT,
 ) -> None:
     """Generate counterfactual pairs with a seeded generator and store them.
@@ -80,6 +82,7 @@ def dataset(
         addpatch dataset --kind carry_flip -o carry=1 --model tiny-adder-digits
         addpatch dataset --kind sum_to_nine -o column=1 --no-filter
         addpatch dataset --digits 1 --shots 2 --template '{num0}+{num1}=' --template '{num0} plus {num1} is'
+        addpatch dataset --digits 1 --chat --answer-prefix 'The answer is' --model ~/models/SmolLM2-135M-Instruct
     """
     from addpatch.limits import check_range
     from addpatch.task.generators import GENERATORS, generate_pairs
@@ -93,6 +96,7 @@ def dataset(
         suffix=suffix,
         shots=shots,
         chat=chat,
+        answer_prefix=answer_prefix,
     )
     options = _options(option or [])
     pairs = generate_pairs(kind, task, size, seed, **options)  # bad input fails before the store

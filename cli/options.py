@@ -122,6 +122,15 @@ ChatOption = Annotated[
         "prompt), for Instruct models. Example: --shots 3 --chat",
     ),
 ]
+AnswerPrefixOption = Annotated[
+    str,
+    typer.Option(
+        "--answer-prefix",
+        help="Text the reply starts with (assistant prefill), so the model goes on with the "
+        "number: after the chat template's generation prompt with --chat, else at the very end "
+        "of the prompt. No digits. Example: --chat --answer-prefix 'The answer is'",
+    ),
+]
 NoFilterOption = Annotated[
     bool,
     typer.Option(
@@ -142,8 +151,10 @@ def prompt_task(
     suffix: str = "",
     shots: int = 0,
     chat: bool = False,
+    answer_prefix: str = "",
 ) -> AdditionTask:  # AdditionTask is imported lazily to keep --help fast
-    """The addition task of the prompt options (BadInput for a bad template or --shots)."""
+    """The addition task of the prompt options (BadInput for a bad template, --shots or
+    --answer-prefix)."""
     from addpatch.task.addition import AdditionTask
 
     return AdditionTask(
@@ -154,6 +165,7 @@ def prompt_task(
         prompt_suffix=suffix,
         num_shots=shots,
         chat=chat,
+        answer_prefix=answer_prefix,
     )
 
 

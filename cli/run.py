@@ -12,6 +12,7 @@ from addpatch.settings import DEFAULT_MODEL
 from cli.options import (
     STORE_DEFAULT,
     AddendsOption,
+    AnswerPrefixOption,
     BatchOption,
     ChatOption,
     ComponentsOption,
@@ -55,6 +56,7 @@ def run(
     suffix: SuffixOption = "",
     shots: ShotsOption = 0,
     chat: ChatOption = False,
+    answer_prefix: AnswerPrefixOption = "",
     no_filter: NoFilterOption = False,
     batch_size: BatchOption = 64,
     device: DeviceOption = "auto",
@@ -89,6 +91,7 @@ def run(
         addpatch run --model ~/models/Llama-3.1-8B --digits 3 --batch-size 256
         addpatch run --digits 1 --shots 2 --template '{num0}+{num1}=' --size 64
         addpatch run --model ~/models/SmolLM2-135M-Instruct --digits 1 --shots 3 --chat
+        addpatch run --model ~/models/SmolLM2-135M-Instruct --digits 1 --chat --template 'What is {num0} + {num1}?' --answer-prefix 'The answer is'
         addpatch run --model ~/models/random-init --no-filter --size 32
         addpatch run --components resid,attn,mlp,heads   # also attention, MLP, each head
     """
@@ -111,6 +114,7 @@ def run(
         suffix=suffix,
         shots=shots,
         chat=chat,
+        answer_prefix=answer_prefix,
         filtered=not no_filter,
         batch_size=batch_size,
         device=device,

@@ -13,6 +13,7 @@ import typer
 from cli.options import (
     STORE_DEFAULT,
     AddendsOption,
+    AnswerPrefixOption,
     BatchOption,
     ChatOption,
     ComponentsOption,
@@ -74,6 +75,7 @@ def sweep(
     suffix: SuffixOption = "",
     shots: ShotsOption = 0,
     chat: ChatOption = False,
+    answer_prefix: AnswerPrefixOption = "",
     no_filter: NoFilterOption = False,
     batch_size: BatchOption = 64,
     batches_per_task: Annotated[
@@ -101,6 +103,7 @@ def sweep(
         addpatch sweep --models tiny-adder-digits,tiny-adder-chunks --digits 2 --ray
         addpatch sweep --models ~/models/Llama-3.1-8B,~/models/gemma-2-9b --digits 2,3 --ray auto
         addpatch sweep --models ~/models/Qwen3-0.6B --digits 1,2 --shots 3 --chat
+        addpatch sweep --models ~/models/Qwen3-0.6B --digits 1 --chat --answer-prefix 'The sum is'
     """
     from addpatch.engine.components import parse_components
     from addpatch.engine.positions import resolve_position_set
@@ -136,6 +139,7 @@ def sweep(
         suffix=suffix,
         shots=shots,
         chat=chat,
+        answer_prefix=answer_prefix,
         filtered=not no_filter,
     )
     if ray is not None and not _RAY_ADDRESS.fullmatch(ray):

@@ -1,4 +1,5 @@
-"""Prompt options (templates, prefix, suffix, worked examples, chat template, --no-filter):
+"""Prompt options (templates, prefix, suffix, worked examples, chat template, answer prefix,
+--no-filter):
 dataset identity, exact reloads, generators, token positions, runs and bad input, through the
 library and the CLI in-process on the shipped tiny model."""
 
@@ -14,7 +15,7 @@ import duckdb
 import pytest
 from transformers import AutoTokenizer
 
-from addpatch.engine.positions import layout_input, select_positions
+from addpatch.engine.positions import layout_input, resolve_position_set, select_positions
 from addpatch.experiment.datasets import create_dataset, dataset_name, load_pairs
 from addpatch.models.loading import resolve_model
 from addpatch.store.store import Store
@@ -72,6 +73,10 @@ PROMPT_VARIANTS = [
     {"num_shots": 2},
     {"chat": True},
     {"num_shots": 2, "chat": True, "templates": TEMPLATES},
+    {"answer_prefix": " The answer is"},
+    {"answer_prefix": " The sum is"},
+    {"answer_prefix": " The answer is", "chat": True},
+    {"answer_prefix": " The answer is", "num_shots": 2, "chat": True},
 ]
 
 
@@ -90,15 +95,17 @@ def variant_store(tmp_path) -> tuple[Store, list[int]]:
 def test_datasets_with_different_prompts_never_share_an_id(variant_store):
     store, ids = variant_store
     assert len(set(ids)) == len(ids)
-    # what the model is shown: the stored text, and the chat template around it (--chat)
+    # what the model is shown: the stored text, and the chat template around it (--chat) with
+    # the answer prefix after it (the stored text ends with the answer prefix without --chat)
     with store.connect(read_only=True) as conn:
         prompts = conn.execute(
-            "SELECT dataset_id, d.chat, list(base_prompt || '|' || cf_prompt ORDER BY example_id) "
+            "SELECT dataset_id, d.chat, d.answer_prefix, "
+            "list(base_prompt || '|' || cf_prompt ORDER BY example_id) "
             "FROM examples JOIN datasets AS d ON d.id = dataset_id GROUP BY ALL"
         ).fetchall()
     by_prompts: dict[tuple, int] = {}
-    for dataset_id, chat, texts in prompts:
-        shown = (chat, tuple(texts))
+    for dataset_id, chat, answer_prefix, texts in prompts:
+        shown = (chat, answer_prefix if chat else None, tuple(texts))
         assert shown not in by_prompts, f"datasets {dataset_id} and {by_prompts[shown]}"
         by_prompts[shown] = dataset_id
     assert len(by_prompts) == len(ids)
@@ -117,6 +124,23 @@ def test_plain_prompt_keeps_its_old_dataset_name():
     )
 
 
+def test_plain_and_older_prompt_datasets_keep_their_names_without_an_answer_prefix():
+    for variant in PROMPT_VARIANTS:
+        if "answer_prefix" in variant:
+            continue
+        task = AdditionTask(2, 2, **variant)
+        # the name's hash as before --answer-prefix existed: templates, prefix and suffix only
+        settings = task.prompt_settings
+        text = {k: settings[k] for k in ("templates", "prefix", "suffix")}
+        digest = hashlib.sha256(json.dumps(text, sort_keys=True).encode()).hexdigest()[:10]
+        plain = {"templates": [TEMPLATES[0]], "prefix": "", "suffix": ""}
+        name = dataset_name("random", task, 12, 3, {})
+        assert name.endswith(f"-t{digest}") if text != plain else "-t" not in name
+    prefilled = AdditionTask(2, 2, answer_prefix=" The answer is")
+    assert dataset_name("random", prefilled, 256, 0, {}) != "random-k2-d2-n256-s0"
+    assert dataset_name("random", AdditionTask(2, 2), 256, 0, {}) == "random-k2-d2-n256-s0"
+
+
 def test_every_stored_prompt_equals_its_reload(variant_store):
     store, ids = variant_store
     for dataset_id in ids:
@@ -126,8 +150,17 @@ def test_every_stored_prompt_equals_its_reload(variant_store):
                 "ORDER BY example_id",
                 [dataset_id],
             ).fetchall()
-        _, _, pairs = load_pairs(store, dataset_id)
+            [(chat, answer_prefix)] = conn.execute(
+                "SELECT chat, answer_prefix FROM datasets WHERE id = ?", [dataset_id]
+            ).fetchall()
+        task, _, pairs = load_pairs(store, dataset_id)
         assert [(p.base.prompt, p.counterfactual.prompt) for p in pairs] == stored
+        # the answer prefix comes back; without --chat it ends the stored prompt
+        assert answer_prefix == (task.answer_prefix or None)
+        if answer_prefix and not chat:
+            assert all(b.endswith(answer_prefix) and c.endswith(answer_prefix) for b, c in stored)
+        if answer_prefix and chat:
+            assert not any(answer_prefix in b for b, _ in stored)
 
 
 def test_reload_keeps_the_python_api_prefix(tmp_path):
@@ -213,6 +246,28 @@ def test_prefix_shots_and_chat_tokens_are_positions_of_their_own(chat_model):
     assert select_positions(plain, "query", 2, 2) == [n for n in plain.canonical if n != "bos"]
 
 
+@pytest.mark.parametrize("chat", [False, True])
+def test_answer_prefix_tokens_are_positions_of_their_own_at_the_end(chat_model, chat):
+    tokenizer = AutoTokenizer.from_pretrained(chat_model)
+    numbers = [23, 45]
+    bare = layout_input(tokenizer, AdditionTask(2, 2, chat=chat).make_input(numbers))
+    task = AdditionTask(2, 2, chat=chat, answer_prefix=" sum is")  # words the tokenizer has
+    full = layout_input(tokenizer, task.make_input(numbers))
+    # the query keeps its names; the answer prefix's tokens are r.0, r.1, ... and end the prompt
+    assert full.query == bare.query
+    reply = _names(full, "r.")
+    assert reply and full.canonical[-len(reply) :] == tuple(reply)
+    assert "".join(full.tokens[full.index(n)] for n in reply) == " sum is"
+    assert full.canonical[full.index("last")] == reply[-1]
+    assert full.token_ids[: len(bare.token_ids)] == bare.token_ids  # after the generation prompt
+    if chat:
+        assert _names(full, "c1.")
+    # `query`: the query's tokens and `last` (the answer prefix's last token), never the rest
+    assert select_positions(full, "query", 2, 2) == list(full.query) + ["last"]
+    assert not [n for n in full.query if n.startswith("r.")]
+    assert resolve_position_set("auto", task) == "query"
+
+
 def test_no_filter_run_is_recorded_and_patches_every_pair(monkeypatch, capsys, tmp_path):
     store = tmp_path / "s"
     code, out, err = addpatch(
@@ -290,6 +345,9 @@ BAD = [
     (["run", "--shots", "-1"], "shots must be 0.."),
     (["sweep", "--models", "tiny-adder-digits", "--shots", "-1"], "shots must be 0.."),
     (["dataset", "--shots", "-1"], "shots must be 0.."),
+    (["run", "--answer-prefix", "The answer is 1"], "--answer-prefix must hold no digit"),
+    (["sweep", "--models", "tiny-adder-digits", "--answer-prefix", "Sum: 4"], "no digit"),
+    (["dataset", "--chat", "--answer-prefix", "2"], "--answer-prefix must hold no digit"),
 ]
 
 
@@ -318,22 +376,27 @@ def test_sweep_takes_the_prompt_options_and_no_filter(monkeypatch, capsys, tmp_p
     store = tmp_path / "s"
     args = ["sweep", "--models", "tiny-adder-digits", "--digits", "2", *SMALL_RUN]
     code, out, err = addpatch(
-        monkeypatch, capsys, *args, "--prefix", "Q: ", "--no-filter", "--store", str(store)
+        monkeypatch,
+        capsys,
+        *args,
+        *("--prefix", "Q: ", "--answer-prefix", " Sum:", "--no-filter", "--store", str(store)),
     )
     assert code == 0, err
     assert "unfiltered" in out
     conn = duckdb.connect(str(store / "catalog.duckdb"), read_only=True)
     run = conn.execute(
-        "SELECT r.num_examples, r.provenance_json, d.prompt_prefix, d.size FROM runs r "
+        "SELECT r.num_examples, r.provenance_json, d.prompt_prefix || d.answer_prefix, d.size "
+        "FROM runs r "
         "JOIN datasets d ON d.id = r.dataset_id"
     ).fetchone()
     names = [n for (n,) in conn.execute("SELECT name FROM run_positions").fetchall()]
     answered = conn.execute("SELECT count(*) FROM filter_results").fetchone()[0]
     conn.close()
     examples, provenance, prefix, size = run
-    assert examples == size == 8 and prefix == "Q: " and answered == 0
+    assert examples == size == 8 and prefix == "Q:  Sum:" and answered == 0
     assert json.loads(provenance)["filtered"] is False
-    assert names and not [n for n in names if n.startswith("p.")]  # auto: the query's tokens
+    # auto: the query's tokens and `last`, not the prefix's or the answer prefix's
+    assert names and not [n for n in names if n.startswith(("p.", "r."))]
 
 
 @pytest.mark.parametrize("chat", [False, True])
@@ -344,14 +407,16 @@ def test_engine_equals_naive_loop_on_few_shot_prompts(chat):
 
     model, tokenizer = tiny_model("llama", "digits")
     tokenizer.chat_template = CHAT_TEMPLATE
-    task = AdditionTask(2, 2, templates=TEMPLATES, prompt_prefix="Q: ", num_shots=2, chat=chat)
+    task = AdditionTask(
+        2, 2, templates=TEMPLATES, prompt_prefix="Q: ", num_shots=2, chat=chat, answer_prefix=" A:"
+    )
     pairs = [
         PromptPair(i, layout_input(tokenizer, p.base), layout_input(tokenizer, p.counterfactual))
         for i, p in enumerate(generate_pairs("one_digit", task, 2, 5))
     ]
-    # one position of each kind: prefix, each worked example, chat wrapper, query, last
+    # one position of each kind: prefix, worked examples, chat wrapper, answer prefix, query, last
     canonical = pairs[0].base.canonical
-    kinds = ("p.", "s0.", "s1.", "c0.", "c1.") if chat else ("p.", "s0.", "s1.")
+    kinds = ("p.", "s0.", "s1.", "c0.", "c1.", "r.") if chat else ("p.", "s0.", "s1.", "r.")
     positions = [next(n for n in canonical if n.startswith(k)) for k in kinds]
     positions += ["a0.d1", "a1.d0", "w1.0", "last"]
     engine = PatchEngine(model, tokenizer)

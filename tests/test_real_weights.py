@@ -76,6 +76,28 @@ def test_run_with_worked_examples_keeps_pairs_and_completes(isolated_store, tmp_
     assert (tmp_path / "report" / "report.html").is_file()
 
 
+def test_chat_run_with_an_answer_prefix_keeps_pairs_and_completes(isolated_store):
+    # under --chat the Instruct model replies with a sentence ('The answer is ...'), which the
+    # strict answer parser never keeps; the answer prefix starts its reply, so it goes on with
+    # the number. Measured: 3/16 pairs kept here; worked examples in the user turn (--shots 3)
+    # keep none, the model copies their answers
+    path, _, _ = smollm2()
+    args = ["run", "--model", str(path), "--digits", "1", "--size", "16", "--chat"]
+    args += ["--template", "What is {num0} + {num1}?", "--answer-prefix", "The answer is"]
+    args += ["--layers", "0", "--positions", "last", "--device", "cpu", "--interventions-only"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    conn = duckdb.connect(str(isolated_store / "catalog.duckdb"), read_only=True)
+    [(examples, status)] = conn.execute("SELECT num_examples, status FROM runs").fetchall()
+    [(kept,)] = conn.execute(
+        "SELECT count(*) FROM filter_results WHERE base_correct AND cf_correct"
+    ).fetchall()
+    [(chat, answer_prefix)] = conn.execute("SELECT chat, answer_prefix FROM datasets").fetchall()
+    conn.close()
+    assert status == "complete" and examples == kept > 0
+    assert chat is True and answer_prefix == "The answer is"
+
+
 def _import_gguf(monkeypatch, capsys, *args: str) -> tuple[int, str]:
     """`addpatch model import-gguf ARGS` in-process: (exit code, stderr)."""
     monkeypatch.setattr(sys, "argv", ["addpatch", "model", "import-gguf", *args])

@@ -16,9 +16,13 @@ prompt has names of its own kind, so that it never shifts the query's names:
   s{i}.{j}     token j of worked example i (--shots)
   c0.{j}       token j of the chat template before the prompt (--chat)
   c1.{j}       token j of the chat template after it (the generation prompt)
+  r.{j}        token j of the answer prefix (--answer-prefix), the start of the reply: after
+               the generation prompt, or at the very end of a prompt without --chat
 
 A token that holds any character of the query is the query's (one that overlaps an addend's
-digits belongs to the addend); any other is named by the part its first character falls in. The position set `query` is the query's tokens and `last`.
+digits belongs to the addend); any other is named by the part its first character falls in.
+The position set `query` is the query's tokens and `last` (the answer prefix's last token when
+there is one).
 
 A token that overlaps an addend's digits belongs to that addend (a BPE token ` 23` holds the
 space and the number). Equal addends (`44 and 44`) are told apart by their character spans, not
@@ -72,12 +76,13 @@ class PromptText:
 
     text: str
     spans: dict[int, tuple[int, int]]  # query addend -> character span of its digits
-    regions: tuple[Region, ...] = ()  # prefix, shots and chat wrapper (not the query)
+    regions: tuple[Region, ...] = ()  # prefix, shots, chat wrapper, answer prefix (not the query)
     special_tokens: bool = True  # False when a chat template already wrote BOS etc.
 
 
 def render_input(inp: AdditionInput) -> PromptText:
-    """The input's prompt (prefix, worked examples, query, suffix) with its parts' spans."""
+    """The input's prompt (prefix, worked examples, query, suffix) with its parts' spans; the
+    answer prefix is not in it (see `with_answer_prefix`)."""
     from addpatch.task.templates import render_shot
 
     regions: list[Region] = []
@@ -119,11 +124,24 @@ def chat_wrap(tokenizer: PreTrainedTokenizerBase, prompt: PromptText) -> PromptT
     return PromptText(text, spans, tuple(regions), special_tokens=False)
 
 
+def with_answer_prefix(prompt: PromptText, answer_prefix: str) -> PromptText:
+    """The prompt followed by the start of the reply (region `r`), if there is one."""
+    if not answer_prefix:
+        return prompt
+    end = len(prompt.text)
+    region = ("r", end, end + len(answer_prefix))
+    return PromptText(
+        prompt.text + answer_prefix, prompt.spans, prompt.regions + (region,), prompt.special_tokens
+    )
+
+
 def layout_input(tokenizer: PreTrainedTokenizerBase, inp: AdditionInput) -> PromptLayout:
-    """Tokenize and name the input's prompt, in the chat template when the input asks for it."""
+    """Tokenize and name the input's prompt, in the chat template when the input asks for it,
+    with the answer prefix at the end (after the chat template's generation prompt)."""
     prompt = render_input(inp)
     if inp.chat:
         prompt = chat_wrap(tokenizer, prompt)
+    prompt = with_answer_prefix(prompt, inp.answer_prefix)
     return layout_prompt(
         tokenizer,
         prompt.text,
@@ -251,11 +269,13 @@ AUTO_POSITIONS = "auto"
 
 
 def resolve_position_set(which: str, task: object) -> str:
-    """`auto`: the query's tokens when the prompt has a prefix, worked examples or a chat
-    wrapper (they would multiply the grid), else `all` (the plain prompt's every token)."""
+    """`auto`: the query's tokens when the prompt has a prefix, worked examples, a chat wrapper
+    or an answer prefix (they would multiply the grid), else `all` (the plain prompt's every
+    token)."""
     if which != AUTO_POSITIONS:
         return which
     extra = getattr(task, "prompt_prefix", "") or getattr(task, "num_shots", 0)
+    extra = extra or getattr(task, "answer_prefix", "")
     return "query" if extra or getattr(task, "chat", False) else "all"
 
 

@@ -2,7 +2,7 @@
 
 A dataset's name is its identity: generator, K, D, size, seed, generator options and, when the
 prompt is not the seed's plain one, every prompt setting (templates, prefix, suffix, shots,
-chat), so two different prompt sets never share a dataset. The stored prompt text is the
+chat, answer prefix), so two different prompt sets never share a dataset. The stored prompt text is the
 source of truth: `load_pairs` rebuilds every input from the stored settings, each example's
 templates and worked examples, and refuses a store whose prompts it cannot reproduce exactly.
 """
@@ -43,6 +43,8 @@ def prompt_tag(task: AdditionTask) -> str:
     tag += "-chat" if task.chat else ""
     settings, plain = task.prompt_settings, AdditionTask(task.num_addends, 1).prompt_settings
     text = {k: settings[k] for k in ("templates", "prefix", "suffix")}
+    if task.answer_prefix:  # only then: names of datasets stored before it existed stay the same
+        text["answer_prefix"] = task.answer_prefix
     if any(text[k] != plain[k] for k in text):
         digest = hashlib.sha256(json.dumps(text, sort_keys=True).encode()).hexdigest()
         tag += f"-t{digest[:10]}"
@@ -127,6 +129,7 @@ def dataset_task(store: Store, dataset_id: int) -> AdditionTask:
         prompt_suffix=meta["suffix"],
         num_shots=meta["shots"],
         chat=meta["chat"],
+        answer_prefix=meta["answer_prefix"],
     )
 
 

@@ -21,8 +21,9 @@ from addpatch.task.templates import answer_text, parse_answer
 KEEP_RATE_WARNING = 0.5
 SAMPLES_SHOWN = 5
 HELPFUL_OPTIONS = (
-    "options that help: --shots N (worked examples), --chat (Instruct models), fewer --digits, "
-    "another --template; --no-filter patches every pair anyway"
+    "options that help: --shots N (worked examples), --chat (Instruct models), --answer-prefix "
+    "'The answer is' (the reply's start, for a model that answers with words first), fewer "
+    "--digits, another --template; --no-filter patches every pair anyway"
 )
 
 
@@ -107,7 +108,8 @@ def _tail(prompt: str, width: int = 60) -> str:
 def wrong_answers(
     store: Store, *, model_id: int, dataset_id: int, count: int = SAMPLES_SHOWN
 ) -> list[str]:
-    """A handful of prompts the model got wrong and what it answered: `'... is' -> ' 7' (want 12)`."""
+    """A handful of prompts the model got wrong and what it answered: `'... is' -> ' 7' (want 12)`
+    (under --chat the user turn's text, then the answer prefix if any)."""
     with store.connect(read_only=True) as conn:
         rows = catalog.wrong_answers(
             conn=conn, model_id=model_id, dataset_id=dataset_id, count=count

@@ -42,6 +42,7 @@ def runs_info(store: Store, run_ids: list[int]) -> list[dict[str, Any]]:
                 "prompt_suffix": prompt["suffix"],
                 "prompt_shots": prompt["shots"],
                 "prompt_chat": prompt["chat"],
+                "prompt_answer_prefix": prompt["answer_prefix"],
                 "filter": "kept pairs only"
                 if filtered
                 else "none (--no-filter): every pair patched, right or wrong",

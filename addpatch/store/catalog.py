@@ -113,7 +113,8 @@ def insert_dataset(
 ) -> int:
     """Register a dataset and its examples in one transaction; returns its id.
 
-    `prompt`: the task's prompt settings (templates, prefix, suffix, shots, chat); `examples`
+    `prompt`: the task's prompt settings (templates, prefix, suffix, shots, chat, answer
+    prefix; an empty answer prefix is stored as NULL); `examples`
     may carry base_template, cf_template and shots_json columns.
     """
     prompt = prompt or {}
@@ -138,6 +139,7 @@ def insert_dataset(
                 "prompt_suffix": prompt.get("suffix", ""),
                 "num_shots": prompt.get("shots", 0),
                 "chat": prompt.get("chat", False),
+                "answer_prefix": prompt.get("answer_prefix") or None,
             },
         )
         conn.register("new_examples", examples)
@@ -159,7 +161,8 @@ def dataset_prompt(*, conn: duckdb.DuckDBPyConnection, dataset_id: int) -> dict[
     """A dataset's K, D and prompt settings (defaults for rows written before they were kept)."""
     row = conn.execute(
         "SELECT num_addends, num_digits, template, templates_json, coalesce(prompt_prefix, ''), "
-        "coalesce(prompt_suffix, ''), coalesce(num_shots, 0), coalesce(chat, false) "
+        "coalesce(prompt_suffix, ''), coalesce(num_shots, 0), coalesce(chat, false), "
+        "coalesce(answer_prefix, '') "
         "FROM datasets WHERE id = ?",
         [dataset_id],
     ).fetchone()
@@ -167,7 +170,7 @@ def dataset_prompt(*, conn: duckdb.DuckDBPyConnection, dataset_id: int) -> dict[
         from addpatch.errors import BadInput
 
         raise BadInput(f"no dataset {dataset_id} in the store; see `addpatch store status`")
-    k, d, template, templates_json, prefix, suffix, shots, chat = row
+    k, d, template, templates_json, prefix, suffix, shots, chat, answer_prefix = row
     return {
         "num_addends": int(k),
         "num_digits": int(d),
@@ -176,6 +179,7 @@ def dataset_prompt(*, conn: duckdb.DuckDBPyConnection, dataset_id: int) -> dict[
         "suffix": suffix,
         "shots": int(shots),
         "chat": bool(chat),
+        "answer_prefix": answer_prefix,
     }
 
 
@@ -258,13 +262,16 @@ def kept_example_ids(
 def wrong_answers(
     *, conn: duckdb.DuckDBPyConnection, model_id: int, dataset_id: int, count: int
 ) -> list[tuple[str, str, int]]:
-    """Up to `count` (prompt, answer text, wanted sum) the model got wrong, by example id."""
+    """Up to `count` (prompt, answer text, wanted sum) the model got wrong, by example id (the
+    prompt under --chat: the user turn's text, then the answer prefix if any)."""
     rows = conn.execute(
-        "SELECT CASE WHEN f.base_correct THEN e.cf_prompt ELSE e.base_prompt END, "
+        "SELECT CASE WHEN f.base_correct THEN e.cf_prompt ELSE e.base_prompt END "
+        "|| CASE WHEN d.chat THEN coalesce(d.answer_prefix, '') ELSE '' END, "
         "CASE WHEN f.base_correct THEN f.cf_text ELSE f.base_text END, "
         "CASE WHEN f.base_correct THEN e.cf_sum ELSE e.base_sum END "
         "FROM filter_results AS f JOIN examples AS e "
         "ON e.dataset_id = f.dataset_id AND e.example_id = f.example_id "
+        "JOIN datasets AS d ON d.id = f.dataset_id "
         "WHERE f.model_id = ? AND f.dataset_id = ? AND NOT (f.base_correct AND f.cf_correct) "
         "ORDER BY f.example_id LIMIT ?",
         [model_id, dataset_id, count],

@@ -62,6 +62,8 @@ class Dataset(Base):
     prompt_suffix: Mapped[str | None] = mapped_column(String)
     num_shots: Mapped[int | None] = mapped_column(Integer)
     chat: Mapped[bool | None] = mapped_column(Boolean)
+    # the start of the reply (--answer-prefix); NULL: none (and in rows written before 0007)
+    answer_prefix: Mapped[str | None] = mapped_column(String)
 
 
 class Example(Base):

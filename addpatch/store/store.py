@@ -64,9 +64,12 @@ def _upgrade(catalog: Path) -> None:
 
     engine = create_engine(f"duckdb:///{catalog}")
     try:
-        with engine.begin() as connection:
+        with engine.connect() as connection:
             # views and macros bind the store's relative Parquet paths when created
             connection.exec_driver_sql("SET file_search_path = ?", (str(catalog.parent.resolve()),))
+            # one transaction per migration (env.py): DuckDB cannot commit a transaction that
+            # alters a table it has updated (0003 updates datasets, 0007 adds a column to it)
+            connection.commit()
             config = _alembic_config()
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
@@ -214,8 +217,10 @@ class Store:
             _upgrade(self.catalog)
         except Exception as error:  # DuckDB rolls the failed migration back
             message = str(error).splitlines()[0]
+            reached = self.revision()
+            state = "it is unchanged" if reached == current else f"it is at revision {reached}"
             raise StoreError(
-                f"upgrading the store failed ({message}); it is unchanged, and a copy of its "
+                f"upgrading the store failed ({message}); {state}, and a copy of its "
                 f"catalog is at {backup}; run `addpatch store verify`, then retry"
             ) from None
         with self.connect() as conn:

@@ -74,6 +74,7 @@ class SweepSpec:
     suffix: str = ""
     shots: int = 0
     chat: bool = False
+    answer_prefix: str = ""  # the start of the reply (assistant prefill)
     filtered: bool = True  # False: patch every pair (--no-filter)
 
     def task(self, digits: int) -> AdditionTask:
@@ -86,6 +87,7 @@ class SweepSpec:
             prompt_suffix=self.suffix,
             num_shots=self.shots,
             chat=self.chat,
+            answer_prefix=self.answer_prefix,
         )
 
 

@@ -45,6 +45,15 @@ MAX_SHOTS = 32
 DIGIT_VALUES = tuple(range(10))
 
 
+def check_answer_prefix(text: str) -> None:
+    """BadInput for an answer prefix with a digit: the model's answer would run on from it."""
+    if any(c.isdigit() for c in text):
+        raise BadInput(
+            f"--answer-prefix must hold no digit (it would run into the answer), got {text!r}; "
+            "use words only, e.g. --answer-prefix 'The answer is'"
+        )
+
+
 def digit_var(addend: int, digit: int) -> str:
     """Name of digit `digit` (0 = most significant) of addend `addend`: `digit_1_0`."""
     return f"digit_{addend}_{digit}"
@@ -73,7 +82,10 @@ class AdditionTask:
     name exactly the placeholders {num0}..{num(K-1)}. `num_shots` worked examples (drawn per
     pair by the generators) go between the prefix and the query; `chat` wraps the whole prompt
     in the model's own chat template (a user turn and the generation prompt) when it is laid out
-    for a model, so the stored prompt text stays model-independent.
+    for a model, so the stored prompt text stays model-independent. `answer_prefix` is text the
+    reply starts with (assistant prefill: `The answer is`), so the model continues with the
+    number: after the generation prompt under `chat`, else at the very end of the prompt (after
+    the suffix). It may hold no digit, which would run into the answer.
     """
 
     num_addends: int
@@ -83,6 +95,7 @@ class AdditionTask:
     prompt_suffix: str = ""
     num_shots: int = 0
     chat: bool = False
+    answer_prefix: str = ""
 
     def __post_init__(self) -> None:
         k, d = self.num_addends, self.num_digits
@@ -101,11 +114,13 @@ class AdditionTask:
                 )
         if not isinstance(self.num_shots, int) or not 0 <= self.num_shots <= MAX_SHOTS:
             raise BadInput(f"shots must be 0..{MAX_SHOTS}, got {self.num_shots!r}")
+        check_answer_prefix(self.answer_prefix)
         object.__setattr__(self, "templates", templates)
 
     @property
     def is_plain(self) -> bool:
-        """True for the seed's prompt: default template, no prefix, suffix, shots or chat."""
+        """True for the seed's prompt: default template, no prefix, suffix, shots, chat or
+        answer prefix."""
         return self.prompt_settings == AdditionTask(self.num_addends, 1).prompt_settings
 
     @property
@@ -117,6 +132,7 @@ class AdditionTask:
             "suffix": self.prompt_suffix,
             "shots": self.num_shots,
             "chat": self.chat,
+            "answer_prefix": self.answer_prefix,
         }
 
     @property
@@ -140,6 +156,7 @@ class AdditionTask:
             suffix=self.prompt_suffix,
             shots=tuple(tuple(s) for s in shots),
             chat=self.chat,
+            answer_prefix=self.answer_prefix,
         )
 
 
@@ -151,7 +168,8 @@ class AdditionInput:
     prompt (use `AdditionTask.make_input` or the generators to copy them from the task).
     `shots` are the addends of the worked examples put between the prefix and the query, each
     in the input's template with its answer (`The sum of 12 and 34 is 46.` and a newline);
-    `chat` asks for the model's chat template around the prompt when it is laid out.
+    `chat` asks for the model's chat template around the prompt when it is laid out;
+    `answer_prefix` starts the reply (see `AdditionTask`).
     """
 
     numbers: tuple[int, ...]
@@ -161,8 +179,10 @@ class AdditionInput:
     suffix: str = ""
     shots: tuple[tuple[int, ...], ...] = ()
     chat: bool = False
+    answer_prefix: str = ""
 
     def __post_init__(self) -> None:
+        check_answer_prefix(self.answer_prefix)
         numbers = tuple(int(n) for n in self.numbers)
         object.__setattr__(self, "numbers", numbers)
         object.__setattr__(self, "shots", tuple(tuple(int(n) for n in s) for s in self.shots))
@@ -191,10 +211,13 @@ class AdditionInput:
 
     @property
     def prompt(self) -> str:
-        """The prompt text, e.g. `The sum of 23 and 45 is` (before any chat template)."""
-        return render_prompt(
-            self.template, list(self.numbers), self.prefix + self.shots_text, self.suffix
-        )
+        """The prompt text, e.g. `The sum of 23 and 45 is` (before any chat template).
+
+        It ends with the answer prefix, if any, unless `chat` puts that after the chat
+        template's generation prompt (then this is the user turn's text, as the dataset stores).
+        """
+        tail = self.suffix if self.chat else self.suffix + self.answer_prefix
+        return render_prompt(self.template, list(self.numbers), self.prefix + self.shots_text, tail)
 
     @property
     def shots_text(self) -> str:
@@ -243,9 +266,10 @@ class AdditionModel(CausalModel):
             raise BadInput(
                 f"model {self.id} takes 1..{self.max_addends} addends, got {len(inp.numbers)}"
             )
-        if (inp.prefix, inp.suffix) != (task.prompt_prefix, task.prompt_suffix):
+        ours = (task.prompt_prefix, task.prompt_suffix, task.answer_prefix)
+        if (inp.prefix, inp.suffix, inp.answer_prefix) != ours:
             raise BadInput(
-                "input prompt prefix/suffix differ from the task's; build inputs with "
+                "input prompt prefix/suffix/answer prefix differ from the task's; build inputs with "
                 "AdditionTask.make_input or the generators"
             )
         assignment: dict[str, Any] = {
@@ -281,6 +305,8 @@ def _render(task: AdditionTask, addends: int) -> Any:
     """Mechanism for raw_input: parents are all digit slots, num_digits, template."""
     width = task.num_digits
     prefix, suffix = task.prompt_prefix, task.prompt_suffix
+    if not task.chat:  # as AdditionInput.prompt: the answer prefix ends a prompt without chat
+        suffix += task.answer_prefix
 
     def raw_input(*values: Any) -> str:
         num_digits, template = values[-2], values[-1]

@@ -82,6 +82,7 @@ def _make(
         prefix=task.prompt_prefix,
         suffix=task.prompt_suffix,
         chat=task.chat,
+        answer_prefix=task.answer_prefix,
     )
 
 
