@@ -1,5 +1,10 @@
 """Bad input of every kind, through the CLI as a user types it: one line `Error: ...` that
-names the fix, exit code 1 (2 for usage errors), and the store left byte-for-byte unchanged."""
+names the fix, exit code 1 (2 for usage errors), and the store left byte-for-byte unchanged.
+
+In-process with typer's CliRunner (the error boundary sits in the app's top-level group, so the
+runner sees the exit code and stderr a user sees); one case goes through the installed
+`addpatch` console script as a real process, to prove the two agree.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,9 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
 
 ADDPATCH = str(Path(sys.executable).parent / "addpatch")
 
@@ -26,12 +34,10 @@ def _snapshot(root: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def store(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("bad") / "store"
-    done = subprocess.run(
-        [ADDPATCH, "run", "--size", "12", "--store", str(root), "--targets", "C_1"],
-        capture_output=True,
-        text=True,
+    done = CliRunner().invoke(
+        app, ["run", "--size", "12", "--store", str(root), "--targets", "C_1"]
     )
-    assert done.returncode == 0, done.stderr
+    assert done.exit_code == 0, done.output
     return root
 
 
@@ -89,13 +95,29 @@ CASES = [
 def test_bad_input_leaves_the_store_unchanged(store, model_dirs, args, message):
     args = [a.format(**model_dirs) for a in args]
     before = _snapshot(store)
+    result = CliRunner().invoke(app, [*args, "--store", str(store)])
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 1, result.stdout + result.stderr
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    assert message in lines[0]
+    assert _snapshot(store) == before
+
+
+def test_installed_console_script_gives_the_same_one_line_error(store, tmp_path):
+    """The one real process of this file: the installed `addpatch` script, a fresh interpreter
+    (import-time warnings, logging handlers bound to the real stderr, the exit code Python
+    returns), on a case that reads the model's config before it fails."""
+    before = _snapshot(store)
     result = subprocess.run(
-        [ADDPATCH, *args, "--store", str(store)], capture_output=True, text=True
+        [ADDPATCH, "run", "--layers", "99", "--store", str(store)],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 1, result.stdout + result.stderr
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
-    assert message in lines[0]
+    assert "is outside -1.." in lines[0]
     assert _snapshot(store) == before
 
 
@@ -106,9 +128,9 @@ def _copy(store: Path, tmp_path: Path) -> Path:
 
 
 def _one_error(args: list[str]) -> str:
-    result = subprocess.run([ADDPATCH, *args], capture_output=True, text=True)
+    result = CliRunner().invoke(app, args)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert result.returncode == 1 and len(lines) == 1, result.stderr
+    assert result.exit_code == 1 and len(lines) == 1, result.stderr
     return lines[0]
 
 

@@ -1,5 +1,10 @@
 """The CLI invoked as a user would: `addpatch run` end to end on the shipped model, reruns,
-re-scoring without a model, and one-line errors."""
+re-scoring without a model, and one-line errors.
+
+The end-to-end run (`demo_store`) is a real process through the installed `addpatch` console
+script; the other commands run in-process with typer's CliRunner, which sees the same exit codes
+and stderr (the error boundary sits in the app's top-level group).
+"""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ import duckdb
 import pytest
 import typer
 from typer.core import TyperGroup
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from cli.main import app
 from cli.output import best_cells_view
@@ -22,9 +27,15 @@ ADDPATCH = str(Path(sys.executable).parent / "addpatch")
 
 
 def addpatch(*args: str, store: Path) -> subprocess.CompletedProcess:
+    """A real process: the installed console script, as a user runs it."""
     return subprocess.run(
         [ADDPATCH, *args, "--store", str(store)], capture_output=True, text=True, timeout=600
     )
+
+
+def invoke(*args: str, store: Path) -> Result:
+    """In-process, through the same top-level group (and error boundary) as the script."""
+    return CliRunner().invoke(app, [*args, "--store", str(store)])
 
 
 def _counts(store: Path) -> tuple:
@@ -106,8 +117,8 @@ def test_run_records_interventions_per_second_as_stored_rows_over_patching_time(
 def test_rerun_adds_no_rows(demo_store):
     store, _ = demo_store
     before = _counts(store)
-    again = addpatch("run", "--size", "40", "--batch-size", "16", store=store)
-    assert again.returncode == 0, again.stderr
+    again = invoke("run", "--size", "40", "--batch-size", "16", store=store)
+    assert again.exit_code == 0, again.output
     assert "already complete" in again.stdout
     assert _counts(store) == before
 
@@ -159,8 +170,8 @@ def test_score_prints_the_best_cells_table_whole(demo_store):
 
 def test_store_status_lists_the_run(demo_store):
     store, _ = demo_store
-    result = addpatch("store", "status", store=store)
-    assert result.returncode == 0, result.stderr
+    result = invoke("store", "status", store=store)
+    assert result.exit_code == 0, result.output
     assert "tiny-adder-digits" in result.stdout and "complete" in result.stdout
 
 
@@ -176,8 +187,8 @@ def test_store_status_lists_the_run(demo_store):
 )
 def test_bad_input_is_one_line_naming_the_fix(args, message, demo_store, tmp_path):
     store = demo_store[0] if args[0] == "score" else tmp_path / "fresh"
-    result = addpatch(*args, store=store)
-    assert result.returncode == 1
+    result = invoke(*args, store=store)
+    assert result.exit_code == 1
     error_lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(error_lines) == 1 and error_lines[0].startswith("Error: "), result.stderr
     assert message in error_lines[0]
@@ -237,15 +248,15 @@ def test_every_generator_is_reachable_from_the_cli(kind, options, tmp_path):
 
 def test_bad_generator_option_leaves_no_store(tmp_path):
     store = tmp_path / "s"
-    result = addpatch("dataset", "--kind", "sum_to_nine", "-o", "column=5", store=store)
-    assert result.returncode == 1 and result.stderr.startswith("Error: column must be")
+    result = invoke("dataset", "--kind", "sum_to_nine", "-o", "column=5", store=store)
+    assert result.exit_code == 1 and result.stderr.startswith("Error: column must be")
     assert not store.exists()
 
 
 def test_no_pair_kept_is_a_clear_error(tmp_path):
     # the shipped adder was trained on 2-4 digit addends: it gets no 5-digit sum right
-    result = addpatch("dataset", "--digits", "5", "--size", "16", store=tmp_path / "s")
-    assert result.returncode == 1
+    result = invoke("dataset", "--digits", "5", "--size", "16", store=tmp_path / "s")
+    assert result.exit_code == 1
     assert result.stderr.startswith("Error: the model answered none of the 16 pairs")
 
 

@@ -10,7 +10,6 @@ from typer.testing import CliRunner
 
 from addpatch.report.naming import heatmap_stem
 from cli.main import app
-from tests.test_cli import addpatch
 
 RUN = ["run", "--size", "4", "--batch-size", "4", "--targets", "C_1,O_1"]
 ALL = ["--components", "resid,attn,mlp,heads"]
@@ -76,15 +75,15 @@ def test_heads_position_picks_the_heads_heatmap_and_bad_one_is_an_error(componen
                      "--targets", "C_1", store=store)  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "' is'" in (out / "report.html").read_text()  # the last token of the prompt
-    bad = addpatch("report", "--run-id", "1", "--heads-position", "a9.d9", store=store)
-    assert bad.returncode == 1
+    bad = _invoke("report", "--run-id", "1", "--heads-position", "a9.d9", store=store)
+    assert bad.exit_code == 1
     assert bad.stderr.startswith("Error: ") and "--heads-position" in bad.stderr
 
 
 def test_unknown_component_is_one_line_error_and_touches_nothing(tmp_path):
     store = tmp_path / "s"
-    result = addpatch(*RUN, "--components", "resid,neurons", store=store)
-    assert result.returncode == 1
+    result = _invoke(*RUN, "--components", "resid,neurons", store=store)
+    assert result.exit_code == 1
     assert result.stderr.startswith("Error: ") and "resid, attn, mlp, heads" in result.stderr
     assert not store.exists()
 
