@@ -26,7 +26,9 @@ LEADING = {("query",): ["best_cells"]}
 # Parameters that take any value by design (printing it back is their job).
 # Prompt text (--prefix, --suffix) is free text: any string is a prompt, '' is the default.
 ANY_VALUE = {("store", "path", "store")} | {
-    (command, text) for command in ("run", "sweep", "dataset") for text in ("prefix", "suffix")
+    (command, text)
+    for command in ("run", "sweep", "dataset")
+    for text in ("prefix", "suffix", "answer_prefix")  # free text: any value is a prompt
 }
 NUMBER_VALUES = ["abc", "2,,3", "-1", "99999999999999999999", "1.5"]
 TEXT_VALUES = ["", "C_9[/]", "[red]x[/red]", "o'brien\"; DROP TABLE runs; --"]
