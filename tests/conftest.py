@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from transformers import (
@@ -20,6 +22,11 @@ from transformers import (
 
 from addpatch.models.tiny_tokenizers import build_tokenizer
 from addpatch.models.weights import CACHE_ENV
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one pytest worker per core: one torch thread each, so two workers' matrix
+    # products do not fight over the same cores (subprocesses a test starts keep the default)
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
