@@ -135,3 +135,24 @@ def tiny_model(family: str, grouping: str = "digits", seed: int = 0):
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(tiny_config(family, tokenizer)).eval()
     return model, tokenizer
+
+
+# the modules whose tests take longest start first, so that with one worker per core (`make test`)
+# the suite does not end with one worker alone on a long module
+LONGEST_FIRST = (
+    "test_real_weights.py",
+    "test_sweep.py",
+    "test_concurrency.py",
+    "test_interrupted_runs.py",
+    "test_real_models.py",
+    "test_cli.py",
+    "test_failure_examples.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: each module keeps its own order
