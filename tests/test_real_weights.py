@@ -59,20 +59,25 @@ def test_engine_equals_naive_loop_on_real_weights():
     assert compared == len(pairs) * len(positions) * (model.config.num_hidden_layers + 1)
 
 
-def test_run_with_worked_examples_keeps_pairs_and_completes(isolated_store, tmp_path):
-    path, _, _ = smollm2()
-    args = ["run", "--model", str(path), "--digits", "1", "--size", "16", "--shots", "3"]
-    args += ["--layers", "0,10,20,29", "--positions", "last", "--device", "cpu"]
-    args += ["--report-dir", str(tmp_path / "report")]
+def _assert_run_completes_on_the_kept_pairs(args: list[str], store) -> None:
+    """`addpatch ARGS` exits 0, keeps some pairs and patches exactly those: a complete run."""
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    conn = duckdb.connect(str(isolated_store / "catalog.duckdb"), read_only=True)
+    conn = duckdb.connect(str(store / "catalog.duckdb"), read_only=True)
     [(examples, status)] = conn.execute("SELECT num_examples, status FROM runs").fetchall()
     [(kept,)] = conn.execute(
         "SELECT count(*) FROM filter_results WHERE base_correct AND cf_correct"
     ).fetchall()
     conn.close()
     assert status == "complete" and examples == kept > 0
+
+
+def test_run_with_worked_examples_keeps_pairs_and_completes(isolated_store, tmp_path):
+    path, _, _ = smollm2()
+    args = ["run", "--model", str(path), "--digits", "1", "--size", "16", "--shots", "3"]
+    args += ["--layers", "0,10,20,29", "--positions", "last", "--device", "cpu"]
+    args += ["--report-dir", str(tmp_path / "report")]
+    _assert_run_completes_on_the_kept_pairs(args, isolated_store)
     assert (tmp_path / "report" / "report.html").is_file()
 
 
@@ -85,16 +90,10 @@ def test_chat_run_with_an_answer_prefix_keeps_pairs_and_completes(isolated_store
     args = ["run", "--model", str(path), "--digits", "1", "--size", "16", "--chat"]
     args += ["--template", "What is {num0} + {num1}?", "--answer-prefix", "The answer is"]
     args += ["--layers", "0", "--positions", "last", "--device", "cpu", "--interventions-only"]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
+    _assert_run_completes_on_the_kept_pairs(args, isolated_store)
     conn = duckdb.connect(str(isolated_store / "catalog.duckdb"), read_only=True)
-    [(examples, status)] = conn.execute("SELECT num_examples, status FROM runs").fetchall()
-    [(kept,)] = conn.execute(
-        "SELECT count(*) FROM filter_results WHERE base_correct AND cf_correct"
-    ).fetchall()
     [(chat, answer_prefix)] = conn.execute("SELECT chat, answer_prefix FROM datasets").fetchall()
     conn.close()
-    assert status == "complete" and examples == kept > 0
     assert chat is True and answer_prefix == "The answer is"
 
 
