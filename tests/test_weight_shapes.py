@@ -177,3 +177,22 @@ def test_a_run_with_a_mismatched_checkpoint_is_refused_before_the_store(tmp_path
     assert result.exit_code == 1 and len(lines) == 1, result.output
     assert MISMATCH in lines[0] and "[30, 64] by config.json" in lines[0]
     assert not store.exists()
+
+
+def test_a_gemma3_multimodal_checkpoint_runs(tmp_path):
+    """Gemma-3 4B and up are saved as Gemma3ForConditionalGeneration, the class
+    AutoModelForCausalLM builds for them: accepted (a BERT-style architecture still is not)."""
+    folder = _save("gemma3_multimodal", tmp_path / "gemma3-mm")
+    config = json.loads((folder / "config.json").read_text())
+    assert config["architectures"] == ["Gemma3ForConditionalGeneration"]
+    store = tmp_path / "s"
+    result = CliRunner().invoke(
+        app,
+        ["run", "--model", str(folder), "--digits", "1", "--size", "4", "--no-filter"]
+        + ["--layers", "0", "--positions", "last", "--interventions-only", "--store", str(store)],
+    )
+    assert result.exit_code == 0, result.output
+    conn = duckdb.connect(str(store / "catalog.duckdb"), read_only=True)
+    [(status, examples)] = conn.execute("SELECT status, num_examples FROM runs").fetchall()
+    conn.close()
+    assert (status, examples) == ("complete", 4)

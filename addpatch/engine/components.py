@@ -136,7 +136,7 @@ def layer_parts(layer: nn.Module, num_heads: int) -> LayerParts:
 
 
 def find_layer_parts(model: PreTrainedModel, layers: list[nn.Module]) -> list[LayerParts]:
-    heads = int(model.config.num_attention_heads)
+    heads = int(model.config.get_text_config().num_attention_heads)
     return [layer_parts(layer, heads) for layer in layers]
 
 

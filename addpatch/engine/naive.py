@@ -120,7 +120,7 @@ def naive_patch_batch(
         """The part of the vector patched: all of it, or one head's slice (every head: None)."""
         if component != "heads" or head is None:
             return slice(None)
-        head_dim = hidden.shape[-1] // model.config.num_attention_heads
+        head_dim = hidden.shape[-1] // model.config.get_text_config().num_attention_heads
         return slice(head * head_dim, (head + 1) * head_dim)
 
     def capture(hidden: torch.Tensor) -> None:

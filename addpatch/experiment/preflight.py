@@ -56,7 +56,8 @@ def preflight(
     resolved = resolve_model(model)
     pick_dtype(dtype, pick_device(device))
     config = checked_config(resolved, trust_remote_code)
-    num_layers = getattr(config, "num_hidden_layers", None) or config.n_layer
+    text = config.get_text_config()  # the decoder's own config (Gemma-3 4B+ nest it)
+    num_layers = getattr(text, "num_hidden_layers", None) or text.n_layer
     parse_layers(layers, int(num_layers))
     meta_model = _meta_model(resolved, config, trust_remote_code)
     if any(c != "resid" for c in components):
@@ -102,12 +103,22 @@ def checked_config(resolved: ResolvedModel, trust_remote_code: bool) -> Pretrain
             "--model at a Hugging Face checkpoint with a valid config.json"
         ) from None
     architectures = list(getattr(config, "architectures", None) or [])
-    if architectures and not any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures):
+    if architectures and not any(_is_causal_lm(config, a) for a in architectures):
         raise BadInput(
             f"{resolved.name} is a {architectures[0]}, not a decoder language model; addpatch "
             "patches causal LMs (Llama, Gemma-2, OLMo-2, Qwen2, Mistral, GPT-2, GPT-NeoX, ...)"
         )
     return config
+
+
+def _is_causal_lm(config: PretrainedConfig, architecture: str) -> bool:
+    """A causal LM class by its name, or the class AutoModelForCausalLM builds for this model
+    type (Gemma-3 4B and up: Gemma3ForConditionalGeneration, a decoder with a vision tower)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    if architecture.endswith(("ForCausalLM", "LMHeadModel")):
+        return True
+    return MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.get(config.model_type) == architecture
 
 
 _LAYER_INDEX = re.compile(r"\.(?:layers|h|blocks)\.(\d+)\.")

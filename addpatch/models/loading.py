@@ -250,6 +250,6 @@ def model_record(resolved: ResolvedModel, config: PretrainedConfig) -> ModelReco
         weights_sha256=sha256_files(_weights(resolved.path), cached=True),
         tokenizer_sha256=sha256_files(tokenizer_files),
         architecture=causal_lm_class_name(config),
-        num_layers=int(config.num_hidden_layers),
-        hidden_size=int(config.hidden_size),
+        num_layers=int(config.get_text_config().num_hidden_layers),
+        hidden_size=int(config.get_text_config().hidden_size),
     )
