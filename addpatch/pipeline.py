@@ -157,8 +157,11 @@ def run_experiment(
     # Load the weights before the store is touched: a checkpoint whose weights disagree with its
     # config is refused here. The tasks then find the model loaded (one per worker process).
     name = model_for_width(spec.model, spec.digits)
-    root = None if isinstance(store, Store) else Path(store)  # None: `store` is open already
-    existing = store if isinstance(store, Store) else Store.open_if_created(store)
+    existing: Store | None
+    if isinstance(store, Store):
+        root, existing = store.root, store
+    else:  # a path: the store there if its creation is complete (else it is created below)
+        root, existing = Path(store), Store.open_if_created(store)
     with ExitStack() as held:
         if existing is not None:  # a store another process writes is refused before loading
             held.enter_context(existing.writer())

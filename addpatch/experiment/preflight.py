@@ -41,18 +41,18 @@ def sample_layouts(tokenizer: PreTrainedTokenizerBase, task: AdditionTask) -> li
     return layouts
 
 
-def preflight(
+def check_model(
     *,
     model: str,
-    task: AdditionTask,
     layers: str,
-    positions: str,
     device: str,
     dtype: str,
     trust_remote_code: bool = False,
     components: tuple[str, ...] | list[str] = ("resid",),
-) -> None:
-    """BadInput/ModelNotFound for anything wrong that can be known without loading weights."""
+) -> PreTrainedTokenizerBase:
+    """BadInput/ModelNotFound for anything wrong with the checkpoint that can be known without
+    loading weights (config, layers, components, weight files against the config); its
+    tokenizer, for `check_prompts` of each task run on it."""
     resolved = resolve_model(model)
     pick_dtype(dtype, pick_device(device))
     config = checked_config(resolved, trust_remote_code)
@@ -73,6 +73,12 @@ def preflight(
             f"{resolved.name} has no usable tokenizer ({_first_line(error)}); save the "
             "tokenizer (tokenizer.json) with the model"
         ) from None
+    return tokenizer
+
+
+def check_prompts(tokenizer: PreTrainedTokenizerBase, task: AdditionTask, positions: str) -> None:
+    """BadInput when the task's prompts cannot be laid out by `tokenizer` (a digit without a
+    token of its own) or `positions` names no token of them."""
     layouts = sample_layouts(tokenizer, task)
     select_positions(layouts[-1], positions, task.num_addends, task.num_digits)
 

@@ -30,7 +30,7 @@ from addpatch.experiment.interventions import (
     torch_dtype_name,
 )
 from addpatch.experiment.labels import ensure_labels
-from addpatch.experiment.preflight import preflight
+from addpatch.experiment.preflight import check_model, check_prompts
 from addpatch.experiment.progress import Progress, no_progress
 from addpatch.experiment.reporting import run_default_targets
 from addpatch.experiment.session import model_provenance
@@ -167,21 +167,23 @@ def validate_sweep(spec: SweepSpec, *, numbers_checked: bool = False) -> None:
         )
     if spec.device != "auto":
         _device_type(spec.device)
+    tokenizers: dict[str, PreTrainedTokenizerBase] = {}  # each checkpoint is checked once
     for digits in spec.digits:
         task = spec.task(digits)
         for target in spec.targets or []:
             resolve_target(task, target)
         for model in spec.models:
-            preflight(
-                model=model_for_width(model, digits),
-                task=task,
-                layers=spec.layers,
-                positions=spec.positions,
-                device="cpu",  # the workers' devices are checked against the executor's
-                dtype=spec.dtype,
-                trust_remote_code=spec.trust_remote_code,
-                components=spec.components,
-            )
+            checkpoint = model_for_width(model, digits)
+            if checkpoint not in tokenizers:
+                tokenizers[checkpoint] = check_model(
+                    model=checkpoint,
+                    layers=spec.layers,
+                    device="cpu",  # the workers' devices are checked against the executor's
+                    dtype=spec.dtype,
+                    trust_remote_code=spec.trust_remote_code,
+                    components=spec.components,
+                )
+            check_prompts(tokenizers[checkpoint], task, spec.positions)
 
 
 @writes_store
