@@ -119,7 +119,8 @@ ChatOption = Annotated[
     typer.Option(
         "--chat",
         help="Wrap the prompt in the tokenizer's own chat template (user turn, generation "
-        "prompt), for Instruct models. Example: --shots 3 --chat",
+        "prompt), for Instruct models; worked examples (--shots) become turns of their own, a "
+        "user turn asking and an assistant turn answering. Example: --shots 3 --chat",
     ),
 ]
 AnswerPrefixOption = Annotated[

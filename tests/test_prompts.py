@@ -73,6 +73,7 @@ PROMPT_VARIANTS = [
     {"num_shots": 2},
     {"chat": True},
     {"num_shots": 2, "chat": True, "templates": TEMPLATES},
+    {"num_shots": 2, "chat": True, "templates": TEMPLATES, "shot_turns": False},
     {"answer_prefix": " The answer is"},
     {"answer_prefix": " The sum is"},
     {"answer_prefix": " The answer is", "chat": True},
@@ -97,15 +98,16 @@ def test_datasets_with_different_prompts_never_share_an_id(variant_store):
     assert len(set(ids)) == len(ids)
     # what the model is shown: the stored text, and the chat template around it (--chat) with
     # the answer prefix after it (the stored text ends with the answer prefix without --chat)
+    # and the worked examples as turns of their own or inside the user turn
     with store.connect(read_only=True) as conn:
         prompts = conn.execute(
-            "SELECT dataset_id, d.chat, d.answer_prefix, "
+            "SELECT dataset_id, d.chat, d.answer_prefix, coalesce(d.shot_turns, false), "
             "list(base_prompt || '|' || cf_prompt ORDER BY example_id) "
             "FROM examples JOIN datasets AS d ON d.id = dataset_id GROUP BY ALL"
         ).fetchall()
     by_prompts: dict[tuple, int] = {}
-    for dataset_id, chat, answer_prefix, texts in prompts:
-        shown = (chat, answer_prefix if chat else None, tuple(texts))
+    for dataset_id, chat, answer_prefix, turns, texts in prompts:
+        shown = (chat, answer_prefix if chat else None, turns, tuple(texts))
         assert shown not in by_prompts, f"datasets {dataset_id} and {by_prompts[shown]}"
         by_prompts[shown] = dataset_id
     assert len(by_prompts) == len(ids)
@@ -150,11 +152,14 @@ def test_every_stored_prompt_equals_its_reload(variant_store):
                 "ORDER BY example_id",
                 [dataset_id],
             ).fetchall()
-            [(chat, answer_prefix)] = conn.execute(
-                "SELECT chat, answer_prefix FROM datasets WHERE id = ?", [dataset_id]
+            [(chat, answer_prefix, turns)] = conn.execute(
+                "SELECT chat, answer_prefix, shot_turns FROM datasets WHERE id = ?", [dataset_id]
             ).fetchall()
         task, _, pairs = load_pairs(store, dataset_id)
         assert [(p.base.prompt, p.counterfactual.prompt) for p in pairs] == stored
+        # worked examples under --chat come back as turns, or inside the user turn, as stored
+        assert task.shot_turns == bool(turns) == (chat and task.num_shots > 0 and turns is True)
+        assert all(p.base.in_turns == task.shot_turns for p in pairs)
         # the answer prefix comes back; without --chat it ends the stored prompt
         assert answer_prefix == (task.answer_prefix or None)
         if answer_prefix and not chat:
@@ -222,11 +227,12 @@ def _names(layout, prefix: str) -> list[str]:
     return [n for n in layout.canonical if n.startswith(prefix)]
 
 
-def test_prefix_shots_and_chat_tokens_are_positions_of_their_own(chat_model):
+@pytest.mark.parametrize("shot_turns", [True, False])
+def test_prefix_shots_and_chat_tokens_are_positions_of_their_own(chat_model, shot_turns):
     tokenizer = AutoTokenizer.from_pretrained(chat_model)
     numbers = [23, 45]
     plain = layout_input(tokenizer, AdditionTask(2, 2).make_input(numbers))
-    task = AdditionTask(2, 2, prompt_prefix="Add: ", num_shots=2, chat=True)
+    task = AdditionTask(2, 2, prompt_prefix="Add: ", num_shots=2, chat=True, shot_turns=shot_turns)
     full = layout_input(tokenizer, task.make_input(numbers, shots=[[12, 34], [56, 78]]))
     # the query's tokens keep the plain prompt's names, in order
     assert list(full.query) == [n for n in plain.canonical if n != "bos"]
@@ -236,8 +242,23 @@ def test_prefix_shots_and_chat_tokens_are_positions_of_their_own(chat_model):
     assert _names(full, "p.") and _names(full, "s0.") and _names(full, "s1.")
     assert _names(full, "c0.") and _names(full, "c1.")
     assert not set(full.query) & {n for n in full.canonical if n[0] in "psc"}
-    shot_digits = "".join(full.tokens[full.index(n)] for n in _names(full, "s0."))
-    assert "12 and 34 is 46" in shot_digits and "56" not in shot_digits
+    shot_text = "".join(full.tokens[full.index(n)] for n in _names(full, "s0."))
+    assert "12 and 34 is" in shot_text and "46" in shot_text and "56" not in shot_text
+    # as turns, each example is a user turn and the assistant's reply; inline, the examples
+    # and their answers are in the query's user turn
+    if shot_turns:
+        messages = [
+            {"role": "user", "content": "Add: The sum of 12 and 34 is"},
+            {"role": "assistant", "content": "46"},
+            {"role": "user", "content": "The sum of 56 and 78 is"},
+            {"role": "assistant", "content": "134"},
+            {"role": "user", "content": "The sum of 23 and 45 is"},
+        ]
+    else:
+        inline = "Add: The sum of 12 and 34 is 46.\nThe sum of 56 and 78 is 134.\n"
+        messages = [{"role": "user", "content": inline + "The sum of 23 and 45 is"}]
+    expected = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert tokenizer(expected, add_special_tokens=False).input_ids == list(full.token_ids)
     # the last token is the chat template's generation prompt
     assert full.canonical[full.index("last")].startswith("c1.")
     # `query` is the query's tokens and `last`; `all` is every token

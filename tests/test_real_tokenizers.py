@@ -131,13 +131,32 @@ def _query_spans(text: str, query: str, numbers: list[int]) -> dict[int, tuple[i
     return spans
 
 
+def _conversation(tokenizer, prefix: str, shots: list[list[int]], query: str) -> str:
+    """Worked examples as chat turns, written out independently of addpatch's layout code."""
+    messages = []
+    for i, (x, y) in enumerate(shots):
+        question = f"{prefix if i == 0 else ''}The sum of {x} and {y} is"
+        messages += [{"role": "user", "content": question}]
+        messages += [{"role": "assistant", "content": str(x + y)}]
+    messages.append({"role": "user", "content": query})
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+@pytest.mark.parametrize("shot_turns", [True, False])
 @pytest.mark.parametrize("name", list(TOKENIZERS))
-def test_labels_with_prefix_shots_and_chat_template(name):
+def test_labels_with_prefix_shots_and_chat_template(name, shot_turns):
     tokenizer = real_tokenizer(name)
     has_chat = bool(tokenizer.chat_template)
+    prefix = "Add the numbers.\n"
     task = AdditionTask(
-        num_addends=2, num_digits=3, prompt_prefix="Add the numbers.\n", num_shots=2, chat=has_chat
+        num_addends=2,
+        num_digits=3,
+        prompt_prefix=prefix,
+        num_shots=2,
+        chat=has_chat,
+        shot_turns=shot_turns,
     )
+    assert task.shot_turns == (shot_turns and has_chat)  # turns need a chat template
     rows = [[n, (n * 7 + 5) % 1000] for n in range(0, 1000, 7)]
     shots = [[(n + 11) % 1000, (n + 500) % 1000] for n in range(0, 1000, 7)]
     for row, shot in zip(rows, shots, strict=True):
@@ -145,6 +164,8 @@ def test_labels_with_prefix_shots_and_chat_template(name):
         layout = layout_input(tokenizer, inp)
         text = tokenizer.decode(list(layout.token_ids))
         query = f"The sum of {row[0]} and {row[1]} is"
+        if task.shot_turns:  # the examples are turns of their own, each answered by the assistant
+            assert text == _conversation(tokenizer, prefix, [shot, [shot[1], 3]], query)
         encoded = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
         assert encoded["input_ids"] == list(layout.token_ids)
         spans = _query_spans(text, query, row)
@@ -158,6 +179,11 @@ def test_labels_with_prefix_shots_and_chat_template(name):
         assert any(n.startswith("s1.") for n in layout.canonical)
         assert any(n.startswith("p.") for n in layout.canonical)
         assert any(n.startswith("c1.") for n in layout.canonical) == has_chat
+        # worked examples and the wrapper run in order: c0, p, s0, s1, the query, c1
+        kinds = [n.split(".")[0] if n[0] in "cps" else "query" for n in layout.canonical]
+        order = [k for i, k in enumerate(kinds) if i == 0 or kinds[i - 1] != k]
+        chat_parts = ["c0"] if has_chat and order[0] == "c0" else []
+        assert order == chat_parts + ["p", "s0", "s1", "query"] + (["c1"] if has_chat else [])
     if not has_chat:  # cl100k ships no chat template: --chat is refused, not guessed
         chat_task = AdditionTask(num_addends=2, num_digits=3, chat=True)
         with pytest.raises(BadInput, match="chat template"):

@@ -81,20 +81,24 @@ def test_run_with_worked_examples_keeps_pairs_and_completes(isolated_store, tmp_
     assert (tmp_path / "report" / "report.html").is_file()
 
 
-def test_chat_run_with_an_answer_prefix_keeps_pairs_and_completes(isolated_store):
-    # under --chat the Instruct model replies with a sentence ('The answer is ...'), which the
-    # strict answer parser never keeps; the answer prefix starts its reply, so it goes on with
-    # the number. Measured: 3/16 pairs kept here; worked examples in the user turn (--shots 3)
-    # keep none, the model copies their answers
+def test_chat_run_with_worked_examples_as_turns_keeps_pairs_and_completes(isolated_store):
+    # under --chat the worked examples are turns of their own (a user turn asking, an assistant
+    # turn answering 'The answer is N'), and the answer prefix starts the query's reply, so the
+    # Instruct model goes on with the number. Measured: 3/16 pairs kept here; with the default
+    # template and no answer prefix this model keeps 1/64 (it answers 'The sum of ...' or a
+    # wrong number), see the README
     path, _, _ = smollm2()
     args = ["run", "--model", str(path), "--digits", "1", "--size", "16", "--chat"]
-    args += ["--template", "What is {num0} + {num1}?", "--answer-prefix", "The answer is"]
+    args += ["--shots", "3", "--template", "What is {num0} + {num1}?"]
+    args += ["--answer-prefix", "The answer is"]
     args += ["--layers", "0", "--positions", "last", "--device", "cpu", "--interventions-only"]
     _assert_run_completes_on_the_kept_pairs(args, isolated_store)
     conn = duckdb.connect(str(isolated_store / "catalog.duckdb"), read_only=True)
-    [(chat, answer_prefix)] = conn.execute("SELECT chat, answer_prefix FROM datasets").fetchall()
+    [(chat, shots, turns, answer_prefix)] = conn.execute(
+        "SELECT chat, num_shots, shot_turns, answer_prefix FROM datasets"
+    ).fetchall()
     conn.close()
-    assert chat is True and answer_prefix == "The answer is"
+    assert (chat, shots, turns, answer_prefix) == (True, 3, True, "The answer is")
 
 
 def _import_gguf(monkeypatch, capsys, *args: str) -> tuple[int, str]:

@@ -13,7 +13,8 @@ Those name the query (`The sum of 23 and 45 is` and its suffix) only. The rest o
 prompt has names of its own kind, so that it never shifts the query's names:
 
   p.{j}        token j of the prompt prefix (--prefix)
-  s{i}.{j}     token j of worked example i (--shots)
+  s{i}.{j}     token j of worked example i (--shots); under --chat, where each example is a
+               user and an assistant turn, the tokens from its question up to the next question
   c0.{j}       token j of the chat template before the prompt (--chat)
   c1.{j}       token j of the chat template after it (the generation prompt)
   r.{j}        token j of the answer prefix (--answer-prefix), the start of the reply: after
@@ -100,11 +101,7 @@ def render_input(inp: AdditionInput) -> PromptText:
 
 def chat_wrap(tokenizer: PreTrainedTokenizerBase, prompt: PromptText) -> PromptText:
     """The prompt as the user turn of the tokenizer's chat template, with the generation prompt."""
-    if not getattr(tokenizer, "chat_template", None):
-        raise BadInput(
-            "--chat needs a tokenizer with a chat template, and this model's has none; "
-            "drop --chat (or use the model's Instruct/chat variant)"
-        )
+    _require_chat_template(tokenizer)
     messages = [{"role": "user", "content": prompt.text}]
     text = cast(
         str, tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -124,6 +121,64 @@ def chat_wrap(tokenizer: PreTrainedTokenizerBase, prompt: PromptText) -> PromptT
     return PromptText(text, spans, tuple(regions), special_tokens=False)
 
 
+def chat_turns(tokenizer: PreTrainedTokenizerBase, inp: AdditionInput) -> PromptText:
+    """The input as a conversation in the tokenizer's chat template: each worked example a user
+    turn (its question, the prefix before the first) and an assistant turn (its answer), then
+    the query's user turn and the generation prompt.
+
+    Regions: `c0` the template before the first turn's text, `p` the prefix, `s{i}` worked
+    example i from its question up to the next question (its answer and the template between),
+    `c1` the template after the query's text.
+    """
+    from addpatch.task.templates import render_prompt, shot_reply
+
+    _require_chat_template(tokenizer)
+    questions = [render_prompt(inp.template, list(shot), suffix=inp.suffix) for shot in inp.shots]
+    messages: list[dict[str, str]] = []
+    for i, (shot, question) in enumerate(zip(inp.shots, questions, strict=True)):
+        messages.append({"role": "user", "content": (inp.prefix if i == 0 else "") + question})
+        messages.append({"role": "assistant", "content": shot_reply(sum(shot), inp.answer_prefix)})
+    query, query_spans = render_with_spans(inp.template, list(inp.numbers), suffix=inp.suffix)
+    messages.append({"role": "user", "content": query})
+    text = cast(
+        str, tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    )
+    starts: list[int] = []  # where each message's text is in the conversation
+    cursor = 0
+    for message in messages:
+        start = text.find(message["content"], cursor)
+        if start < 0:
+            raise BadInput(
+                "the tokenizer's chat template changes the prompt text, so its tokens cannot be "
+                "placed; drop --chat"
+            )
+        starts.append(start)
+        cursor = start + len(message["content"])
+    regions: list[Region] = [("c0", 0, starts[0])] if starts[0] else []
+    if inp.prefix:
+        regions.append(("p", starts[0], starts[0] + len(inp.prefix)))
+    questions_at = [
+        starts[2 * i] + (len(inp.prefix) if i == 0 else 0) for i in range(len(questions))
+    ]
+    ends = questions_at[1:] + [starts[-1]]
+    regions += [
+        (f"s{i}", start, end) for i, (start, end) in enumerate(zip(questions_at, ends, strict=True))
+    ]
+    query_at = starts[-1]
+    spans = {k: (s + query_at, e + query_at) for k, (s, e) in query_spans.items()}
+    if query_at + len(query) < len(text):
+        regions.append(("c1", query_at + len(query), len(text)))
+    return PromptText(text, spans, tuple(regions), special_tokens=False)
+
+
+def _require_chat_template(tokenizer: PreTrainedTokenizerBase) -> None:
+    if not getattr(tokenizer, "chat_template", None):
+        raise BadInput(
+            "--chat needs a tokenizer with a chat template, and this model's has none; "
+            "drop --chat (or use the model's Instruct/chat variant)"
+        )
+
+
 def with_answer_prefix(prompt: PromptText, answer_prefix: str) -> PromptText:
     """The prompt followed by the start of the reply (region `r`), if there is one."""
     if not answer_prefix:
@@ -136,11 +191,14 @@ def with_answer_prefix(prompt: PromptText, answer_prefix: str) -> PromptText:
 
 
 def layout_input(tokenizer: PreTrainedTokenizerBase, inp: AdditionInput) -> PromptLayout:
-    """Tokenize and name the input's prompt, in the chat template when the input asks for it,
-    with the answer prefix at the end (after the chat template's generation prompt)."""
-    prompt = render_input(inp)
-    if inp.chat:
-        prompt = chat_wrap(tokenizer, prompt)
+    """Tokenize and name the input's prompt, in the chat template when the input asks for it
+    (worked examples as turns of their own when it asks for that), with the answer prefix at the end (after the chat template's generation prompt)."""
+    if inp.in_turns:
+        prompt = chat_turns(tokenizer, inp)
+    else:
+        prompt = render_input(inp)
+        if inp.chat:
+            prompt = chat_wrap(tokenizer, prompt)
     prompt = with_answer_prefix(prompt, inp.answer_prefix)
     return layout_prompt(
         tokenizer,

@@ -41,6 +41,7 @@ def prompt_tag(task: AdditionTask) -> str:
         return ""
     tag = f"-shots{task.num_shots}" if task.num_shots else ""
     tag += "-chat" if task.chat else ""
+    tag += "-turns" if task.shot_turns else ""
     settings, plain = task.prompt_settings, AdditionTask(task.num_addends, 1).prompt_settings
     text = {k: settings[k] for k in ("templates", "prefix", "suffix")}
     if task.answer_prefix:  # only then: names of datasets stored before it existed stay the same
@@ -130,6 +131,7 @@ def dataset_task(store: Store, dataset_id: int) -> AdditionTask:
         num_shots=meta["shots"],
         chat=meta["chat"],
         answer_prefix=meta["answer_prefix"],
+        shot_turns=meta["shot_turns"],
     )
 
 

@@ -114,7 +114,7 @@ def insert_dataset(
     """Register a dataset and its examples in one transaction; returns its id.
 
     `prompt`: the task's prompt settings (templates, prefix, suffix, shots, chat, answer
-    prefix; an empty answer prefix is stored as NULL); `examples`
+    prefix, shot turns; an empty answer prefix and false shot turns are stored as NULL); `examples`
     may carry base_template, cf_template and shots_json columns.
     """
     prompt = prompt or {}
@@ -140,6 +140,7 @@ def insert_dataset(
                 "num_shots": prompt.get("shots", 0),
                 "chat": prompt.get("chat", False),
                 "answer_prefix": prompt.get("answer_prefix") or None,
+                "shot_turns": prompt.get("shot_turns") or None,
             },
         )
         conn.register("new_examples", examples)
@@ -162,7 +163,7 @@ def dataset_prompt(*, conn: duckdb.DuckDBPyConnection, dataset_id: int) -> dict[
     row = conn.execute(
         "SELECT num_addends, num_digits, template, templates_json, coalesce(prompt_prefix, ''), "
         "coalesce(prompt_suffix, ''), coalesce(num_shots, 0), coalesce(chat, false), "
-        "coalesce(answer_prefix, '') "
+        "coalesce(answer_prefix, ''), coalesce(shot_turns, false) "
         "FROM datasets WHERE id = ?",
         [dataset_id],
     ).fetchone()
@@ -170,7 +171,7 @@ def dataset_prompt(*, conn: duckdb.DuckDBPyConnection, dataset_id: int) -> dict[
         from addpatch.errors import BadInput
 
         raise BadInput(f"no dataset {dataset_id} in the store; see `addpatch store status`")
-    k, d, template, templates_json, prefix, suffix, shots, chat, answer_prefix = row
+    k, d, template, templates_json, prefix, suffix, shots, chat, answer_prefix, shot_turns = row
     return {
         "num_addends": int(k),
         "num_digits": int(d),
@@ -180,6 +181,7 @@ def dataset_prompt(*, conn: duckdb.DuckDBPyConnection, dataset_id: int) -> dict[
         "shots": int(shots),
         "chat": bool(chat),
         "answer_prefix": answer_prefix,
+        "shot_turns": bool(shot_turns),
     }
 
 

@@ -64,6 +64,8 @@ class Dataset(Base):
     chat: Mapped[bool | None] = mapped_column(Boolean)
     # the start of the reply (--answer-prefix); NULL: none (and in rows written before 0007)
     answer_prefix: Mapped[str | None] = mapped_column(String)
+    # under --chat, worked examples as turns of their own (0008); NULL/false: inside the user turn
+    shot_turns: Mapped[bool | None] = mapped_column(Boolean)
 
 
 class Example(Base):

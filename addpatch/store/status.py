@@ -16,14 +16,15 @@ class StoreStatus:
     tables: dict[str, pl.DataFrame]
 
 
-# A dataset's prompt settings in one column: its templates, and prefix/suffix/shots/chat/answer
-# prefix if set.
+# A dataset's prompt settings in one column: its templates, and prefix/suffix/shots/chat/shot
+# turns/answer prefix if set.
 PROMPT_SQL = """concat_ws(' ',
     'template=' || coalesce(templates_json, to_json([template])),
     CASE WHEN coalesce(prompt_prefix, '') <> '' THEN 'prefix=' || to_json(prompt_prefix) END,
     CASE WHEN coalesce(prompt_suffix, '') <> '' THEN 'suffix=' || to_json(prompt_suffix) END,
     CASE WHEN coalesce(num_shots, 0) > 0 THEN 'shots=' || num_shots END,
     CASE WHEN coalesce(chat, false) THEN 'chat' END,
+    CASE WHEN coalesce(shot_turns, false) THEN 'shots-as-turns' END,
     CASE WHEN coalesce(answer_prefix, '') <> '' THEN 'answer_prefix=' || to_json(answer_prefix) END
     ) AS prompt"""
 

@@ -30,12 +30,14 @@ from typing import Any
 from addpatch.errors import BadInput
 from addpatch.task.causal_model import CausalModel, Trace, Variable
 from addpatch.task.templates import (
+    SHOT_SEPARATOR,
     answer_text,
     digits_of,
     number_from_digits,
     placeholders,
     render_prompt,
     render_shot,
+    shot_reply,
     template_for,
 )
 
@@ -85,7 +87,11 @@ class AdditionTask:
     for a model, so the stored prompt text stays model-independent. `answer_prefix` is text the
     reply starts with (assistant prefill: `The answer is`), so the model continues with the
     number: after the generation prompt under `chat`, else at the very end of the prompt (after
-    the suffix). It may hold no digit, which would run into the answer.
+    the suffix). It may hold no digit, which would run into the answer. `shot_turns` (under
+    `chat`, with shots) shows each worked example as a conversation turn of its own, as chat
+    models are shown examples: a user turn with its question, an assistant turn with its answer,
+    then the query's user turn; false puts them inside the query's user turn (datasets stored
+    before turns existed).
     """
 
     num_addends: int
@@ -96,8 +102,10 @@ class AdditionTask:
     num_shots: int = 0
     chat: bool = False
     answer_prefix: str = ""
+    shot_turns: bool = True
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "shot_turns", self.shot_turns and self.chat and self.num_shots > 0)
         k, d = self.num_addends, self.num_digits
         if not isinstance(k, int) or not MIN_ADDENDS <= k <= MAX_ADDENDS:
             raise BadInput(f"num_addends must be {MIN_ADDENDS}..{MAX_ADDENDS}, got {k!r}")
@@ -133,6 +141,7 @@ class AdditionTask:
             "shots": self.num_shots,
             "chat": self.chat,
             "answer_prefix": self.answer_prefix,
+            "shot_turns": self.shot_turns,
         }
 
     @property
@@ -157,6 +166,7 @@ class AdditionTask:
             shots=tuple(tuple(s) for s in shots),
             chat=self.chat,
             answer_prefix=self.answer_prefix,
+            shot_turns=self.shot_turns,
         )
 
 
@@ -169,7 +179,8 @@ class AdditionInput:
     `shots` are the addends of the worked examples put between the prefix and the query, each
     in the input's template with its answer (`The sum of 12 and 34 is 46.` and a newline);
     `chat` asks for the model's chat template around the prompt when it is laid out;
-    `answer_prefix` starts the reply (see `AdditionTask`).
+    `answer_prefix` starts the reply and `shot_turns` puts worked examples in turns of their
+    own under `chat` (see `AdditionTask`).
     """
 
     numbers: tuple[int, ...]
@@ -180,6 +191,7 @@ class AdditionInput:
     shots: tuple[tuple[int, ...], ...] = ()
     chat: bool = False
     answer_prefix: str = ""
+    shot_turns: bool = False
 
     def __post_init__(self) -> None:
         check_answer_prefix(self.answer_prefix)
@@ -220,8 +232,21 @@ class AdditionInput:
         return render_prompt(self.template, list(self.numbers), self.prefix + self.shots_text, tail)
 
     @property
+    def in_turns(self) -> bool:
+        """True when the worked examples are chat turns of their own (see `AdditionTask`)."""
+        return self.shot_turns and self.chat and bool(self.shots)
+
+    @property
     def shots_text(self) -> str:
-        """The worked examples, each in this input's template: `The sum of 1 and 2 is 3.\\n`."""
+        """The worked examples, each in this input's template: `The sum of 1 and 2 is 3.\\n`;
+        as chat turns, each question and its reply on lines of their own (`The sum of 1 and 2
+        is\\n3\\n`), as the stored text lists them (the chat template makes them turns)."""
+        if self.in_turns:
+            return "".join(
+                f"{render_prompt(self.template, list(shot), suffix=self.suffix)}{SHOT_SEPARATOR}"
+                f"{shot_reply(sum(shot), self.answer_prefix)}{SHOT_SEPARATOR}"
+                for shot in self.shots
+            )
         return "".join(render_shot(self.template, shot) for shot in self.shots)
 
     @property

@@ -83,6 +83,7 @@ def _make(
         suffix=task.prompt_suffix,
         chat=task.chat,
         answer_prefix=task.answer_prefix,
+        shot_turns=task.shot_turns,
     )
 
 

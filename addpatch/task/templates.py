@@ -54,6 +54,12 @@ def render_shot(template: str, numbers: list[int] | tuple[int, ...]) -> str:
     return f"{render_prompt(template, list(numbers))}{answer_text(sum(numbers))}.{SHOT_SEPARATOR}"
 
 
+def shot_reply(total: int, answer_prefix: str = "") -> str:
+    """A worked example's reply when it is a chat turn of its own: its answer after the answer
+    prefix (`The answer is 9`), or the bare number (`9`)."""
+    return f"{answer_prefix.rstrip()}{answer_text(total)}".lstrip()
+
+
 def answer_text(total: int) -> str:
     """What the model should generate: a space, then the decimal sum (`' 68'`)."""
     return f" {int(total)}"
