@@ -132,6 +132,14 @@ AnswerPrefixOption = Annotated[
         "of the prompt. No digits. Example: --chat --answer-prefix 'The answer is'",
     ),
 ]
+InterventionsOnlyOption = Annotated[
+    bool,
+    typer.Option(
+        "--interventions-only",
+        help="Stop after storing patched outputs (and labels): no scores or report now; score "
+        "later with `addpatch score`, report with `addpatch report`.",
+    ),
+]
 NoFilterOption = Annotated[
     bool,
     typer.Option(

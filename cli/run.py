@@ -21,6 +21,7 @@ from cli.options import (
     DtypeOption,
     HeadsPositionOption,
     InformativeOption,
+    InterventionsOnlyOption,
     KindOption,
     LayersOption,
     ModelOption,
@@ -62,12 +63,7 @@ def run(
     device: DeviceOption = "auto",
     dtype: DtypeOption = "auto",
     threads: Annotated[int, typer.Option(help="CPU threads for torch (0: torch's default).")] = 0,
-    interventions_only: Annotated[
-        bool,
-        typer.Option(
-            "--interventions-only", help="Stop after storing patched outputs (score later)."
-        ),
-    ] = False,
+    interventions_only: InterventionsOnlyOption = False,
     report_dir: Annotated[
         Path | None, typer.Option(help="Where to write the report (default: STORE/reports/run-ID).")
     ] = None,

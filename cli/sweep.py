@@ -19,6 +19,7 @@ from cli.options import (
     ComponentsOption,
     DeviceOption,
     DtypeOption,
+    InterventionsOnlyOption,
     KindOption,
     LayersOption,
     NoFilterOption,
@@ -83,6 +84,7 @@ def sweep(
     ] = 4,
     device: DeviceOption = "auto",
     dtype: DtypeOption = "auto",
+    interventions_only: InterventionsOnlyOption = False,
     report_dir: Annotated[
         Path | None, typer.Option(help="Where to write the combined report.")
     ] = None,
@@ -104,6 +106,7 @@ def sweep(
         addpatch sweep --models ~/models/Llama-3.1-8B,~/models/gemma-2-9b --digits 2,3 --ray auto
         addpatch sweep --models ~/models/Qwen3-0.6B --digits 1,2 --shots 3 --chat
         addpatch sweep --models ~/models/Qwen3-0.6B --digits 1 --chat --answer-prefix 'The sum is'
+        addpatch sweep --models tiny-adder-digits --digits 2,3 --interventions-only
     """
     from addpatch.engine.components import parse_components
     from addpatch.engine.positions import resolve_position_set
@@ -164,31 +167,44 @@ def sweep(
         opened = Store.open(store, create=True)
         with opened.writer():
             results = run_sweep(opened, spec, executor, echo=console.print, checked=checked)
-            files = _report(opened, spec, results, report_dir)
+            _check_some_run(results)  # warns about skipped combinations
+            files = None if interventions_only else _report(opened, spec, results, report_dir)
     finally:
         executor.shutdown()
     console.print(f"Store:  {opened.root.resolve()}")
-    console.print(f"Report: {files.html.resolve()}  (+ {len(files.pngs)} PNG heatmaps)")
+    if files is None:
+        run_ids = ",".join(str(r.run_id) for r in results if r.run_id is not None)
+        console.print(
+            f"Runs {run_ids}: score with `addpatch score --run-id ID`, "
+            "report with `addpatch report`"
+        )
+    else:
+        console.print(f"Report: {files.html.resolve()}  (+ {len(files.pngs)} PNG heatmaps)")
     console.print(f"Done in {time.perf_counter() - started:.1f} s")
+
+
+def _check_some_run(results: list[CombinationResult]) -> None:
+    """Warn about skipped combinations; BadInput when every one was skipped."""
+    from addpatch.errors import BadInput
+
+    for result in results:
+        if result.skipped_reason:
+            errors.print(f"Warning: {result.model}, {result.digits} digits skipped")
+    if all(r.run_id is None for r in results):
+        raise BadInput("no combination kept any pair; use models that can add at these widths")
 
 
 def _report(
     opened: Store, spec: SweepSpec, results: list[CombinationResult], out: Path | None
 ) -> ReportFiles:
-    """Warn about skipped combinations, print each run's best cells, write the combined report."""
+    """Print each run's best cells, write the combined report."""
     import polars as pl
 
-    from addpatch.errors import BadInput
     from addpatch.experiment.reporting import report_runs
     from addpatch.scoring import best_cells
     from addpatch.sweep.driver import sweep_report_dir
 
     runs = [r for r in results if r.run_id is not None]
-    if not runs:
-        raise BadInput("no combination kept any pair; use models that can add at these widths")
-    for result in results:
-        if result.skipped_reason:
-            errors.print(f"Warning: {result.model}, {result.digits} digits skipped")
     best = pl.concat([best_cells(opened, run_id=r.run_id, targets=r.targets) for r in runs])
     shown = ["component", "head"] if spec.components != ("resid",) else []
     columns = ["run_id", "model", "num_digits", "target", *shown, "layer", "position_label"]

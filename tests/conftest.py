@@ -20,8 +20,8 @@ from transformers import (
     Qwen3Config,
 )
 
+from addpatch.caches import CACHE_ENV
 from addpatch.models.tiny_tokenizers import build_tokenizer
-from addpatch.models.weights import CACHE_ENV
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test` runs one pytest worker per core: one torch thread each, so two workers' matrix

@@ -15,7 +15,7 @@ import pytest
 
 from addpatch.errors import BadInput
 from addpatch.report import DEFAULT_THRESHOLD, ReportFiles, build_report, safe_name
-from addpatch.report.heatmaps import heatmap_spec
+from addpatch.report.heatmaps import heatmap, heatmap_spec
 from addpatch.report.labels import position_label, with_labels
 from addpatch.report.summary import carried_from_layer, summary_table
 from addpatch.report.validate import check_scores
@@ -227,6 +227,33 @@ def test_facets_when_two_models(report: ReportFiles, scores: pl.DataFrame) -> No
     assert "facet" in heatmap_spec(labelled, "digit_0_1")
     one_run = labelled.filter(pl.col("run_id") == 1)
     assert "facet" not in heatmap_spec(one_run, "digit_0_1")
+    # reports skip Altair's schema check and its copy of the data: both kinds of spec pass the
+    # check, and equal the chart Altair writes with its data
+    for frame in (labelled, one_run):
+        spec = heatmap_spec(frame, "digit_0_1", validate=True)
+        assert spec == heatmap_spec(frame, "digit_0_1") == heatmap(frame, "digit_0_1").to_dict()
+
+
+def test_the_javascript_bundle_is_built_once_and_kept(monkeypatch) -> None:
+    from addpatch.caches import cache_dir
+    from addpatch.report import export
+
+    export.javascript_bundle.cache_clear()
+    built = export.javascript_bundle()
+    assert "vegaEmbed" in built and "</script" not in built.lower()
+    [kept] = cache_dir().glob("vega-embed-bundle-*.js")
+    # a later process reads the kept file and builds nothing
+    export.javascript_bundle.cache_clear()
+    build = export.vlc.javascript_bundle
+    monkeypatch.setattr(export.vlc, "javascript_bundle", lambda **_: pytest.fail("rebuilt"))
+    assert export.javascript_bundle() == built
+    # a damaged (cut short) file is rebuilt, not served
+    kept.write_text(built[: len(built) // 2], encoding="utf-8")
+    export.javascript_bundle.cache_clear()
+    monkeypatch.setattr(export.vlc, "javascript_bundle", build)
+    assert export.javascript_bundle() == built
+    assert kept.read_text(encoding="utf-8").endswith(export.BUNDLE_END)
+    export.javascript_bundle.cache_clear()
 
 
 def test_axes_order_embed_bottom_and_distinct_positions(scores: pl.DataFrame) -> None:

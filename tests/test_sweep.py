@@ -51,6 +51,18 @@ def _rows(store: Path) -> list[tuple]:
         conn.close()
 
 
+def _labels(store: Path) -> list[tuple]:
+    """Every stored counterfactual label, keyed by dataset name rather than id."""
+    conn = duckdb.connect(str(store / "catalog.duckdb"), read_only=True)
+    try:
+        return conn.execute(
+            "SELECT d.name, l.* EXCLUDE (dataset_id) FROM labels AS l "
+            "JOIN datasets AS d ON d.id = l.dataset_id ORDER BY ALL"
+        ).fetchall()
+    finally:
+        conn.close()
+
+
 def _duplicates(store: Path) -> int:
     conn = duckdb.connect(str(store / "catalog.duckdb"), read_only=True)
     conn.execute("SET file_search_path = ?", [str(store)])
@@ -132,9 +144,9 @@ def _kill_first_patch_worker(outputs: Path, stop: threading.Event, killed: list[
 
 
 def test_ray_sweep_with_a_killed_worker_stores_the_rows_of_the_local_sweep(local_sweep, tmp_path):
-    """`addpatch sweep --ray` end to end (one Ray instance for the suite's Ray checks): a patch
-    worker SIGKILLed mid-task is retried, and the store ends with exactly the local sweep's rows,
-    no duplicate, every registered file whole."""
+    """`addpatch sweep --ray --interventions-only` end to end (one Ray instance for the suite's
+    Ray checks): a patch worker SIGKILLed mid-task is retried, and the store ends with exactly
+    the local sweep's rows and labels, no duplicate, every registered file whole."""
     root = tmp_path / "killed"
     stop, killed = threading.Event(), []
     killer = threading.Thread(
@@ -161,6 +173,7 @@ def test_ray_sweep_with_a_killed_worker_stores_the_rows_of_the_local_sweep(local
             "--store",
             str(root),
             "--ray",
+            "--interventions-only",
         ],
         capture_output=True,
         text=True,
@@ -172,6 +185,11 @@ def test_ray_sweep_with_a_killed_worker_stores_the_rows_of_the_local_sweep(local
     planned = re.findall(r"run \d+, (\d+) of (\d+) batches to patch", done.stdout)
     assert len(planned) == len(SPEC.models) and all(int(k) > 0 for k, _ in planned), done.stdout
     assert killed, "no patch task was running when the first batch file appeared"
+    # --interventions-only: patched outputs and labels stored, scoring and the report left for
+    # later (`addpatch score`, `addpatch report`)
+    assert "score with `addpatch score --run-id ID`" in done.stdout
+    assert not (root / "reports").exists()
+    assert _labels(root) == _labels(local_sweep[0])
     assert _rows(root) == _rows(local_sweep[0])
     assert _duplicates(root) == 0
     # every registered file is whole; what the killed worker left half-written is only an orphan

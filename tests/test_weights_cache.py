@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 
+from addpatch.caches import cache_dir
 from addpatch.models.loading import model_record, resolve_model
-from addpatch.models.weights import HASH_CACHE_FILE, cache_dir, sha256_file, sha256_file_cached
+from addpatch.models.weights import HASH_CACHE_FILE, sha256_file, sha256_file_cached
 
 
 def _cache_entries() -> dict:

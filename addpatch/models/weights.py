@@ -7,22 +7,14 @@ by the file's resolved path, size and modification time, and reused until one of
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-CACHE_ENV = "ADDPATCH_CACHE_DIR"
+from addpatch.caches import cache_dir, write_cache_file
+
 HASH_CACHE_FILE = "weights-sha256.json"
-
-
-def cache_dir() -> Path:
-    """Where addpatch keeps caches that are not results (never inside a store)."""
-    configured = os.environ.get(CACHE_ENV)
-    return Path(configured).expanduser() if configured else Path.home() / ".cache" / "addpatch"
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -42,17 +34,7 @@ def _read_cache(cache_file: Path) -> dict[str, dict[str, Any]]:
 
 
 def _write_cache(cache_file: Path, entries: dict[str, dict[str, Any]]) -> None:
-    """Replace the cache file atomically; a cache that cannot be written is only a lost speed-up."""
-    with contextlib.suppress(OSError):
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=cache_file.parent, prefix=".weights-sha256-")
-        try:
-            with os.fdopen(fd, "w") as handle:
-                json.dump(entries, handle, indent=1, sort_keys=True)
-            os.replace(tmp, cache_file)
-        except OSError:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+    write_cache_file(cache_file, json.dumps(entries, indent=1, sort_keys=True))
 
 
 def sha256_file_cached(path: Path, cache_file: Path | None = None) -> str:

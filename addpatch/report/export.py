@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from functools import lru_cache
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import altair as alt
 import vl_convert as vlc
+
+from addpatch.caches import cache_dir, write_cache_file
 
 PNG_SCALE = 2.0
 """PNG pixels per SVG pixel (2 gives crisp text on high-density screens)."""
@@ -27,8 +31,11 @@ def write_images(spec: dict[str, Any], out_dir: Path, stem: str) -> tuple[Path, 
     version = vegalite_version()
     svg_path = out_dir / f"{stem}.svg"
     png_path = out_dir / f"{stem}.png"
-    svg_path.write_text(vlc.vegalite_to_svg(spec, vl_version=version), encoding="utf-8")
-    png_path.write_bytes(vlc.vegalite_to_png(spec, vl_version=version, scale=PNG_SCALE))
+    svg = vlc.vegalite_to_svg(spec, vl_version=version)
+    svg_path.write_text(svg, encoding="utf-8")
+    # the PNG rasterizes that SVG (the same bytes as rendering the spec again, in a third of
+    # the time)
+    png_path.write_bytes(vlc.svg_to_png(svg, scale=PNG_SCALE))
     return png_path, svg_path
 
 
@@ -37,7 +44,20 @@ def javascript_bundle() -> str:
     """Vega, Vega-Lite and Vega-Embed in one classic script defining ``window.vegaEmbed``.
 
     Safe to inline in a ``<script>`` element: any ``</script`` is written ``<\\/script``.
+    vl-convert takes ~4 s to build it, so it is kept in the cache directory, one file per
+    vl-convert and Vega-Lite version.
     """
+    version = vegalite_version()
+    cached = cache_dir() / f"vega-embed-bundle-{metadata.version('vl-convert-python')}-{version}.js"
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        text = cached.read_text(encoding="utf-8")
+        if text.endswith(BUNDLE_END):  # a whole file (written atomically, but check anyway)
+            return text.removesuffix(BUNDLE_END)
     # the stub makes `snippet` required; at run time it defaults to None (the default snippet)
-    bundle = vlc.javascript_bundle(vl_version=vegalite_version())  # type: ignore[call-arg]
-    return re.sub(r"</(script)", r"<\\/\1", bundle, flags=re.IGNORECASE)
+    bundle = vlc.javascript_bundle(vl_version=version)  # type: ignore[call-arg]
+    bundle = re.sub(r"</(script)", r"<\\/\1", bundle, flags=re.IGNORECASE)
+    write_cache_file(cached, bundle + BUNDLE_END)
+    return bundle
+
+
+BUNDLE_END = "\n// end of the addpatch cache file\n"

@@ -13,6 +13,8 @@ Cells whose IIA is null (not scored) are not drawn and show as blank.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from typing import Any
 
 import altair as alt
@@ -96,12 +98,15 @@ def heatmap_rows(labelled: pl.DataFrame) -> list[dict[str, Any]]:
     return df.sort("run_id", "layer", "position").select(_FIELDS).to_dicts()
 
 
-def heatmap(labelled: pl.DataFrame, target: str) -> alt.TopLevelMixin:
+def heatmap(
+    labelled: pl.DataFrame, target: str, rows: list[dict[str, Any]] | None = None
+) -> alt.TopLevelMixin:
     """Heatmap chart of one target; faceted by run when `labelled` holds several runs.
 
-    `labelled` is the target's slice of the scores frame after `labels.with_labels`.
+    `labelled` is the target's slice of the scores frame after `labels.with_labels`; `rows`,
+    the chart's data, default to its `heatmap_rows`.
     """
-    rows = heatmap_rows(labelled)
+    rows = heatmap_rows(labelled) if rows is None else rows
     layers = sorted(labelled.get_column("layer").unique().to_list(), reverse=True)
     y_order = [layer_label(layer) for layer in layers]
     x_order = (
@@ -182,6 +187,19 @@ def _baseline_line(labelled: pl.DataFrame) -> str:
     return "Baseline: " + "; ".join(parts)
 
 
-def heatmap_spec(labelled: pl.DataFrame, target: str) -> dict[str, Any]:
-    """Vega-Lite spec (a JSON-ready dict) of `heatmap`."""
-    return heatmap(labelled, target).to_dict()
+def heatmap_spec(labelled: pl.DataFrame, target: str, validate: bool = False) -> dict[str, Any]:
+    """Vega-Lite spec (a JSON-ready dict) of `heatmap`.
+
+    Altair copies and checks inline data value by value, so the chart is built without its
+    rows, which go into the spec afterwards (the same spec, in a fraction of the time); checking
+    the spec against the Vega-Lite schema takes Altair as long again, so reports skip it (the
+    tests check every kind of heatmap).
+    """
+    spec = heatmap(labelled, target, rows=[]).to_dict(validate=validate)
+    rows = heatmap_rows(labelled)
+    # as Altair names a chart's data: after a hash of its values, kept in the spec's `datasets`
+    text = json.dumps(rows, sort_keys=True, default=str)
+    name = "data-" + hashlib.sha256(text.encode()).hexdigest()[:32]
+    spec["data"] = {"name": name}
+    spec["datasets"] = {name: rows}
+    return spec
