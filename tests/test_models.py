@@ -259,3 +259,24 @@ def test_a_stopped_training_resumes_to_the_same_weights(tmp_path):
     assert resumed["weights_sha256"] == whole["weights_sha256"]
     assert resumed["accuracy_history"] == whole["accuracy_history"]
     assert not (tmp_path / "split" / "checkpoint").exists()
+
+
+def test_a_tokenizer_is_loaded_once_while_its_files_are_unchanged(tmp_path):
+    import shutil
+
+    from addpatch.models.loading import ResolvedModel, load_tokenizer
+
+    source = resolve_model("tiny-adder-digits").path
+    copy = tmp_path / "model"
+    shutil.copytree(source, copy)
+    resolved = ResolvedModel("copy", copy, None)
+    first = load_tokenizer(resolved)
+    assert load_tokenizer(resolved) is first  # the run's later steps reuse it
+    assert first.padding_side == "left" and first.pad_token_id is not None
+    # an edited tokenizer file is read again
+    config = copy / "tokenizer_config.json"
+    settings = json.loads(config.read_text())
+    settings["model_max_length"] = 77
+    config.write_text(json.dumps(settings))
+    again = load_tokenizer(resolved)
+    assert again is not first and again.model_max_length == 77

@@ -12,8 +12,10 @@ import bisect
 from functools import cache
 
 import pytest
+import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase
 
+from addpatch.engine.patching import digit_token_mask
 from addpatch.engine.positions import layout_input, layout_prompt, render_with_spans
 from addpatch.errors import BadInput
 from addpatch.task.addition import AdditionTask
@@ -188,3 +190,18 @@ def test_labels_with_prefix_shots_and_chat_template(name, shot_turns):
         chat_task = AdditionTask(num_addends=2, num_digits=3, chat=True)
         with pytest.raises(BadInput, match="chat template"):
             layout_input(tokenizer, chat_task.make_input([1, 2]))
+
+
+@pytest.mark.parametrize("name", list(TOKENIZERS))
+def test_digit_token_mask_equals_decoding_every_token(name):
+    """The engine's digit-token mask decodes only entries holding a digit; decoding every token
+    of the real vocabulary (byte-level BPE, SentencePiece with byte fallback) finds the same."""
+    tokenizer = real_tokenizer(name)
+    size = len(tokenizer)
+    texts = tokenizer.backend_tokenizer.decode_batch(
+        [[i] for i in range(size)], skip_special_tokens=False
+    )
+    expected = torch.tensor([any(ch in "0123456789" for ch in text) for text in texts])
+    mask = digit_token_mask(tokenizer, size + 7)  # a model's embedding may be padded past it
+    assert torch.equal(mask[:size], expected) and not mask[size:].any()
+    assert expected.any()

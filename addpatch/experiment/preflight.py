@@ -10,7 +10,6 @@ import torch
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
-    AutoTokenizer,
     PretrainedConfig,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -21,7 +20,13 @@ from addpatch.engine.components import find_layer_parts
 from addpatch.engine.positions import PromptLayout, layout_input, select_positions
 from addpatch.errors import BadInput, ModelNotFound
 from addpatch.experiment.interventions import parse_layers
-from addpatch.models.loading import ResolvedModel, pick_device, pick_dtype, resolve_model
+from addpatch.models.loading import (
+    ResolvedModel,
+    load_tokenizer,
+    pick_device,
+    pick_dtype,
+    resolve_model,
+)
 from addpatch.task.addition import AdditionTask
 
 
@@ -65,9 +70,9 @@ def check_model(
     shapes = check_weight_files(resolved, num_layers=int(num_layers))
     check_weights_match_config(resolved, meta_model, shapes)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(
-            resolved.path, trust_remote_code=trust_remote_code
-        )
+        tokenizer = load_tokenizer(resolved, trust_remote_code)
+    except BadInput:
+        raise
     except Exception as error:
         raise _remote_code_error(resolved, error) or ModelNotFound(
             f"{resolved.name} has no usable tokenizer ({_first_line(error)}); save the "

@@ -171,10 +171,38 @@ def pick_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
     return _DTYPES[dtype]
 
 
+_TOKENIZERS: dict[tuple[Any, ...], PreTrainedTokenizerBase] = {}
+_TOKENIZERS_KEPT = 4
+
+
+def _tokenizer_key(resolved: ResolvedModel, trust_remote_code: bool) -> tuple[Any, ...]:
+    """What a loaded tokenizer depends on: the checkpoint's directory and its small files (the
+    tokenizer's and config files; the weights are left out, they are what is large)."""
+    path = Path(resolved.path)
+    files = (
+        sorted(
+            (f.name, f.stat().st_size, f.stat().st_mtime_ns)
+            for f in path.iterdir()
+            if f.is_file() and f.suffix not in (".safetensors", ".bin", ".gguf", ".pt")
+        )
+        if path.is_dir()
+        else []
+    )
+    return (str(path.resolve()), trust_remote_code, tuple(files))
+
+
 def load_tokenizer(
     resolved: ResolvedModel, trust_remote_code: bool = False
 ) -> PreTrainedTokenizerBase:
-    """The model's fast tokenizer, padding on the left (a pad token borrowed from EOS if none)."""
+    """The model's fast tokenizer, padding on the left (a pad token borrowed from EOS if none).
+
+    Loaded once per process while its files are unchanged: a large vocabulary (Gemma's 262k
+    tokens) takes seconds to load, and a run needs the tokenizer in several steps.
+    """
+    key = _tokenizer_key(resolved, trust_remote_code)
+    kept = _TOKENIZERS.get(key)
+    if kept is not None:
+        return kept
     tokenizer = AutoTokenizer.from_pretrained(resolved.path, trust_remote_code=trust_remote_code)
     if not getattr(tokenizer, "is_fast", False):
         raise BadInput(
@@ -184,6 +212,9 @@ def load_tokenizer(
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    if len(_TOKENIZERS) >= _TOKENIZERS_KEPT:
+        _TOKENIZERS.pop(next(iter(_TOKENIZERS)))
+    _TOKENIZERS[key] = tokenizer
     return tokenizer
 
 
