@@ -21,14 +21,24 @@ HOLD_WRITER_LOCK = (
 )
 
 
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
 def test_second_writer_is_refused_and_readers_keep_working(tmp_path):
+    """While another process writes the store, `addpatch run` (in-process, through the app's
+    error boundary) is refused with one line naming that process, and a reader runs."""
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
     store = tmp_path / "s"
-    first = subprocess.run(
-        [ADDPATCH, "dataset", "--size", "8", "--no-filter", "--store", str(store)],
-        capture_output=True,
-        text=True,
+    first = CliRunner().invoke(
+        app, ["dataset", "--size", "8", "--no-filter", "--store", str(store)]
     )
-    assert first.returncode == 0, first.stderr
+    assert first.exit_code == 0, first.output
     holder = subprocess.Popen(
         [sys.executable, "-c", HOLD_WRITER_LOCK, str(store)],
         stdin=subprocess.PIPE,
@@ -38,19 +48,17 @@ def test_second_writer_is_refused_and_readers_keep_working(tmp_path):
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "held\n"
-        second = subprocess.run(
-            [ADDPATCH, "run", "--size", "8", "--store", str(store)], capture_output=True, text=True
-        )
-        assert second.returncode == 1
+        before = _snapshot(store)
+        second = CliRunner().invoke(app, ["run", "--size", "8", "--store", str(store)])
+        assert second.exit_code == 1
         lines = [line for line in second.stderr.splitlines() if line.strip()]
         assert len(lines) == 1, lines
         assert f"is being written by addpatch pid {holder.pid}" in lines[0]
-        reader = subprocess.run(
-            [ADDPATCH, "query", "keep_rates", "--format", "csv", "--store", str(store)],
-            capture_output=True,
-            text=True,
+        assert _snapshot(store) == before  # the refused writer wrote nothing
+        reader = CliRunner().invoke(
+            app, ["query", "keep_rates", "--format", "csv", "--store", str(store)]
         )
-        assert reader.returncode == 0, reader.stderr
+        assert reader.exit_code == 0, reader.output
         assert reader.stdout.startswith("model,dataset")
         assert holder.poll() is None, "the reader should have run while the writer held the store"
     finally:
@@ -72,7 +80,8 @@ def test_repair_score_and_report_are_refused_while_a_sweep_writes(tmp_path):
     from cli.main import app
 
     store = tmp_path / "s"
-    cells = ["--layers", "-1,0", "--positions", "digits"]
+    # no scores or report in the sweeps: what is checked is the store, and the refusals
+    cells = ["--layers", "-1,0", "--positions", "digits", "--interventions-only"]
     first = CliRunner().invoke(
         app,
         ["sweep", "--models", "tiny-adder-digits", "--size", "8", *cells, "--store", str(store)],

@@ -1,10 +1,12 @@
-"""A real `addpatch run` killed (SIGKILL) at random moments, resumed each time, ends with exactly
-the rows of an uninterrupted run: nothing lost, nothing duplicated, nothing half-written visible."""
+"""A real `addpatch run` killed (SIGKILL) while it starts and while it patches, resumed each time,
+ends with exactly the rows of an uninterrupted run: nothing lost, nothing duplicated, nothing
+half-written visible."""
 
 from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -12,9 +14,13 @@ import time
 from pathlib import Path
 
 import duckdb
+from typer.testing import CliRunner
+
+from cli.main import app
 
 ADDPATCH = str(Path(sys.executable).parent / "addpatch")
-ARGS = ["run", "--size", "24", "--batch-size", "4", "--interventions-only"]
+# one thread everywhere, so the killed processes and the in-process runs compute alike
+ARGS = ["run", "--size", "24", "--batch-size", "2", "--interventions-only", "--threads", "1"]
 
 
 def _start(store: Path) -> subprocess.Popen:
@@ -24,6 +30,11 @@ def _start(store: Path) -> subprocess.Popen:
         stderr=subprocess.PIPE,
         start_new_session=True,
     )
+
+
+def _batch_files(store: Path) -> int:
+    """Batches a run has stored (whole files: a batch is renamed into outputs/ when written)."""
+    return len(list((store / "outputs").rglob("batch-*.parquet")))
 
 
 def _rows(store: Path) -> list[tuple]:
@@ -39,35 +50,43 @@ def _rows(store: Path) -> list[tuple]:
 
 
 def test_killed_runs_resume_to_the_uninterrupted_result(tmp_path):
+    # the reference, the last resume and the check run in-process (through the app's error
+    # boundary, as the script does); the runs that are killed are real processes
     reference = tmp_path / "reference"
-    done = subprocess.run(
-        [ADDPATCH, *ARGS, "--store", str(reference)], capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr
+    done = CliRunner().invoke(app, [*ARGS, "--store", str(reference)])
+    assert done.exit_code == 0, done.output
     expected = _rows(reference)
     assert expected and len(expected) == len(set((r[0], r[1], r[2]) for r in expected))
 
     store = tmp_path / "killed"
     rng = random.Random(7)
     kills = 0
-    for _ in range(4):
+    for attempt in range(4):
         process = _start(store)
-        time.sleep(rng.uniform(0.5, 12.0))
+        if attempt == 0:  # while it starts up: imports, model, store creation
+            time.sleep(rng.uniform(0.5, 3.0))
+        else:  # while it patches: just after it has stored one more batch
+            before = _batch_files(store)
+            deadline = time.monotonic() + 300
+            while process.poll() is None and _batch_files(store) <= before:
+                assert time.monotonic() < deadline, "the run stored no batch in 300 s"
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.0, 0.05))
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             kills += 1
         process.wait()
-    assert kills >= 2  # the run really was interrupted
-    final = subprocess.run([ADDPATCH, *ARGS, "--store", str(store)], capture_output=True, text=True)
-    assert final.returncode == 0, final.stderr
+    assert kills >= 3  # the run really was interrupted, mid-patching too
+    assert _batch_files(store) > 0
+    final = CliRunner().invoke(app, [*ARGS, "--store", str(store)])
+    assert final.exit_code == 0, final.output
+    # the resume patched only what the killed runs had not stored
+    [(left, total)] = re.findall(r"(\d+) of (\d+) batches to patch", final.output)
+    assert int(left) < int(total)
     assert _rows(store) == expected
 
-    check = subprocess.run(
-        [ADDPATCH, "store", "verify", "--repair", "--store", str(store)],
-        capture_output=True,
-        text=True,
-    )
-    assert check.returncode == 0, check.stdout + check.stderr
+    check = CliRunner().invoke(app, ["store", "verify", "--repair", "--store", str(store)])
+    assert check.exit_code == 0, check.output
 
 
 def test_a_run_finishes_a_store_whose_creation_was_killed(tmp_path):

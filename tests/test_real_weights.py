@@ -52,9 +52,10 @@ def test_engine_equals_naive_loop_on_real_weights():
         )
         for i, (base, cf) in enumerate(numbers)
     ]
-    # every layer (-1..29) at the addends' digits and the last token: the naive loop costs two
-    # full forwards of 135M parameters per cell, so the grid's columns are the ones that matter
-    positions = ["a0.d0", "a1.d0", "last"]
+    # every layer (-1..29) at the first addend's digit and the last token: the naive loop costs
+    # two full forwards of 135M parameters per cell (~0.9 s on one thread), so the grid's
+    # columns are the ones that matter; the tiny real-tokenizer checkpoints cover every position
+    positions = ["a0.d0", "last"]
     compared = _compare_all_cells(model, tokenizer, pairs, positions, max_new_tokens=2)
     assert compared == len(pairs) * len(positions) * (model.config.num_hidden_layers + 1)
 
