@@ -101,12 +101,13 @@ def dataset(
     options = _options(option or [])
     pairs = generate_pairs(kind, task, size, seed, **options)  # bad input fails before the store
     from addpatch.experiment.datasets import create_dataset, load_pairs
-    from addpatch.experiment.filtering import filter_dataset, low_keep_rate_hint
-    from addpatch.experiment.session import prepare_model, register_model
     from addpatch.store.store import Store
 
     prepared = None
     if filter_pairs:  # a model that cannot be used fails before the store is touched
+        # PyTorch and transformers are imported only here: --no-filter needs no model
+        from addpatch.experiment.filtering import filter_dataset, low_keep_rate_hint
+        from addpatch.experiment.session import prepare_model, register_model
         from addpatch.experiment.preflight import (
             check_weight_files,
             checked_config,
