@@ -107,12 +107,12 @@ def dataset(
     if filter_pairs:  # a model that cannot be used fails before the store is touched
         # PyTorch and transformers are imported only here: --no-filter needs no model
         from addpatch.experiment.filtering import filter_dataset, low_keep_rate_hint
-        from addpatch.experiment.session import prepare_model, register_model
         from addpatch.experiment.preflight import (
             check_weight_files,
             checked_config,
             sample_layouts,
         )
+        from addpatch.experiment.session import prepare_model, register_model
         from addpatch.models.loading import load_tokenizer, model_for_width, resolve_model
 
         model = model_for_width(model, digits)
