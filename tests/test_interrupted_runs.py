@@ -20,7 +20,7 @@ from cli.main import app
 
 ADDPATCH = str(Path(sys.executable).parent / "addpatch")
 # one thread everywhere, so the killed processes and the in-process runs compute alike
-ARGS = ["run", "--size", "24", "--batch-size", "2", "--interventions-only", "--threads", "1"]
+ARGS = ["run", "--size", "24", "--batch-size", "1", "--interventions-only", "--threads", "1"]
 
 
 def _start(store: Path) -> subprocess.Popen:
@@ -71,7 +71,7 @@ def test_killed_runs_resume_to_the_uninterrupted_result(tmp_path):
             while process.poll() is None and _batch_files(store) <= before:
                 assert time.monotonic() < deadline, "the run stored no batch in 300 s"
                 time.sleep(0.01)
-            time.sleep(rng.uniform(0.0, 0.05))
+            time.sleep(rng.uniform(0.0, 0.02))
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
             kills += 1
