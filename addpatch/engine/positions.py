@@ -130,14 +130,12 @@ def chat_turns(tokenizer: PreTrainedTokenizerBase, inp: AdditionInput) -> Prompt
     example i from its question up to the next question (its answer and the template between),
     `c1` the template after the query's text.
     """
-    from addpatch.task.templates import render_prompt, shot_reply
-
     _require_chat_template(tokenizer)
-    questions = [render_prompt(inp.template, list(shot), suffix=inp.suffix) for shot in inp.shots]
+    exchanges = inp.shot_exchanges
     messages: list[dict[str, str]] = []
-    for i, (shot, question) in enumerate(zip(inp.shots, questions, strict=True)):
+    for i, (question, reply) in enumerate(exchanges):
         messages.append({"role": "user", "content": (inp.prefix if i == 0 else "") + question})
-        messages.append({"role": "assistant", "content": shot_reply(sum(shot), inp.answer_prefix)})
+        messages.append({"role": "assistant", "content": reply})
     query, query_spans = render_with_spans(inp.template, list(inp.numbers), suffix=inp.suffix)
     messages.append({"role": "user", "content": query})
     text = cast(
@@ -158,7 +156,7 @@ def chat_turns(tokenizer: PreTrainedTokenizerBase, inp: AdditionInput) -> Prompt
     if inp.prefix:
         regions.append(("p", starts[0], starts[0] + len(inp.prefix)))
     questions_at = [
-        starts[2 * i] + (len(inp.prefix) if i == 0 else 0) for i in range(len(questions))
+        starts[2 * i] + (len(inp.prefix) if i == 0 else 0) for i in range(len(exchanges))
     ]
     ends = questions_at[1:] + [starts[-1]]
     regions += [
@@ -192,7 +190,8 @@ def with_answer_prefix(prompt: PromptText, answer_prefix: str) -> PromptText:
 
 def layout_input(tokenizer: PreTrainedTokenizerBase, inp: AdditionInput) -> PromptLayout:
     """Tokenize and name the input's prompt, in the chat template when the input asks for it
-    (worked examples as turns of their own when it asks for that), with the answer prefix at the end (after the chat template's generation prompt)."""
+    (worked examples as turns of their own when it asks for that), with the answer prefix at
+    the end (after the chat template's generation prompt)."""
     if inp.in_turns:
         prompt = chat_turns(tokenizer, inp)
     else:

@@ -173,22 +173,23 @@ def pick_dtype(dtype: str | None, device: torch.device) -> torch.dtype:
 
 _TOKENIZERS: dict[tuple[Any, ...], PreTrainedTokenizerBase] = {}
 _TOKENIZERS_KEPT = 4
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt")
 
 
 def _tokenizer_key(resolved: ResolvedModel, trust_remote_code: bool) -> tuple[Any, ...]:
     """What a loaded tokenizer depends on: the checkpoint's directory and its small files (the
     tokenizer's and config files; the weights are left out, they are what is large)."""
     path = Path(resolved.path)
-    files = (
-        sorted(
-            (f.name, f.stat().st_size, f.stat().st_mtime_ns)
-            for f in path.iterdir()
-            if f.is_file() and f.suffix not in (".safetensors", ".bin", ".gguf", ".pt")
-        )
+    small = (
+        [f for f in path.iterdir() if f.is_file() and f.suffix not in _WEIGHT_SUFFIXES]
         if path.is_dir()
         else []
     )
-    return (str(path.resolve()), trust_remote_code, tuple(files))
+    files = []
+    for f in small:
+        stat = f.stat()
+        files.append((f.name, stat.st_size, stat.st_mtime_ns))
+    return (str(path.resolve()), trust_remote_code, tuple(sorted(files)))
 
 
 def load_tokenizer(

@@ -237,15 +237,26 @@ class AdditionInput:
         return self.shot_turns and self.chat and bool(self.shots)
 
     @property
+    def shot_exchanges(self) -> list[tuple[str, str]]:
+        """Each worked example as chat turns hold it: (question in this input's template with
+        its suffix, reply: `The sum of 1 and 2 is`, `3`)."""
+        return [
+            (
+                render_prompt(self.template, list(shot), suffix=self.suffix),
+                shot_reply(sum(shot), self.answer_prefix),
+            )
+            for shot in self.shots
+        ]
+
+    @property
     def shots_text(self) -> str:
         """The worked examples, each in this input's template: `The sum of 1 and 2 is 3.\\n`;
         as chat turns, each question and its reply on lines of their own (`The sum of 1 and 2
         is\\n3\\n`), as the stored text lists them (the chat template makes them turns)."""
         if self.in_turns:
             return "".join(
-                f"{render_prompt(self.template, list(shot), suffix=self.suffix)}{SHOT_SEPARATOR}"
-                f"{shot_reply(sum(shot), self.answer_prefix)}{SHOT_SEPARATOR}"
-                for shot in self.shots
+                f"{question}{SHOT_SEPARATOR}{reply}{SHOT_SEPARATOR}"
+                for question, reply in self.shot_exchanges
             )
         return "".join(render_shot(self.template, shot) for shot in self.shots)
 
