@@ -5,8 +5,9 @@
     python benchmarks/patch_sweep.py --components resid,heads   # a row per component
 
 For each model, on the same examples and every (layer, position) cell:
-  naive   for every cell, a fresh counterfactual forward over the batch and a hooked `generate`
-          over the batch (what TransformerLens' patching utilities do, batched over examples);
+  naive   one counterfactual forward over the batch, its activations kept for every cell
+          (TransformerLens' `run_with_cache`), then for every cell a hooked `generate` over the
+          batch (what TransformerLens' patching utilities do, batched over examples);
   engine  addpatch's PatchEngine.sweep.
 Both must give identical answer tokens. The FLOP-bound ratio is naive FLOPs / engine FLOPs,
 counted from the model's shapes for exactly the work each does (cells the engine answers from
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from addpatch.engine.naive import naive_patch_batch
+from addpatch.engine.naive import CounterfactualCache, naive_patch_batch
 from addpatch.engine.patching import PatchEngine, PromptPair
 from addpatch.engine.positions import layout_input
 from addpatch.experiment.filtering import answer_budget
@@ -94,11 +95,13 @@ def flop_counts(
         t_base, t_cf = len(pair.base.token_ids), len(pair.counterfactual.token_ids)
         engine += forward_flops(s, t_base, 0, 0, 1) + forward_flops(s, t_cf, 0, 0, 1)
         engine += decode_flops(s, t_base, new_tokens - 1)
+        # naive: one counterfactual forward (logits at every position), its activations kept
+        naive += forward_flops(s, t_cf, 0, 0, t_cf)
         for layer, _ in sites:
             for name in positions:
                 b, c = pair.base.index(name), pair.counterfactual.index(name)
-                # naive: a full counterfactual forward (logits at every position), then generate
-                naive += forward_flops(s, t_cf, 0, 0, t_cf) + forward_flops(s, t_base, 0, 0, 1)
+                # naive: a hooked generate
+                naive += forward_flops(s, t_base, 0, 0, 1)
                 naive += decode_flops(s, t_base, new_tokens - 1)
                 if (
                     b == c
@@ -156,10 +159,11 @@ def bench(
 
         started = time.perf_counter()
         naive_out = {}
+        cache = CounterfactualCache()  # the counterfactual run, timed within the naive loop
         for layer, head in sites:
             for index, name in enumerate(positions):
                 answers = naive_patch_batch(
-                    model, tokenizer, pairs, layer, name, steps, component, head
+                    model, tokenizer, pairs, layer, name, steps, component, head, cache
                 )
                 for pair, answer in zip(pairs, answers, strict=True):
                     naive_out[(pair.example_id, layer, head, index)] = answer.tokens

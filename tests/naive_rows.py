@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterable
 
-from addpatch.engine.naive import NaiveAnswer, naive_patch_batch
+from addpatch.engine.naive import CounterfactualCache, NaiveAnswer, naive_patch_batch
 from addpatch.engine.patching import PromptPair
 
 # (example_id, layer, position index, component, head) of an engine output row
@@ -26,7 +26,9 @@ def naive_answers(
     model, tokenizer, pairs: list[PromptPair], rows: Iterable[dict], positions: list[str], steps
 ) -> dict[RowKey, NaiveAnswer]:
     """The naive loop's answer for each row: per cell (layer, position, component, head), one
-    counterfactual forward and one hooked `generate` over the examples that have a row there."""
+    hooked `generate` over the examples that have a row there, patching in their counterfactual
+    run's activation (one counterfactual forward per batch of examples and component, kept)."""
+    cache = CounterfactualCache()
     cells: dict[tuple[int, int, str, int | None], list[int]] = defaultdict(list)
     for row in rows:
         example, layer, position, component, head = row_key(row)
@@ -42,6 +44,7 @@ def naive_answers(
             steps,
             component,
             head,
+            cache,
         )
         for example, answer in zip(examples, batch, strict=True):
             answers[(example, layer, position, component, head)] = answer

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from addpatch.engine.components import find_layer_parts, parse_components
-from addpatch.engine.naive import naive_patch_batch
+from addpatch.engine.naive import CounterfactualCache, naive_patch_batch
 from addpatch.engine.patching import PatchEngine
 from addpatch.errors import BadInput
 from tests.conftest import tiny_model
@@ -90,6 +90,7 @@ def test_every_head_of_a_layer_equals_the_attention_output(family):
     # the engine's attention patch against the naive loop patching all heads at once
     [table] = list(engine.sweep(pairs, [0, 1], positions, 4, components=("attn",)))
     rows = table.to_pylist()
+    cache = CounterfactualCache()
     for row in rows:
         [(tokens, top_ids, top_logprobs, *_)] = naive_patch_batch(
             model,
@@ -100,6 +101,7 @@ def test_every_head_of_a_layer_equals_the_attention_output(family):
             4,
             "heads",
             None,
+            cache,
         )
         assert row["token_ids"] == tokens
         assert row["top_ids"] == top_ids

@@ -1,10 +1,13 @@
-"""The naive reference: one fresh counterfactual forward and one patched `generate` per cell.
+"""The naive reference: the counterfactual run's activations, then one patched `generate` per cell.
 
-This is what activation-patching utilities built on hooks do (TransformerLens' patching loop,
-pyvene with dynamic indices): correct and slow. Components are patched the hooks' way too: the
-module whose output is the component (attention, MLP, their post-norms) or, for a head, the
-input of the attention's output projection, replaced during the prompt's forward pass. Tests check the engine against it on every cell,
-and `benchmarks/patch_sweep.py` measures how much faster the engine is.
+This is what activation-patching utilities built on hooks do (TransformerLens' patching loop
+takes a cache of the counterfactual run and runs one hooked forward per cell; pyvene with
+dynamic indices): correct and slow. With a `CounterfactualCache` the counterfactual run is one
+forward per batch, kept for every cell (as TransformerLens' `run_with_cache`); without one, each
+cell runs its own. Components are patched the hooks' way too: the module whose output is the
+component (attention, MLP, their post-norms) or, for a head, the input of the attention's output
+projection, replaced during the prompt's forward pass. Tests check the engine against it on
+every cell, and `benchmarks/patch_sweep.py` measures how much faster the engine is.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from torch.utils.hooks import RemovableHandle
 from transformers import GenerationMixin, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 
-from addpatch.engine.architecture import find_decoder
+from addpatch.engine.architecture import DecoderStack, find_decoder
 from addpatch.engine.forward import left_pad
 from addpatch.engine.patching import TOP_K, PromptPair
 
@@ -88,6 +91,88 @@ def _hooked_module(layer: nn.Module, component: str) -> tuple[nn.Module, bool]:
     raise ValueError(f"no {component} in {type(layer).__name__}")
 
 
+def _hook_point(stack: DecoderStack, layer: int, component: str) -> tuple[nn.Module, bool]:
+    """The module hooked for (layer, component), and whether the hook reads its input: the
+    residual stream after layer L is layer L's output, the embeddings (-1) the first layer's
+    input."""
+    if component == "resid":
+        return (stack.layers[0], True) if layer == -1 else (stack.layers[layer], False)
+    return _hooked_module(stack.layers[layer], component)
+
+
+def _register(
+    module: nn.Module, reads_input: bool, fn: Callable[[torch.Tensor], torch.Tensor | None]
+) -> RemovableHandle:
+    """A hook on `module` that passes the hidden states (its input or output) to `fn` and, when
+    `fn` returns a tensor, puts that in their place."""
+    if reads_input:
+
+        def pre_hook(
+            mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
+        ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+            hidden = args[0] if args else kwargs["hidden_states"]
+            new = fn(hidden)
+            if new is None:
+                return None
+            return ((new, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": new})
+
+        return module.register_forward_pre_hook(pre_hook, with_kwargs=True)
+
+    def post_hook(mod: nn.Module, args: tuple[Any, ...], output: object) -> object:
+        new = fn(_hidden_of(output))
+        return None if new is None else _replace_hidden(output, new)
+
+    return module.register_forward_hook(post_hook)
+
+
+@torch.no_grad()
+def counterfactual_run(
+    model: PreTrainedModel, pad: int, pairs: list[PromptPair], layers: list[int], component: str
+) -> dict[int, torch.Tensor]:
+    """One forward of the counterfactual prompts (left-padded), keeping the component's
+    activation at each of `layers`: {layer: (batch, padded seq, width)}."""
+    stack = find_decoder(model)
+    device = next(model.parameters()).device
+    cf_ids, cf_mask, _ = left_pad([p.counterfactual.token_ids for p in pairs], pad, device)
+    captured: dict[int, torch.Tensor] = {}
+
+    def keeper(layer: int) -> Callable[[torch.Tensor], None]:
+        def keep(hidden: torch.Tensor) -> None:
+            captured[layer] = hidden.clone()
+
+        return keep
+
+    handles = [_register(*_hook_point(stack, layer, component), keeper(layer)) for layer in layers]
+    try:
+        # positions count from each prompt's first real token, as `generate` counts them for
+        # the base run (absolute position embeddings, GPT-2's, see the padding otherwise)
+        cf_positions = (cf_mask.long().cumsum(-1) - 1).clamp(min=0)
+        model(input_ids=cf_ids, attention_mask=cf_mask, position_ids=cf_positions)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return captured
+
+
+class CounterfactualCache:
+    """The counterfactual run of each batch, once per component, every layer kept: what
+    TransformerLens' patching utilities take (`run_with_cache`), reused for every cell."""
+
+    def __init__(self) -> None:
+        self._runs: dict[tuple[str, tuple[tuple[int, ...], ...]], dict[int, torch.Tensor]] = {}
+
+    def activations(
+        self, model: PreTrainedModel, pad: int, pairs: list[PromptPair], component: str
+    ) -> dict[int, torch.Tensor]:
+        """{layer: (batch, padded seq, width)} of the batch's counterfactual run."""
+        key = (component, tuple(tuple(p.counterfactual.token_ids) for p in pairs))
+        if key not in self._runs:
+            first = -1 if component == "resid" else 0
+            layers = list(range(first, len(find_decoder(model).layers)))
+            self._runs[key] = counterfactual_run(model, pad, pairs, layers, component)
+        return self._runs[key]
+
+
 @torch.no_grad()
 def naive_patch_batch(
     model: PreTrainedModel,
@@ -98,9 +183,11 @@ def naive_patch_batch(
     max_new_tokens: int,
     component: str = "resid",
     head: int | None = None,
+    cache: CounterfactualCache | None = None,
 ) -> list[NaiveAnswer]:
-    """One cell for a whole batch, as TransformerLens' patching loop does it: a counterfactual
-    forward over the batch, then a hooked `generate` over the batch (left-padded).
+    """One cell for a whole batch, as TransformerLens' patching loop does it: the batch's
+    counterfactual activation (from `cache`, or a counterfactual forward of its own), then a
+    hooked `generate` over the batch (left-padded).
 
     Per example: answer tokens cut at EOS, the top-k ids and log-probs of the first step, and
     those of the first step whose generated token's text holds a digit.
@@ -108,67 +195,35 @@ def naive_patch_batch(
     stack = find_decoder(model)
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id
-
-    cf_ids, cf_mask, cf_pads = left_pad([p.counterfactual.token_ids for p in pairs], pad, device)
+    _, _, cf_pads = left_pad([p.counterfactual.token_ids for p in pairs], pad, device)
     base_ids, base_mask, base_pads = left_pad([p.base.token_ids for p in pairs], pad, device)
     rows = torch.arange(len(pairs), device=device)
     cf_at = torch.tensor([cf_pads[i] + p.counterfactual.aliases[name] for i, p in enumerate(pairs)])
     base_at = torch.tensor([base_pads[i] + p.base.aliases[name] for i, p in enumerate(pairs)])
-    captured: dict[str, torch.Tensor] = {}
+    if cache is None:
+        hidden = counterfactual_run(model, pad, pairs, [layer], component)[layer]
+    else:
+        hidden = cache.activations(model, pad, pairs, component)[layer]
 
-    def columns(hidden: torch.Tensor) -> slice:
+    def columns(width: int) -> slice:
         """The part of the vector patched: all of it, or one head's slice (every head: None)."""
         if component != "heads" or head is None:
             return slice(None)
-        head_dim = hidden.shape[-1] // model.config.get_text_config().num_attention_heads
+        head_dim = width // model.config.get_text_config().num_attention_heads
         return slice(head * head_dim, (head + 1) * head_dim)
 
-    def capture(hidden: torch.Tensor) -> None:
-        captured["vectors"] = hidden[rows, cf_at][:, columns(hidden)].clone()  # (batch, width)
+    vectors = hidden[rows, cf_at][:, columns(hidden.shape[-1])]  # (batch, patched width)
 
     def patch(hidden: torch.Tensor) -> torch.Tensor | None:
         if hidden.shape[1] == 1:  # generated tokens are not patched
             return None
         hidden = hidden.clone()
         patched = hidden[rows, base_at]
-        patched[:, columns(hidden)] = captured["vectors"]
+        patched[:, columns(hidden.shape[-1])] = vectors
         hidden[rows, base_at] = patched
         return hidden
 
-    if component == "resid":
-        module, reads_input = (stack.layers[0] if layer == -1 else stack.layers[layer]), layer == -1
-    else:
-        module, reads_input = _hooked_module(stack.layers[layer], component)
-
-    def pre_hook(fn: Callable[[torch.Tensor], torch.Tensor | None]) -> RemovableHandle:
-        def hook(
-            mod: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
-        ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
-            hidden = args[0] if args else kwargs["hidden_states"]
-            new = fn(hidden)
-            if new is None:
-                return None
-            return ((new, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": new})
-
-        return module.register_forward_pre_hook(hook, with_kwargs=True)
-
-    def post_hook(fn: Callable[[torch.Tensor], torch.Tensor | None]) -> RemovableHandle:
-        def hook(mod: nn.Module, args: tuple[Any, ...], output: object) -> object:
-            new = fn(_hidden_of(output))
-            return None if new is None else _replace_hidden(output, new)
-
-        return module.register_forward_hook(hook)
-
-    register = pre_hook if reads_input else post_hook
-    handle = register(capture)
-    try:
-        # positions count from each prompt's first real token, as `generate` counts them for
-        # the base run (absolute position embeddings, GPT-2's, see the padding otherwise)
-        cf_positions = (cf_mask.long().cumsum(-1) - 1).clamp(min=0)
-        model(input_ids=cf_ids, attention_mask=cf_mask, position_ids=cf_positions)
-    finally:
-        handle.remove()
-    handle = register(patch)
+    handle = _register(*_hook_point(stack, layer, component), patch)
     try:
         # transformers types generate's `self` as a private protocol that no model class meets
         out = cast(GenerationMixin, model).generate(  # type: ignore[misc]

@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 
 from addpatch.errors import StoreError
@@ -121,7 +122,12 @@ def create_dataset(
 def dataset_task(store: Store, dataset_id: int) -> AdditionTask:
     """The task a stored dataset was generated for, with its prompt settings."""
     with store.connect(read_only=True) as conn:
-        meta = catalog.dataset_prompt(conn=conn, dataset_id=dataset_id)
+        return read_dataset_task(conn, dataset_id)
+
+
+def read_dataset_task(conn: duckdb.DuckDBPyConnection, dataset_id: int) -> AdditionTask:
+    """`dataset_task` on an open catalog connection."""
+    meta = catalog.dataset_prompt(conn=conn, dataset_id=dataset_id)
     return AdditionTask(
         num_addends=meta["num_addends"],
         num_digits=meta["num_digits"],
@@ -143,8 +149,8 @@ def load_pairs(
     StoreError when a rebuilt prompt differs from the stored text (a store edited by hand, or
     written by a version that did not record how it built its prompts).
     """
-    task = dataset_task(store, dataset_id)
     with store.connect(read_only=True) as conn:
+        task = read_dataset_task(conn, dataset_id)
         options = catalog.dataset_options(conn=conn, dataset_id=dataset_id)
         rows = catalog.dataset_examples(conn=conn, dataset_id=dataset_id)
     width = options.get("num_digits", task.num_digits)

@@ -118,12 +118,29 @@ def examples_per_cell(cells: int) -> int:
 
 
 def cell_examples(
-    store: Store, run_id: int, target: str, *, per_cell: int, informative: bool = False
+    store: Store,
+    run_targets: list[tuple[int, str]],
+    *,
+    per_cell: int,
+    informative: bool = False,
 ) -> pl.DataFrame:
-    """`queries/cell_examples.sql` for every cell of one run and target."""
-    params = {"run_id": run_id, "target": target, "per_cell": per_cell}
+    """`queries/cell_examples.sql` for every cell of each (run, target), on one connection."""
+    query = get_query("cell_examples")
     with store.connect(read_only=True) as conn:
-        return run_query(conn, get_query("cell_examples"), {**params, "informative": informative})
+        frames = [
+            run_query(
+                conn,
+                query,
+                {
+                    "run_id": run_id,
+                    "target": target,
+                    "per_cell": per_cell,
+                    "informative": informative,
+                },
+            )
+            for run_id, target in run_targets
+        ]
+    return pl.concat(frames) if frames else pl.DataFrame()
 
 
 def report_runs(
@@ -150,12 +167,9 @@ def report_runs(
     scored = pl.concat(frames) if frames else pl.DataFrame()
     table = component_facets(scored, heads_position) if frames else pl.DataFrame()
     per_cell = examples_per_cell(table.height)
-    samples = [
-        cell_examples(store, run_id, target, per_cell=per_cell, informative=informative)
-        for run_id in run_ids
-        for target in scores_targets(scored, run_id)
-    ]
-    examples = CellExamples.from_frame(pl.concat(samples) if samples else pl.DataFrame(), per_cell)
+    run_targets = [(run_id, t) for run_id in run_ids for t in scores_targets(scored, run_id)]
+    samples = cell_examples(store, run_targets, per_cell=per_cell, informative=informative)
+    examples = CellExamples.from_frame(samples, per_cell)
     logprobs, notes = [], {}
     for run_id in run_ids:
         if not scores_targets(scored, run_id):
