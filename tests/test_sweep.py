@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -17,15 +16,15 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from typer.testing import CliRunner
 
 from addpatch.errors import BadInput, ModelNotFound
 from addpatch.store.store import Store
 from addpatch.store.verify import verify_store
 from addpatch.sweep.driver import SweepSpec, run_sweep
 from addpatch.sweep.executors import LocalExecutor, RayExecutor
-from cli.main import bare_option_values, main
+from cli.main import app, bare_option_values, main
 
-ADDPATCH = str(Path(sys.executable).parent / "addpatch")
 SPEC = SweepSpec(
     models=["tiny-adder-digits", "tiny-adder-chunks"],
     digits=[2],
@@ -153,10 +152,11 @@ def test_ray_sweep_with_a_killed_worker_stores_the_rows_of_the_local_sweep(local
         target=_kill_first_patch_worker, args=(root / "outputs", stop, killed), daemon=True
     )
     killer.start()
-    # one task per run holding all 6 batches, so the kill lands in the middle of a task
-    done = subprocess.run(
+    # one task per run holding all 6 batches, so the kill lands in the middle of a task; the
+    # driver runs in this process (Ray's workers are processes of their own, as on a cluster)
+    done = CliRunner().invoke(
+        app,
         [
-            ADDPATCH,
             "sweep",
             "--models",
             ",".join(SPEC.models),
@@ -175,19 +175,16 @@ def test_ray_sweep_with_a_killed_worker_stores_the_rows_of_the_local_sweep(local
             "--ray",
             "--interventions-only",
         ],
-        capture_output=True,
-        text=True,
-        timeout=900,
     )
     stop.set()
     killer.join()
-    assert done.returncode == 0, done.stderr
-    planned = re.findall(r"run \d+, (\d+) of (\d+) batches to patch", done.stdout)
-    assert len(planned) == len(SPEC.models) and all(int(k) > 0 for k, _ in planned), done.stdout
+    assert done.exit_code == 0, done.output
+    planned = re.findall(r"run \d+, (\d+) of (\d+) batches to patch", done.output)
+    assert len(planned) == len(SPEC.models) and all(int(k) > 0 for k, _ in planned), done.output
     assert killed, "no patch task was running when the first batch file appeared"
     # --interventions-only: patched outputs and labels stored, scoring and the report left for
     # later (`addpatch score`, `addpatch report`)
-    assert "score with `addpatch score --run-id ID`" in done.stdout
+    assert "score with `addpatch score --run-id ID`" in done.output
     assert not (root / "reports").exists()
     assert _labels(root) == _labels(local_sweep[0])
     assert _rows(root) == _rows(local_sweep[0])
