@@ -4,6 +4,7 @@ half-written visible."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import re
@@ -18,18 +19,72 @@ from typer.testing import CliRunner
 
 from cli.main import app
 
-ADDPATCH = str(Path(sys.executable).parent / "addpatch")
 # one thread everywhere, so the killed processes and the in-process runs compute alike
 ARGS = ["run", "--size", "24", "--batch-size", "1", "--interventions-only", "--threads", "1"]
 
+# A fork server: one interpreter imports the CLI and PyTorch once, then forks a process per run
+# it is sent (a JSON argv per line; it answers the child's pid, then `done` once the child has
+# ended). Each run is a real process of its own, in its own session, that SIGKILL ends; only
+# the ~10 s of imports is not paid again per run.
+_FORK_SERVER = r"""
+import json, os, sys
+import addpatch.pipeline
+from cli.main import main
 
-def _start(store: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [ADDPATCH, *ARGS, "--store", str(store)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
+for line in sys.stdin:
+    pid = os.fork()
+    if pid == 0:
+        os.setsid()
+        null = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(null, 1)
+        os.dup2(null, 2)
+        sys.argv = ["addpatch", *json.loads(line)]
+        try:
+            main()
+            code = 0
+        except SystemExit as stop:
+            code = stop.code if isinstance(stop.code, int) else 1
+        os._exit(code)
+    print(pid, flush=True)
+    os.waitpid(pid, 0)
+    print("done", flush=True)
+"""
+
+
+class ForkServer:
+    def __init__(self) -> None:
+        self._server = subprocess.Popen(
+            [sys.executable, "-c", _FORK_SERVER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+
+    def start(self, args: list[str]) -> int:
+        """Fork a process running `addpatch ARGS`; its pid (also its process group)."""
+        assert self._server.stdin is not None and self._server.stdout is not None
+        self._server.stdin.write(json.dumps(args) + "\n")
+        self._server.stdin.flush()
+        return int(self._server.stdout.readline())
+
+    def wait(self) -> None:
+        """Until the last process started has ended (and been reaped)."""
+        assert self._server.stdout is not None
+        assert self._server.stdout.readline().strip() == "done"
+
+    def close(self) -> None:
+        assert self._server.stdin is not None
+        self._server.stdin.close()
+        self._server.wait(timeout=60)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][0] != "Z"
 
 
 def _batch_files(store: Path) -> int:
@@ -61,21 +116,25 @@ def test_killed_runs_resume_to_the_uninterrupted_result(tmp_path):
     store = tmp_path / "killed"
     rng = random.Random(7)
     kills = 0
-    for attempt in range(4):
-        process = _start(store)
-        if attempt == 0:  # while it starts up: imports, model, store creation
-            time.sleep(rng.uniform(0.5, 3.0))
-        else:  # while it patches: just after it has stored one more batch
-            before = _batch_files(store)
-            deadline = time.monotonic() + 300
-            while process.poll() is None and _batch_files(store) <= before:
-                assert time.monotonic() < deadline, "the run stored no batch in 300 s"
-                time.sleep(0.01)
-            time.sleep(rng.uniform(0.0, 0.02))
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            kills += 1
-        process.wait()
+    server = ForkServer()
+    try:
+        for attempt in range(4):
+            pid = server.start([*ARGS, "--store", str(store)])
+            if attempt == 0:  # while it starts up: model, store creation
+                time.sleep(rng.uniform(0.05, 1.0))
+            else:  # while it patches: just after it has stored one more batch
+                before = _batch_files(store)
+                deadline = time.monotonic() + 300
+                while _alive(pid) and _batch_files(store) <= before:
+                    assert time.monotonic() < deadline, "the run stored no batch in 300 s"
+                    time.sleep(0.01)
+                time.sleep(rng.uniform(0.0, 0.02))
+            if _alive(pid):
+                os.killpg(pid, signal.SIGKILL)
+                kills += 1
+            server.wait()
+    finally:
+        server.close()
     assert kills >= 3  # the run really was interrupted, mid-patching too
     assert _batch_files(store) > 0
     final = CliRunner().invoke(app, [*ARGS, "--store", str(store)])

@@ -81,10 +81,11 @@ PROMPT_VARIANTS = [
 ]
 
 
-@pytest.fixture
-def variant_store(tmp_path) -> tuple[Store, list[int]]:
-    """One store holding a dataset of every prompt variant (same kind, K, D, size and seed)."""
-    store = Store.open(tmp_path / "variants", create=True)
+@pytest.fixture(scope="module")
+def variant_store(tmp_path_factory) -> tuple[Store, list[int]]:
+    """One store holding a dataset of every prompt variant (same kind, K, D, size and seed);
+    tests read it, and the one that edits it edits a copy."""
+    store = Store.open(tmp_path_factory.mktemp("variants") / "store", create=True)
     ids = []
     for variant in PROMPT_VARIANTS:
         for kind in ("random", "one_digit"):
@@ -177,10 +178,12 @@ def test_reload_keeps_the_python_api_prefix(tmp_path):
     assert all(p.base.prompt.startswith("Q: ") and p.base.prompt.endswith(" A:") for p in pairs)
 
 
-def test_reload_refuses_a_prompt_it_cannot_reproduce(variant_store):
+def test_reload_refuses_a_prompt_it_cannot_reproduce(variant_store, tmp_path):
     from addpatch.errors import StoreError
 
-    store, ids = variant_store
+    shared, ids = variant_store
+    shutil.copytree(shared.root, tmp_path / "edited")
+    store = Store.open(tmp_path / "edited")
     with store.connect() as conn:
         conn.execute(
             "UPDATE examples SET base_prompt = 'edited' WHERE dataset_id = ? AND example_id = 0",
