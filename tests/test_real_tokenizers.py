@@ -26,8 +26,10 @@ FOUR_DIGIT_EDGES = [1000, 1001, 1010, 1099, 1100, 1234, 2024, 4321, 5000, 5555, 
 
 
 @cache
+@cache
 def real_tokenizer(name: str) -> PreTrainedTokenizerBase:
-    """A real tokenizer as addpatch loads one (fetched into the cache the first time)."""
+    """A real tokenizer as addpatch loads one (fetched into the cache the first time); loaded
+    once per process (Gemma's 262k-token vocabulary takes seconds), and never changed by tests."""
     tokenizer = AutoTokenizer.from_pretrained(
         tokenizer_dir(name), clean_up_tokenization_spaces=False
     )
