@@ -6,6 +6,8 @@ import os
 
 import pytest
 import torch
+import typer
+import typer.testing
 from transformers import (
     AutoModelForCausalLM,
     Gemma2Config,
@@ -22,6 +24,22 @@ from transformers import (
 
 from addpatch.caches import CACHE_ENV
 from addpatch.models.tiny_tokenizers import build_tokenizer
+
+_build_command = typer.testing._get_command
+_built_commands: dict[tuple[int, int, int], object] = {}
+
+
+def _command_built_once(app: typer.Typer):
+    """typer's CliRunner builds the click command from the app on every `invoke` (~35 ms: it
+    reads every command's signature and type hints); the suite invokes the app hundreds of
+    times, so each app's command is built once (click commands are made to be invoked again)."""
+    key = (id(app), len(app.registered_commands), len(app.registered_groups))
+    if key not in _built_commands:
+        _built_commands[key] = _build_command(app)
+    return _built_commands[key]
+
+
+typer.testing._get_command = _command_built_once
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `make test` runs one pytest worker per core: one torch thread each, so two workers' matrix
