@@ -5,25 +5,14 @@ from __future__ import annotations
 import os
 
 import pytest
-import torch
 import typer
 import typer.testing
-from transformers import (
-    AutoModelForCausalLM,
-    Gemma2Config,
-    Gemma3Config,
-    Gemma3TextConfig,
-    GPT2Config,
-    GPTNeoXConfig,
-    LlamaConfig,
-    MistralConfig,
-    Olmo2Config,
-    Qwen2Config,
-    Qwen3Config,
-)
 
 from addpatch.caches import CACHE_ENV
-from addpatch.models.tiny_tokenizers import build_tokenizer
+
+# PyTorch and transformers are imported where they are used, not here: every pytest process
+# loads this file first, the xdist controller too, which runs no test and would wait ~7 s for
+# them before starting its workers
 
 _build_command = typer.testing._get_command
 _built_commands: dict[tuple[int, int, int], object] = {}
@@ -42,6 +31,8 @@ def _command_built_once(app: typer.Typer):
 typer.testing._get_command = _command_built_once
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
+    import torch
+
     # `make test` runs one pytest worker per core: one torch thread each, so two workers' matrix
     # products do not fight over the same cores (subprocesses a test starts keep the default)
     torch.set_num_threads(1)
@@ -68,6 +59,19 @@ def _common(tokenizer) -> dict:
 
 def tiny_config(family: str, tokenizer):
     """A 2-layer random-init config of each supported architecture (no downloads)."""
+    from transformers import (
+        Gemma2Config,
+        Gemma3Config,
+        Gemma3TextConfig,
+        GPT2Config,
+        GPTNeoXConfig,
+        LlamaConfig,
+        MistralConfig,
+        Olmo2Config,
+        Qwen2Config,
+        Qwen3Config,
+    )
+
     common = _common(tokenizer)
     rope = {
         "hidden_size": 32,
@@ -149,6 +153,11 @@ FAMILIES = [
 
 
 def tiny_model(family: str, grouping: str = "digits", seed: int = 0):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from addpatch.models.tiny_tokenizers import build_tokenizer
+
     tokenizer = build_tokenizer(grouping)  # type: ignore[arg-type]
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(tiny_config(family, tokenizer)).eval()
