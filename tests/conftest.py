@@ -31,10 +31,12 @@ def _command_built_once(app: typer.Typer):
 typer.testing._get_command = _command_built_once
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one pytest worker per core: one torch thread each, so two workers' matrix
+    # products do not fight over the same cores; the processes a test starts (`addpatch run`,
+    # Ray's workers) inherit the one thread through the environment
+    os.environ["OMP_NUM_THREADS"] = "1"
     import torch
 
-    # `make test` runs one pytest worker per core: one torch thread each, so two workers' matrix
-    # products do not fight over the same cores (subprocesses a test starts keep the default)
     torch.set_num_threads(1)
 
 

@@ -12,6 +12,7 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -22,7 +23,7 @@ from addpatch.errors import BadInput, ModelNotFound
 from addpatch.store.store import Store
 from addpatch.store.verify import verify_store
 from addpatch.sweep.driver import SweepSpec, run_sweep
-from addpatch.sweep.executors import LocalExecutor, RayExecutor
+from addpatch.sweep.executors import LocalExecutor, LocalTicket, RayExecutor
 from cli.main import app, bare_option_values, main
 
 SPEC = SweepSpec(
@@ -75,6 +76,9 @@ def _duplicates(store: Path) -> int:
         conn.close()
 
 
+RAY_MODEL = SPEC.models[0]
+
+
 @pytest.fixture(scope="module")
 def local_sweep(tmp_path_factory) -> tuple[Path, list]:
     root = tmp_path_factory.mktemp("local") / "store"
@@ -125,6 +129,39 @@ def test_rerun_of_a_sweep_submits_nothing(local_sweep):
     assert _rows(root) == before
 
 
+@dataclass
+class LastFirstExecutor(LocalExecutor):
+    """Runs the task submitted last first: the runs' tasks finish out of the order the driver
+    submitted them in, as on a cluster."""
+
+    ran: list[tuple[str, str]] = field(default_factory=list)  # (task, model) in order run
+
+    def next_done(self, tickets: list[LocalTicket]) -> LocalTicket:
+        waiting = [t for t in self.queue if t in tickets]
+        if waiting and not any(t.done for t in tickets):
+            self.queue.remove(waiting[-1])
+            self.queue.insert(0, waiting[-1])
+            self.last_spec = waiting[-1].spec
+            self.ran.append((waiting[-1].fn.__name__, waiting[-1].spec.model))
+        return super().next_done(tickets)
+
+
+def test_tasks_finishing_in_any_order_store_the_rows_of_the_local_sweep(local_sweep, tmp_path):
+    """Two models' runs whose tasks finish last-submitted first (the two answer tasks, then the
+    patch tasks, in reverse): the same rows and labels as the sweep that ran them in order."""
+    store = Store.open(tmp_path / "s", create=True)
+    executor = LastFirstExecutor()
+    with store.writer():
+        results = run_sweep(store, SPEC, executor)
+    assert [r.model for r in results] == [r.model for r in local_sweep[1]]
+    # the second model's answers came back before the first's
+    answered = [model for task, model in executor.ran if task == "answer_task"]
+    assert answered == [r.model for r in reversed(results)], executor.ran
+    assert _rows(store.root) == _rows(local_sweep[0])
+    assert _labels(store.root) == _labels(local_sweep[0])
+    assert _duplicates(store.root) == 0
+
+
 def _kill_first_patch_worker(outputs: Path, stop: threading.Event, killed: list[int]) -> None:
     """Once a batch file exists, SIGKILL the Ray workers that are running patch tasks."""
     while not stop.is_set() and not killed:
@@ -145,21 +182,22 @@ def _kill_first_patch_worker(outputs: Path, stop: threading.Event, killed: list[
 def test_ray_sweep_with_a_killed_worker_stores_the_rows_of_the_local_sweep(local_sweep, tmp_path):
     """`addpatch sweep --ray --interventions-only` end to end (one Ray instance for the suite's
     Ray checks): a patch worker SIGKILLed mid-task is retried, and the store ends with exactly
-    the local sweep's rows and labels, no duplicate, every registered file whole."""
+    the local sweep's rows and labels for the model, no duplicate, every registered file whole.
+    (Runs of several models finishing in any order: `test_tasks_finishing_in_any_order_...`.)"""
     root = tmp_path / "killed"
     stop, killed = threading.Event(), []
     killer = threading.Thread(
         target=_kill_first_patch_worker, args=(root / "outputs", stop, killed), daemon=True
     )
     killer.start()
-    # one task per run holding all 6 batches, so the kill lands in the middle of a task; the
+    # one task holding all 6 batches, so the kill lands in the middle of a task; the
     # driver runs in this process (Ray's workers are processes of their own, as on a cluster)
     done = CliRunner().invoke(
         app,
         [
             "sweep",
             "--models",
-            ",".join(SPEC.models),
+            RAY_MODEL,
             "--digits",
             "2",
             "--size",
@@ -180,14 +218,16 @@ def test_ray_sweep_with_a_killed_worker_stores_the_rows_of_the_local_sweep(local
     killer.join()
     assert done.exit_code == 0, done.output
     planned = re.findall(r"run \d+, (\d+) of (\d+) batches to patch", done.output)
-    assert len(planned) == len(SPEC.models) and all(int(k) > 0 for k, _ in planned), done.output
+    assert len(planned) == 1 and all(int(k) > 0 for k, _ in planned), done.output
     assert killed, "no patch task was running when the first batch file appeared"
     # --interventions-only: patched outputs and labels stored, scoring and the report left for
     # later (`addpatch score`, `addpatch report`)
     assert "score with `addpatch score --run-id ID`" in done.output
     assert not (root / "reports").exists()
-    assert _labels(root) == _labels(local_sweep[0])
-    assert _rows(root) == _rows(local_sweep[0])
+    # the dataset is shared by both models' runs; this model's run labels its own targets
+    [targets] = [r.targets for r in local_sweep[1] if r.model == RAY_MODEL]
+    assert _labels(root) == [row for row in _labels(local_sweep[0]) if row[1] in targets]
+    assert _rows(root) == [r for r in _rows(local_sweep[0]) if r[0] == RAY_MODEL]
     assert _duplicates(root) == 0
     # every registered file is whole; what the killed worker left half-written is only an orphan
     check = verify_store(Store.open(root), repair=True)
