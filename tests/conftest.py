@@ -168,14 +168,21 @@ def tiny_model(family: str, grouping: str = "digits", seed: int = 0):
 
 # the modules whose tests take longest start first, so that with one worker per core (`make test`)
 # the suite does not end with one worker alone on a long module
-LONGEST_FIRST = (
+LONGEST_FIRST = (  # by their time in `pytest --durations=0`, longest first
     "test_real_weights.py",
     "test_sweep.py",
-    "test_concurrency.py",
-    "test_interrupted_runs.py",
     "test_real_models.py",
     "test_cli.py",
+    "test_failure_injection.py",
+    "test_prompts.py",
+    "test_interrupted_runs.py",
     "test_failure_examples.py",
+    "test_concurrency.py",
+    "test_bad_input.py",
+    "test_components.py",
+    "test_cli_components.py",
+    "test_real_tokenizers.py",
+    "test_engine.py",
 )
 
 
