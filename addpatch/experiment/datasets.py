@@ -119,14 +119,9 @@ def create_dataset(
     return DatasetInfo(dataset_id, name, kind, task, size, seed, options, created=True)
 
 
-def dataset_task(store: Store, dataset_id: int) -> AdditionTask:
-    """The task a stored dataset was generated for, with its prompt settings."""
-    with store.connect(read_only=True) as conn:
-        return read_dataset_task(conn, dataset_id)
-
-
-def read_dataset_task(conn: duckdb.DuckDBPyConnection, dataset_id: int) -> AdditionTask:
-    """`dataset_task` on an open catalog connection."""
+def dataset_task(conn: duckdb.DuckDBPyConnection, dataset_id: int) -> AdditionTask:
+    """The task a stored dataset was generated for, with its prompt settings (read on an open
+    catalog connection)."""
     meta = catalog.dataset_prompt(conn=conn, dataset_id=dataset_id)
     return AdditionTask(
         num_addends=meta["num_addends"],
@@ -150,7 +145,7 @@ def load_pairs(
     written by a version that did not record how it built its prompts).
     """
     with store.connect(read_only=True) as conn:
-        task = read_dataset_task(conn, dataset_id)
+        task = dataset_task(conn, dataset_id)
         options = catalog.dataset_options(conn=conn, dataset_id=dataset_id)
         rows = catalog.dataset_examples(conn=conn, dataset_id=dataset_id)
     width = options.get("num_digits", task.num_digits)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from addpatch.experiment.datasets import load_pairs, read_dataset_task
+from addpatch.experiment.datasets import dataset_task, load_pairs
 from addpatch.store import catalog
 from addpatch.store.store import Store
 from addpatch.task.addition import AdditionModel, AdditionTask
@@ -15,7 +15,7 @@ from addpatch.task.labels import label_many, resolve_target
 def ensure_labels(store: Store, dataset_id: int, targets: list[str]) -> list[str]:
     """Store labels for any of `targets` the dataset lacks; returns the canonical target texts."""
     with store.connect(read_only=True) as conn:
-        task = read_dataset_task(conn, dataset_id)
+        task = dataset_task(conn, dataset_id)
         have = catalog.labelled_targets(conn=conn, dataset_id=dataset_id)
     resolved = [(target, *resolve_target(task, target)) for target in targets]
     canonical = [text for _, _, text in resolved]
