@@ -8,7 +8,6 @@ runner sees the exit code and stderr a user sees); one case goes through the ins
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 import sys
@@ -19,16 +18,9 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
+from tests.store_files import store_snapshot
 
 ADDPATCH = str(Path(sys.executable).parent / "addpatch")
-
-
-def _snapshot(root: Path) -> dict[str, str]:
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 @pytest.fixture(scope="module")
@@ -94,20 +86,20 @@ CASES = [
 @pytest.mark.parametrize(("args", "message"), CASES, ids=[" ".join(a) for a, _ in CASES])
 def test_bad_input_leaves_the_store_unchanged(store, model_dirs, args, message):
     args = [a.format(**model_dirs) for a in args]
-    before = _snapshot(store)
+    before = store_snapshot(store)
     result = CliRunner().invoke(app, [*args, "--store", str(store)])
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.exit_code == 1, result.stdout + result.stderr
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
     assert message in lines[0]
-    assert _snapshot(store) == before
+    assert store_snapshot(store) == before
 
 
 def test_installed_console_script_gives_the_same_one_line_error(store, tmp_path):
     """The one real process of this file: the installed `addpatch` script, a fresh interpreter
     (import-time warnings, logging handlers bound to the real stderr, the exit code Python
     returns), on a case that reads the model's config before it fails."""
-    before = _snapshot(store)
+    before = store_snapshot(store)
     result = subprocess.run(
         [ADDPATCH, "run", "--layers", "99", "--store", str(store)],
         capture_output=True,
@@ -118,7 +110,7 @@ def test_installed_console_script_gives_the_same_one_line_error(store, tmp_path)
     assert result.returncode == 1, result.stdout + result.stderr
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
     assert "is outside -1.." in lines[0]
-    assert _snapshot(store) == before
+    assert store_snapshot(store) == before
 
 
 def _copy(store: Path, tmp_path: Path) -> Path:
@@ -138,10 +130,10 @@ def test_corrupt_parquet_file_names_verify(store, tmp_path):
     copy = _copy(store, tmp_path)
     damaged = next((copy / "outputs").rglob("*.parquet"))
     damaged.write_bytes(b"not parquet")
-    before = _snapshot(copy)
+    before = store_snapshot(copy)
     line = _one_error(["score", "--targets", "C_1", "--store", str(copy)])
     assert "addpatch store verify" in line
-    assert _snapshot(copy) == before
+    assert store_snapshot(copy) == before
 
 
 def test_store_at_another_revision_is_refused(store, tmp_path):
@@ -149,22 +141,22 @@ def test_store_at_another_revision_is_refused(store, tmp_path):
     conn = duckdb.connect(str(copy / "catalog.duckdb"))
     conn.execute("UPDATE alembic_version SET version_num = '9999'")
     conn.close()
-    before = _snapshot(copy)
+    before = store_snapshot(copy)
     line = _one_error(["score", "--store", str(copy)])
     assert "upgrade addpatch" in line
-    assert _snapshot(copy) == before
+    assert store_snapshot(copy) == before
 
 
 def test_read_only_store_directory(store, tmp_path):
     copy = _copy(store, tmp_path)
-    before = _snapshot(copy)
+    before = store_snapshot(copy)
     subprocess.run(["chattr", "-R", "+i", str(copy)], check=True)  # read-only, even for root
     try:
         line = _one_error(["run", "--size", "12", "--store", str(copy)])
         assert "read-only" in line and "writable --store" in line
     finally:
         subprocess.run(["chattr", "-R", "-i", str(copy)], check=True)
-    assert _snapshot(copy) == before
+    assert store_snapshot(copy) == before
 
 
 def test_tokenizer_that_cannot_place_a_digit(store, tmp_path):
@@ -188,7 +180,7 @@ def test_tokenizer_that_cannot_place_a_digit(store, tmp_path):
     model_dir = tmp_path / "digit-blind"
     LlamaForCausalLM(config).save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
-    before = _snapshot(store)
+    before = store_snapshot(store)
     line = _one_error(["run", "--model", str(model_dir), "--store", str(store)])
     assert "gives no token for digit" in line
-    assert _snapshot(store) == before
+    assert store_snapshot(store) == before

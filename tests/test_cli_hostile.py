@@ -8,7 +8,6 @@ the app's top-level group, so the runner sees exactly what a user sees.
 
 from __future__ import annotations
 
-import hashlib
 import typing
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ import typer
 from typer.testing import CliRunner
 
 from cli.main import app
+from tests.store_files import store_snapshot
 
 # A value for each required parameter, so that the hostile value is what the command meets.
 REQUIRED = {"models": "tiny-adder-digits", "statement": "SELECT 1"}
@@ -32,14 +32,6 @@ ANY_VALUE = {("store", "path", "store")} | {
 }
 NUMBER_VALUES = ["abc", "2,,3", "-1", "99999999999999999999", "1.5"]
 TEXT_VALUES = ["", "C_9[/]", "[red]x[/red]", "o'brien\"; DROP TABLE runs; --"]
-
-
-def _snapshot(root: Path) -> dict[str, str]:
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 def _commands(group, path: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], object]]:
@@ -111,7 +103,7 @@ def test_hostile_values_for_every_option_of_every_command(store, tmp_path, monke
     a_dir = tmp_path / "a-dir"
     a_dir.mkdir()
     paths = {"file": a_file, "dir": a_dir}
-    before = _snapshot(store)
+    before = store_snapshot(store)
     cases = list(_cases(paths))
     swept = {case.split("=")[0] for _, case in cases}
     assert {"run seed", "sweep batch_size", "score top", "sql statement", "store verify store"} <= (
@@ -133,5 +125,5 @@ def test_hostile_values_for_every_option_of_every_command(store, tmp_path, monke
         if problems:
             failures.append(f"{case}: {', '.join(problems)}")
     assert not failures, "\n".join(failures)
-    assert _snapshot(store) == before
+    assert store_snapshot(store) == before
     assert not list(tmp_path.glob("**/x.csv"))  # no output written either

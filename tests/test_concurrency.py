@@ -7,6 +7,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.store_files import store_snapshot
+
 ADDPATCH = str(Path(sys.executable).parent / "addpatch")
 
 
@@ -19,12 +21,6 @@ HOLD_WRITER_LOCK = (
     "    print('held', flush=True)\n"
     "    sys.stdin.read()\n"
 )
-
-
-def _snapshot(root: Path) -> dict[str, bytes]:
-    return {
-        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
-    }
 
 
 def test_second_writer_is_refused_and_readers_keep_working(tmp_path):
@@ -48,13 +44,13 @@ def test_second_writer_is_refused_and_readers_keep_working(tmp_path):
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline() == "held\n"
-        before = _snapshot(store)
+        before = store_snapshot(store)
         second = CliRunner().invoke(app, ["run", "--size", "8", "--store", str(store)])
         assert second.exit_code == 1
         lines = [line for line in second.stderr.splitlines() if line.strip()]
         assert len(lines) == 1, lines
         assert f"is being written by addpatch pid {holder.pid}" in lines[0]
-        assert _snapshot(store) == before  # the refused writer wrote nothing
+        assert store_snapshot(store) == before  # the refused writer wrote nothing
         reader = CliRunner().invoke(
             app, ["query", "keep_rates", "--format", "csv", "--store", str(store)]
         )

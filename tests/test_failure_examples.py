@@ -3,7 +3,6 @@ names the fix, nothing written by a failing command, and recovery paths that wor
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import subprocess
@@ -15,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
+from tests.store_files import store_snapshot
 
 RUN = [
     "run", "--size", "16", "--batch-size", "4", "--layers", "-1,0", "--positions", "digits",
@@ -32,14 +32,6 @@ def _one_error(result, code: int = 1) -> str:
     assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
     assert "Traceback" not in result.output
     return lines[0]
-
-
-def _snapshot(root: Path) -> dict[str, str]:
-    return {
-        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(root.rglob("*"))
-        if p.is_file()
-    }
 
 
 def _rows(store: Path) -> list[tuple]:
@@ -121,7 +113,7 @@ def test_numbers_out_of_range_are_refused_before_the_store_exists(args, text, tm
 def test_output_paths_are_checked_before_writing(store_copy, tmp_path):
     a_file = tmp_path / "a-file"
     a_file.write_text("x")
-    before = _snapshot(store_copy)
+    before = store_snapshot(store_copy)
     store = ["--store", str(store_copy)]
     assert "is a file" in _one_error(_invoke("report", "--out", str(a_file), *store))
     assert "does not exist" in _one_error(
@@ -134,7 +126,7 @@ def test_output_paths_are_checked_before_writing(store_copy, tmp_path):
     assert "is a file" in _one_error(
         _invoke("model", "train-tiny", "--out", str(a_file), "--steps", "1")
     )
-    assert _snapshot(store_copy) == before
+    assert store_snapshot(store_copy) == before
 
 
 @pytest.mark.parametrize(
@@ -148,9 +140,9 @@ def test_output_paths_are_checked_before_writing(store_copy, tmp_path):
     ],
 )
 def test_small_bad_inputs(store_copy, args, text):
-    before = _snapshot(store_copy)
+    before = store_snapshot(store_copy)
     assert text in _one_error(_invoke(*args, "--store", str(store_copy)))
-    assert _snapshot(store_copy) == before
+    assert store_snapshot(store_copy) == before
 
 
 def test_train_tiny_refuses_a_negative_step_count(tmp_path):
@@ -246,7 +238,7 @@ def test_a_store_path_with_an_apostrophe_works(tmp_path):
 
 def test_sql_cannot_write_files(store_copy):
     batch = next((store_copy / "outputs").rglob("*.parquet"))
-    before = _snapshot(store_copy)
+    before = store_snapshot(store_copy)
     for statement in (
         f"COPY (SELECT 1 AS x) TO '{batch}' (FORMAT parquet)",
         f"EXPORT DATABASE '{store_copy / 'exported'}'",
@@ -255,17 +247,17 @@ def test_sql_cannot_write_files(store_copy):
     ):
         line = _one_error(_invoke("sql", statement, "--store", str(store_copy)))
         assert "read-only" in line or "one SQL statement" in line
-    assert _snapshot(store_copy) == before
+    assert store_snapshot(store_copy) == before
 
 
 def test_a_valid_empty_catalog_is_never_deleted(tmp_path):
     store = tmp_path / "s"
     store.mkdir()
     duckdb.connect(str(store / "catalog.duckdb")).close()  # a DuckDB file with no table
-    before = _snapshot(store)
+    before = store_snapshot(store)
     for command in (["score"], ["run", "--size", "8"]):
         assert "not an addpatch catalog" in _one_error(_invoke(*command, "--store", str(store)))
-    assert _snapshot(store) == before
+    assert store_snapshot(store) == before
 
 
 def test_an_interrupted_creation_is_finished_by_the_next_writer(tmp_path):
