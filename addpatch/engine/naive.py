@@ -24,6 +24,7 @@ from transformers.generation.utils import GenerateDecoderOnlyOutput
 from addpatch.engine.architecture import DecoderStack, find_decoder
 from addpatch.engine.forward import left_pad
 from addpatch.engine.patching import TOP_K, PromptPair
+from addpatch.engine.positions import PromptLayout
 
 
 class NaiveAnswer(NamedTuple):
@@ -58,9 +59,9 @@ def naive_patch(
     component: str = "resid",
     head: int | None = None,
 ) -> NaiveAnswer | None:
-    """Patched greedy answer of one example and cell; None when the prompt has no such
-    position."""
-    if pair.base.index(name) is None or pair.counterfactual.index(name) is None:
+    """Patched greedy answer of one example and cell (`name` a position or a unit like
+    `a1.d0+last`); None when the prompt has no such position."""
+    if pair.base.indices(name) is None or pair.counterfactual.indices(name) is None:
         return None
     [answer] = naive_patch_batch(
         model, tokenizer, [pair], layer, name, max_new_tokens, component, head
@@ -189,6 +190,7 @@ def naive_patch_batch(
     counterfactual activation (from `cache`, or a counterfactual forward of its own), then a
     hooked `generate` over the batch (left-padded).
 
+    A unit (`a1.d0+last`) is patched at all its positions by the one hook, in the same forward.
     Per example: answer tokens cut at EOS, the top-k ids and log-probs of the first step, and
     those of the first step whose generated token's text holds a digit.
     """
@@ -197,9 +199,20 @@ def naive_patch_batch(
     pad = tokenizer.pad_token_id
     _, _, cf_pads = left_pad([p.counterfactual.token_ids for p in pairs], pad, device)
     base_ids, base_mask, base_pads = left_pad([p.base.token_ids for p in pairs], pad, device)
-    rows = torch.arange(len(pairs), device=device)
-    cf_at = torch.tensor([cf_pads[i] + p.counterfactual.aliases[name] for i, p in enumerate(pairs)])
-    base_at = torch.tensor([base_pads[i] + p.base.aliases[name] for i, p in enumerate(pairs)])
+    rows = torch.arange(len(pairs), device=device)[:, None]  # (batch, 1)
+
+    def padded(layout: PromptLayout, offset: int) -> list[int]:
+        indices = layout.indices(name)
+        assert indices is not None, f"{name} is not in {layout.tokens}"
+        return [offset + index for index in indices]
+
+    # (batch, parts): every position of the unit (one for a single position)
+    cf_at = torch.tensor(
+        [padded(p.counterfactual, cf_pads[i]) for i, p in enumerate(pairs)], device=device
+    )
+    base_at = torch.tensor(
+        [padded(p.base, base_pads[i]) for i, p in enumerate(pairs)], device=device
+    )
     if cache is None:
         hidden = counterfactual_run(model, pad, pairs, [layer], component)[layer]
     else:
@@ -212,14 +225,14 @@ def naive_patch_batch(
         head_dim = width // model.config.get_text_config().num_attention_heads
         return slice(head * head_dim, (head + 1) * head_dim)
 
-    vectors = hidden[rows, cf_at][:, columns(hidden.shape[-1])]  # (batch, patched width)
+    vectors = hidden[rows, cf_at][..., columns(hidden.shape[-1])]  # (batch, parts, width)
 
     def patch(hidden: torch.Tensor) -> torch.Tensor | None:
         if hidden.shape[1] == 1:  # generated tokens are not patched
             return None
         hidden = hidden.clone()
         patched = hidden[rows, base_at]
-        patched[:, columns(hidden.shape[-1])] = vectors
+        patched[..., columns(hidden.shape[-1])] = vectors
         hidden[rows, base_at] = patched
         return hidden
 

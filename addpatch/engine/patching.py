@@ -7,9 +7,11 @@ For a batch of (base, counterfactual) prompts the engine
   3. for each cell (layer L, named position p): takes the base stream after layer L from the
      first patched token on, puts the counterfactual's vector at p, and runs only layers L+1..
      over only the tokens from p on; earlier tokens and layers come from the base run's cache.
-     The answer is then generated greedily with that cache.
-Rows whose counterfactual prompt equals the base prompt up to p cannot change: they take the
-base answer without any compute. Layer -1 is the embedding output (the stream entering layer 0).
+     The answer is then generated greedily with that cache. A unit of several positions
+     (`a1.d0+last`) puts the counterfactual's vector at each of them and runs from the
+     earliest on.
+Rows whose counterfactual prompt equals the base prompt up to p (a unit's latest position)
+cannot change: they take the base answer without any compute. Layer -1 is the embedding output (the stream entering layer 0).
 
 Each output keeps the top-k log-probabilities of two answer steps: the first (`top_ids`,
 `top_logprobs`), and the first whose greedy token carries a digit (`digit_step`, counted from
@@ -337,18 +339,23 @@ class PatchEngine:
     def _cell_rows(
         self, pairs: list[PromptPair], base: _Run, counterfactual: _Run, name: str
     ) -> _CellRows:
-        """Which rows have the position, and which of those can change at all."""
+        """Which rows have the position (every position of a unit), and which of those can
+        change at all."""
         cell = _CellRows()
         for row, pair in enumerate(pairs):
-            b, c = pair.base.index(name), pair.counterfactual.index(name)
+            b, c = pair.base.indices(name), pair.counterfactual.indices(name)
             if b is None or c is None:
                 continue  # this prompt has no such position: no output for the cell
-            if b == c and pair.base.token_ids[: b + 1] == pair.counterfactual.token_ids[: c + 1]:
-                cell.unchanged.append(row)  # same prefix: the same vector, the base's answer
+            latest = max(b)  # a unit's vectors are all the same when the prompts agree up to it
+            if (
+                b == c
+                and pair.base.token_ids[: latest + 1] == pair.counterfactual.token_ids[: latest + 1]
+            ):
+                cell.unchanged.append(row)  # same prefix: the same vectors, the base's answer
                 continue
             cell.active.append(row)
-            cell.base_at.append(base.pad[row] + b)
-            cell.cf_at.append(counterfactual.pad[row] + c)
+            cell.base_at.append(tuple(base.pad[row] + i for i in b))
+            cell.cf_at.append(tuple(counterfactual.pad[row] + i for i in c))
         return cell
 
     def _patch_group(
@@ -438,7 +445,7 @@ class PatchEngine:
         assert base.cache is not None
         cell = chunk[0].cell
         rows = torch.tensor(cell.active, device=self.device)
-        start = min(cell.base_at)
+        start = min(min(at) for at in cell.base_at)  # a unit's earliest position
         count = len(chunk)
         attention = base.attention[rows].repeat(count, 1)  # (n R, T)
         for index, (keys, values) in enumerate(
@@ -491,15 +498,24 @@ class PatchEngine:
         self, base: _Run, counterfactual: _Run, component: str, unit: _Unit, start: int
     ) -> torch.Tensor:
         """The base run's output of the unit's layer from `start` on (R, q, d_model), with the
-        patched vector at each row's position."""
+        patched vector at each row's position (at each of a multi-position unit's positions).
+
+        A unit's positions are patched independently: layer L's input is the base's at every
+        position, so each patched vector of layer L depends on its own position only.
+        """
         cell, layer = unit.cell, unit.layer
         rows = torch.tensor(cell.active, device=self.device)
-        base_at = torch.tensor(cell.base_at, device=self.device)
-        cf_at = torch.tensor(cell.cf_at, device=self.device)
+        every_base_at = torch.tensor(cell.base_at, device=self.device)  # (R, parts)
+        every_cf_at = torch.tensor(cell.cf_at, device=self.device)  # (R, parts)
         hidden = base.hidden[layer + 1][rows, start:].clone()  # (R, q, d_model)
-        source = self._patched_vector(base, counterfactual, component, unit, rows, base_at, cf_at)
-        assert source.shape == (len(cell.active), hidden.shape[-1])  # (R, d_model)
-        hidden[torch.arange(len(cell.active), device=self.device), base_at - start] = source
+        arange = torch.arange(len(cell.active), device=self.device)
+        for part in range(every_base_at.shape[1]):
+            base_at, cf_at = every_base_at[:, part], every_cf_at[:, part]  # (R,) each
+            source = self._patched_vector(
+                base, counterfactual, component, unit, rows, base_at, cf_at
+            )
+            assert source.shape == (len(cell.active), hidden.shape[-1])  # (R, d_model)
+            hidden[arange, base_at - start] = source
         return hidden
 
     def _patched_vector(
@@ -592,7 +608,8 @@ def _groups(units: list[_Unit], max_rows: int) -> list[list[_Unit]]:
 
 @dataclass(frozen=True)
 class _Unit:
-    """One cell: a named position (its index), a layer and, for `heads`, a head."""
+    """One cell: a named position or multi-position unit (its index), a layer and, for `heads`,
+    a head."""
 
     position: int
     layer: int
@@ -603,6 +620,7 @@ class _Unit:
 @dataclass
 class _CellRows:
     active: list[int] = field(default_factory=list)  # rows to patch
-    base_at: list[int] = field(default_factory=list)  # padded index of the position in the base
-    cf_at: list[int] = field(default_factory=list)  # padded index in the counterfactual
+    # padded index of each of the unit's positions (one for a single position), per active row
+    base_at: list[tuple[int, ...]] = field(default_factory=list)  # in the base
+    cf_at: list[tuple[int, ...]] = field(default_factory=list)  # in the counterfactual
     unchanged: list[int] = field(default_factory=list)  # rows answered by the base run

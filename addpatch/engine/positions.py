@@ -28,6 +28,10 @@ there is one).
 A token that overlaps an addend's digits belongs to that addend (a BPE token ` 23` holds the
 space and the number). Equal addends (`44 and 44`) are told apart by their character spans, not
 by searching for the text.
+
+A unit is several named positions joined by `+` (`a1.d0+last`), patched together: the
+counterfactual's vectors at all of them replace the base's in the same forward pass. It is
+listed, stored and scored as one position, named as written (docs/units.md).
 """
 
 from __future__ import annotations
@@ -229,6 +233,58 @@ class PromptLayout:
     def index(self, name: str) -> int | None:
         return self.aliases.get(name)
 
+    def indices(self, name: str) -> tuple[int, ...] | None:
+        """Token indices of every part of a unit (`a1.d0+last`), in the unit's order (a single
+        name: a 1-tuple); None when any part is not in this prompt."""
+        found = tuple(self.aliases.get(part) for part in unit_parts(name))
+        if any(index is None for index in found):
+            return None
+        return cast("tuple[int, ...]", found)
+
+
+UNIT_JOIN = "+"  # joins the positions of a unit: a1.d0+last
+
+
+def unit_parts(name: str) -> tuple[str, ...]:
+    """The position names of a unit in the order written (`a1.d0+last` -> ("a1.d0", "last"));
+    a single name is a unit of one."""
+    return tuple(part.strip() for part in name.split(UNIT_JOIN))
+
+
+def unit_text(layout: PromptLayout, name: str) -> str:
+    """The text of a unit's tokens, joined by `+` (a single position: its token's text)."""
+    indices = layout.indices(name)
+    assert indices is not None, name
+    return UNIT_JOIN.join(layout.tokens[i] for i in indices)
+
+
+def check_units(layouts: Iterable[PromptLayout], names: list[str]) -> None:
+    """BadInput when a unit of several positions names one that a prompt lacks, or names one
+    token twice (a unit must exist, whole, in every prompt; single positions may be missing
+    from some, which then have no output there)."""
+    units = [name for name in names if UNIT_JOIN in name]
+    if not units:
+        return
+    for layout in layouts:
+        for unit in units:
+            indices = layout.indices(unit)
+            if indices is None:
+                missing = next(p for p in unit_parts(unit) if layout.index(p) is None)
+                raise BadInput(
+                    f"unit {unit!r} names {missing!r}, which the prompt {_prompt(layout)!r} "
+                    "does not have; every prompt must have every position of a unit, so use "
+                    "positions all prompts share (e.g. a dataset of one width, or `last`)"
+                )
+            if len(set(indices)) < len(indices):
+                raise BadInput(
+                    f"unit {unit!r} names the same token twice in {_prompt(layout)!r}; name "
+                    "each token of a unit once"
+                )
+
+
+def _prompt(layout: PromptLayout) -> str:
+    return "".join(layout.tokens)
+
 
 def layout_prompt(
     tokenizer: PreTrainedTokenizerBase,
@@ -339,7 +395,8 @@ def resolve_position_set(which: str, task: object) -> str:
 def select_positions(
     layout: PromptLayout, which: str, num_addends: int, num_digits: int
 ) -> list[str]:
-    """Position names to patch, in prompt order, from a named set or a comma-separated list."""
+    """Position names to patch: a named set's in prompt order, or a comma-separated list's as
+    written, where an item may be a unit of positions joined by `+` (kept in its order)."""
     if which == "all":
         return list(layout.canonical)
     if which == "query":  # the query's tokens, and `last` unless it is one of them
@@ -354,17 +411,25 @@ def select_positions(
         return names + ["last"]
     if which == "last":
         return ["last"]
-    names = [n.strip() for n in which.split(",") if n.strip()]
-    unknown = [n for n in names if layout.index(n) is None]
+    names = [UNIT_JOIN.join(unit_parts(n)) for n in which.split(",") if n.strip()]
+    unknown = [(n, p) for n in names for p in unit_parts(n) if layout.index(p) is None]
     if unknown or not names:
+        unit, part = unknown[0] if unknown else (which, which)
+        where = f"unit {unit!r} names unknown position {part!r}" if unit != part else ""
         raise BadInput(
-            f"unknown position {unknown[0] if unknown else which!r}; use one of "
-            f"{', '.join(POSITION_SETS)} or names like {', '.join(list(layout.aliases)[:6])}"
+            f"{where or f'unknown position {part!r}'}; use one of {', '.join(POSITION_SETS)}, "
+            f"names like {', '.join(list(layout.aliases)[:6])}, or units of them joined by "
+            f"{UNIT_JOIN} (a1.d0{UNIT_JOIN}last)"
         )
+    repeated = [n for n in names if len(set(unit_parts(n))) < len(unit_parts(n))]
+    if repeated:
+        raise BadInput(f"unit {repeated[0]!r} names a position twice; name each position once")
+    check_units([layout], names)
     return names
 
 
 def highlight(layout: PromptLayout, names: list[str]) -> str:
-    """The prompt with the chosen tokens wrapped in [brackets], for a quick visual check."""
-    chosen = {layout.aliases[n] for n in names if n in layout.aliases}
+    """The prompt with the chosen tokens (every token of a unit) wrapped in [brackets], for a
+    quick visual check."""
+    chosen = {i for n in names for i in layout.indices(n) or ()}
     return "".join(f"[{tok}]" if i in chosen else tok for i, tok in enumerate(layout.tokens))

@@ -20,10 +20,12 @@ from transformers import PreTrainedTokenizerBase
 from addpatch.engine.patching import PatchEngine, PromptPair
 from addpatch.engine.positions import (
     DigitGroup,
+    check_units,
     highlight,
     layout_input,
     select_positions,
     shared_digit_tokens,
+    unit_text,
 )
 from addpatch.errors import BadInput
 from addpatch.experiment.datasets import load_pairs
@@ -71,7 +73,8 @@ class RunPlan:
     dataset_id: int
     position_set: str
     positions: list[str]
-    position_tokens: list[tuple[str, str]]  # (name, token text in the first example)
+    position_tokens: list[tuple[str, str]]  # (name, token text in the first example; a unit's
+    # texts joined by +)
     max_new_tokens: int
     layers: list[int]
     dtype: str
@@ -160,13 +163,14 @@ def plan_run(
     ]
     first = prompt_pairs[0].base
     positions = select_positions(first, position_set, task.num_addends, task.num_digits)
+    check_units((layout for p in prompt_pairs for layout in (p.base, p.counterfactual)), positions)
     largest = task.num_addends * (10**task.num_digits - 1)
     return RunPlan(
         model_id=model_id,
         dataset_id=dataset_id,
         position_set=position_set,
         positions=positions,
-        position_tokens=[(n, first.tokens[first.aliases[n]]) for n in positions],
+        position_tokens=[(n, unit_text(first, n)) for n in positions],
         max_new_tokens=answer_budget(tokenizer, largest),
         layers=layers,
         dtype=dtype,
