@@ -18,6 +18,7 @@ from pathlib import Path
 import polars as pl
 import torch
 
+from addpatch.das.plan import DasOptions
 from addpatch.engine.positions import resolve_position_set
 from addpatch.errors import BadInput, NothingToDo
 from addpatch.experiment.filtering import low_keep_rate_hint
@@ -73,6 +74,8 @@ class RunSpec:
     components: tuple[str, ...] = ("resid",)  # resid, attn, mlp, heads
     heads_position: str | None = None  # where heads heatmaps are drawn (default: best resid)
     report_dir: Path | None = None  # default: STORE/reports/run-ID
+    method: str = "patch"  # patch: full vectors; das: trained subspaces (needs targets)
+    das: DasOptions = field(default_factory=DasOptions)
 
     def as_sweep(self) -> SweepSpec:
         sweep = SweepSpec(
@@ -98,6 +101,8 @@ class RunSpec:
             answer_prefix=self.answer_prefix,
             filtered=self.filtered,
             components=self.components,
+            method=self.method,
+            das=self.das,
         )
         positions = resolve_position_set(self.positions, sweep.task(self.digits))
         return replace(sweep, positions=positions)

@@ -86,6 +86,16 @@ def split_targets(targets: str | None) -> list[str] | None:
     return chosen
 
 
+def parse_ks(text: str) -> tuple[int, ...]:
+    """`--k 1,4,16` -> (1, 4, 16); the library checks the values."""
+    try:
+        return tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        from addpatch.errors import BadInput
+
+        raise BadInput(f"cannot read --k {text!r}; give ranks like 1,4,16") from None
+
+
 TemplateOption = Annotated[
     list[str] | None,
     typer.Option(

@@ -35,6 +35,7 @@ from cli.options import (
     SuffixOption,
     TargetsOption,
     TemplateOption,
+    parse_ks,
     split_targets,
 )
 from cli.output import best_cells_view, console, errors, print_frame, progress_bars
@@ -71,6 +72,28 @@ def run(
     trust_remote_code: Annotated[
         bool, typer.Option(help="Allow the model's own Python code (off by default).")
     ] = False,
+    method: Annotated[
+        str,
+        typer.Option(
+            help="patch: swap whole vectors; das: train a rank-k subspace per cell and target "
+            "on the train pairs, evaluate it on the held-out ones (needs --targets)."
+        ),
+    ] = "patch",
+    k: Annotated[
+        str, typer.Option("--k", help="DAS: subspace ranks to train, e.g. 1,4,16.")
+    ] = "1,4,16",
+    epochs: Annotated[int, typer.Option(help="DAS: passes over the train pairs.")] = 4,
+    lr: Annotated[float, typer.Option(help="DAS: Adam learning rate.")] = 1e-2,
+    test_share: Annotated[
+        float, typer.Option(help="DAS: share of the dataset's pairs held out for testing.")
+    ] = 0.2,
+    control: Annotated[
+        bool,
+        typer.Option(
+            help="DAS: also train every cell on shuffled labels (what a subspace of that rank "
+            "fits without the variable)."
+        ),
+    ] = False,
     store: StoreOption = STORE_DEFAULT,
 ) -> None:
     """Run everything: pairs, filter, patching, SQL scores and the report.
@@ -90,7 +113,9 @@ def run(
         addpatch run --model ~/models/SmolLM2-135M-Instruct --digits 1 --chat --template 'What is {num0} + {num1}?' --answer-prefix 'The answer is'
         addpatch run --model ~/models/random-init --no-filter --size 32
         addpatch run --components resid,attn,mlp,heads   # also attention, MLP, each head
+        addpatch run --method das --targets C_1 --k 1,4 --layers 1 --positions last,a1.d1+last
     """
+    from addpatch.das.plan import DasOptions
     from addpatch.engine.components import parse_components
     from addpatch.pipeline import RunSpec, run_experiment
 
@@ -122,6 +147,10 @@ def run(
         components=tuple(parse_components(components)),
         heads_position=heads_position,
         report_dir=report_dir,
+        method=method,
+        das=DasOptions(
+            ks=parse_ks(k), learning_rate=lr, epochs=epochs, test_share=test_share, control=control
+        ),
     )
     with progress_bars() as progress:
         outcome = run_experiment(store, spec, echo=console.print, progress=progress)

@@ -13,7 +13,9 @@ FROM iia_cells(
     getvariable('run_id'), getvariable('targets'),
     informative := coalesce(getvariable('informative'), false)
 )
-WHERE getvariable('component') IS NULL OR component = getvariable('component')
+WHERE (getvariable('component') IS NULL OR component = getvariable('component'))
+  -- a DAS run's cells count for the target their subspace was trained for (not its control)
+  AND (method = 'patch' OR (trained_for = target AND control IS NULL))
 QUALIFY row_number() OVER (
     PARTITION BY run_id, target, component
     ORDER BY coalesce(iia_low > baseline, false) DESC, iia DESC NULLS LAST, layer, head, position

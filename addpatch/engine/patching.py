@@ -30,6 +30,7 @@ import pyarrow as pa
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from addpatch.das.subspace import interchange
 from addpatch.engine.architecture import DecoderStack, find_decoder
 from addpatch.engine.components import ComponentRecorder, LayerParts, find_layer_parts
 from addpatch.engine.forward import (
@@ -251,15 +252,22 @@ class PatchEngine:
         max_new_tokens: int,
         max_decode_rows: int = 4096,
         components: tuple[str, ...] | list[str] = ("resid",),
+        basis: torch.Tensor | None = None,
     ) -> Iterator[pa.Table]:
         """Patched outputs of every (component, layer, head, position) cell for one batch, one
         table per component. Layer -1 (the embeddings) exists for `resid` only.
+
+        With `basis` (k, d_model), a trained subspace's orthonormal rows (addpatch/das), only
+        the stream's coordinates in that subspace are interchanged (`resid` only):
+        h + Rᵀ(R h_cf − R h) instead of h_cf.
 
         The cells of one position share one prompt forward: stacked in order of their layer, each
         joins the batch at the layer after its own, so every layer runs once for all the cells
         patched below it. The answers of up to `max_decode_rows` rows are then decoded together,
         since their caches all have the prompt's length.
         """
+        if basis is not None and tuple(components) != ("resid",):
+            raise ValueError("a trained subspace patches the residual stream only")
         for layer in layers:
             if not -1 <= layer < self.num_layers:
                 raise ValueError(f"layer {layer} outside -1..{self.num_layers - 1}")
@@ -304,7 +312,7 @@ class PatchEngine:
                             units.append(site)
             for group in _groups(units, max_decode_rows):
                 self._patch_group(
-                    pairs, base, counterfactual, component, group, max_new_tokens, columns
+                    pairs, base, counterfactual, component, group, max_new_tokens, columns, basis
                 )
             yield pa.table(columns, schema=OUTPUT_SCHEMA)
 
@@ -367,6 +375,7 @@ class PatchEngine:
         group: list[_Unit],
         max_new_tokens: int,
         columns: dict[str, list[object]],
+        basis: torch.Tensor | None = None,
     ) -> None:
         """Patch the prompts of a group of cells, then decode them all at once.
 
@@ -384,7 +393,7 @@ class PatchEngine:
         for chunk in _same_position(group):
             rows = len(chunk) * len(chunk[0].cell.active)
             first, ids, logprobs, attention = self._patch_prompts(
-                base, counterfactual, component, chunk, cache.rows(offset, offset + rows)
+                base, counterfactual, component, chunk, cache.rows(offset, offset + rows), basis
             )
             firsts.append(first)
             top_ids += ids.tolist()
@@ -434,6 +443,7 @@ class PatchEngine:
         component: str,
         chunk: list[_Unit],
         cache: KVCache,
+        basis: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Run the patched prompts of cells at one position (in order of layer) from the patched
         token on, into `cache` (their rows of the group's buffers, R rows per cell): first answer
@@ -467,7 +477,9 @@ class PatchEngine:
             joining = []
             while joined < count and chunk[joined].layer + 1 == index:
                 joining.append(
-                    self._patched_stream(base, counterfactual, component, chunk[joined], start)
+                    self._patched_stream(
+                        base, counterfactual, component, chunk[joined], start, basis
+                    )
                 )
                 joined += 1
             if joining:
@@ -495,7 +507,13 @@ class PatchEngine:
         return first, top_ids, top_logprobs, attention
 
     def _patched_stream(
-        self, base: _Run, counterfactual: _Run, component: str, unit: _Unit, start: int
+        self,
+        base: _Run,
+        counterfactual: _Run,
+        component: str,
+        unit: _Unit,
+        start: int,
+        basis: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The base run's output of the unit's layer from `start` on (R, q, d_model), with the
         patched vector at each row's position (at each of a multi-position unit's positions).
@@ -515,6 +533,8 @@ class PatchEngine:
                 base, counterfactual, component, unit, rows, base_at, cf_at
             )
             assert source.shape == (len(cell.active), hidden.shape[-1])  # (R, d_model)
+            if basis is not None:  # only the subspace's coordinates come from the counterfactual
+                source = interchange(hidden[arange, base_at - start], source, basis)
             hidden[arange, base_at - start] = source
         return hidden
 

@@ -11,7 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 import torch
@@ -35,6 +35,9 @@ from addpatch.store import catalog
 from addpatch.store.outputs import output_relpath, write_output_file
 from addpatch.store.store import Store
 from addpatch.store.verify import unreadable_files, unregister_files
+
+if TYPE_CHECKING:
+    from addpatch.das.plan import DasPlan
 
 ENGINE_VERSION = 1  # bump when a change to the engine changes its outputs
 
@@ -187,18 +190,27 @@ def plan_run(
 
 
 def open_run(
-    store: Store, plan: RunPlan, *, device: str, seed: int, model_provenance: dict[str, Any]
+    store: Store,
+    plan: RunPlan,
+    *,
+    device: str,
+    seed: int,
+    model_provenance: dict[str, Any],
+    das: DasPlan | None = None,
 ) -> tuple[int, str | None, set[int]]:
     """The run's id (inserted the first time), its stored status, and its registered batches
-    (those whose files are whole: a missing or damaged one is unregistered, to be recomputed)."""
+    (those whose files are whole: a missing or damaged one is unregistered, to be recomputed).
+    With `das`, the run is that DAS run: its batches are its cells, its examples the test pairs.
+    """
+    config_sha256 = plan.config_sha256 if das is None else das.config_sha256
     with store.writer(), store.connect() as conn:
-        found = catalog.find_run(conn=conn, config_sha256=plan.config_sha256)
+        found = catalog.find_run(conn=conn, config_sha256=config_sha256)
         if found is None:
             run_id = catalog.insert_run(
                 conn=conn,
                 model_id=plan.model_id,
                 dataset_id=plan.dataset_id,
-                config_sha256=plan.config_sha256,
+                config_sha256=config_sha256,
                 layers=plan.layers,
                 position_set=plan.position_set,
                 positions=plan.position_tokens,
@@ -207,8 +219,8 @@ def open_run(
                 device=device,
                 batch_size=plan.batch_size,
                 seed=seed,
-                num_examples=plan.num_examples,
-                num_batches=len(plan.batches),
+                num_examples=plan.num_examples if das is None else len(das.test),
+                num_batches=len(plan.batches) if das is None else len(das.cells),
                 provenance={
                     **environment(),
                     **model_provenance,
@@ -217,8 +229,10 @@ def open_run(
                     "digit_tokens": plan.digit_tokens,
                     "filtered": plan.filtered,
                     "components": list(plan.components),
+                    **({} if das is None else {"das": das.config["das"]}),
                 },
                 digit_tokens=plan.digit_tokens,
+                method=None if das is None else "das",
             )
             return run_id, None, set()
         run_id, status = found

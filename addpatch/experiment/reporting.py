@@ -13,6 +13,7 @@ from addpatch.probabilities import MetricUnavailable, label_logprobs
 from addpatch.queries import get_query, run_query
 from addpatch.report import CellExamples, ReportFiles, build_report
 from addpatch.report.components import check_heads_position, component_facets
+from addpatch.report.subspaces import best_rank_per_cell
 from addpatch.scoring import scores
 from addpatch.store import catalog, runs
 from addpatch.store.store import Store
@@ -164,7 +165,7 @@ def report_runs(
         for run_id in run_ids
         if per_run.get(run_id)
     ]
-    scored = pl.concat(frames) if frames else pl.DataFrame()
+    scored = best_rank_per_cell(pl.concat(frames)) if frames else pl.DataFrame()
     table = component_facets(scored, heads_position) if frames else pl.DataFrame()
     per_cell = examples_per_cell(table.height)
     run_targets = [(run_id, t) for run_id in run_ids for t in scores_targets(scored, run_id)]

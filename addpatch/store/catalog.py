@@ -326,8 +326,10 @@ def insert_run(
     num_batches: int,
     provenance: dict[str, Any],
     digit_tokens: list[DigitGroup] | None = None,
+    method: str | None = None,
 ) -> int:
-    """Insert a run (status running), its positions and its digit-token groups; its id."""
+    """Insert a run (status running), its positions and its digit-token groups; its id.
+    `method`: das for trained subspaces; None for full-vector patching."""
     run_id = _next_id(conn, "runs")
     with transaction(conn):
         _insert(
@@ -350,6 +352,7 @@ def insert_run(
                 "status": "running",
                 "provenance_json": json.dumps(provenance, sort_keys=True),
                 "started_at": _now(),
+                "method": method,
             },
         )
         for index, (name, text) in enumerate(positions):

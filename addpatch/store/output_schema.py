@@ -7,6 +7,8 @@ own revision, so a later change to the current columns never rewrites an old mig
 
 * `OUTPUT_COLUMNS_0002`: the first view (revision 0002);
 * `OUTPUT_COLUMNS_0005`: component and head after position, the digit-step log-probs at the end;
+* `OUTPUT_COLUMNS_0009`: `method`, `k`, `trained_for`, `subspace_id` at the end (trained
+  subspaces; files of full-vector runs have none of them);
 * `OUTPUT_COLUMNS`: the current columns (add a new frozen list, and a migration, to change it).
 """
 
@@ -39,10 +41,19 @@ DIGIT_STEP_COLUMNS: tuple[OutputColumn, ...] = (
 OUTPUT_COLUMNS_0005: tuple[OutputColumn, ...] = (
     OUTPUT_COLUMNS_0002[:4] + COMPONENT_COLUMNS + OUTPUT_COLUMNS_0002[4:] + DIGIT_STEP_COLUMNS
 )
-OUTPUT_COLUMNS: tuple[OutputColumn, ...] = OUTPUT_COLUMNS_0005
+METHOD_COLUMNS: tuple[OutputColumn, ...] = (
+    ("method", pa.string()),  # patch | das; null (read as patch) in full-vector files
+    ("k", pa.int16()),  # the trained subspace's rank (das)
+    ("trained_for", pa.string()),  # the target the subspace was trained for (das)
+    ("subspace_id", pa.int32()),  # the subspace within its run (subspaces.subspace_id)
+)
+OUTPUT_COLUMNS_0009: tuple[OutputColumn, ...] = OUTPUT_COLUMNS_0005 + METHOD_COLUMNS
+OUTPUT_COLUMNS: tuple[OutputColumn, ...] = OUTPUT_COLUMNS_0009
 
 RUN_ID_FIELD = pa.field(*OUTPUT_COLUMNS[0])
-ENGINE_OUTPUT_SCHEMA = pa.schema([c for c in OUTPUT_COLUMNS if c[0] != "run_id"])
+# what the engine writes: full-vector files have no method columns (read as NULL: method patch)
+ENGINE_OUTPUT_SCHEMA = pa.schema([c for c in OUTPUT_COLUMNS_0005 if c[0] != "run_id"])
+METHOD_SCHEMA = pa.schema(list(METHOD_COLUMNS))
 
 _SQL_TYPES = {
     pa.int16(): "SMALLINT",

@@ -7,7 +7,8 @@ invisible to queries. Paths in the view are relative to the store, so a moved st
 Each output is keyed by run, example, layer, position, component and head. Files written before
 a column existed read it as NULL (component as 'resid'): before components, files have neither
 `component` nor `head`; before the digit-step log-probs, no `digit_step`, `digit_top_ids`,
-`digit_top_logprobs`. The files are read by column name and stacked under a typed empty row set
+`digit_top_logprobs`; full-vector files have no `method` (read as 'patch'), `k`,
+`trained_for` or `subspace_id` (trained subspaces, addpatch/das). The files are read by column name and stacked under a typed empty row set
 that has every column.
 """
 
@@ -18,8 +19,9 @@ import duckdb
 from addpatch.store.output_schema import OUTPUT_COLUMNS, empty_outputs_select
 
 EMPTY_OUTPUTS = empty_outputs_select(OUTPUT_COLUMNS)
+_DEFAULTS = {"component": "'resid'", "method": "'patch'"}  # what files without them mean
 COLUMNS = ", ".join(
-    "coalesce(component, 'resid') AS component" if name == "component" else name
+    f"coalesce({name}, {_DEFAULTS[name]}) AS {name}" if name in _DEFAULTS else name
     for name, _ in OUTPUT_COLUMNS
 )
 

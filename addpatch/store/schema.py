@@ -135,6 +135,8 @@ class Run(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime)
     wall_time_s: Mapped[float | None] = mapped_column(Double)
     interventions_per_s: Mapped[float | None] = mapped_column(Double)
+    # how the run intervenes (0009): das for trained subspaces; NULL: full-vector patching
+    method: Mapped[str | None] = mapped_column(String)
 
 
 class RunPosition(Base):
@@ -171,3 +173,39 @@ class OutputFile(Base):
     rows: Mapped[int] = mapped_column(BigInteger, nullable=False)
     sha256: Mapped[str] = mapped_column(String, nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
+
+
+class Subspace(Base):
+    """A trained DAS subspace: one cell (layer x position x component) of a DAS run, trained
+    for one target (or a control of it) at rank k; its basis is a safetensors file."""
+
+    __tablename__ = "subspaces"
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    subspace_id: Mapped[int] = mapped_column(Integer, primary_key=True)  # the run's cell index
+    target: Mapped[str] = mapped_column(String, nullable=False)
+    control: Mapped[str | None] = mapped_column(String)  # shuffled: trained on others' labels
+    k: Mapped[int] = mapped_column(Integer, nullable=False)
+    layer: Mapped[int] = mapped_column(Integer, nullable=False)
+    position: Mapped[int] = mapped_column(Integer, nullable=False)  # run_positions.position
+    component: Mapped[str] = mapped_column(String, nullable=False)
+    seed: Mapped[int] = mapped_column(Integer, nullable=False)
+    split_sha256: Mapped[str] = mapped_column(String, nullable=False)
+    settings_json: Mapped[str] = mapped_column(Text, nullable=False)  # optimizer and schedule
+    final_train_loss: Mapped[float] = mapped_column(Double, nullable=False)
+    train_iia: Mapped[float] = mapped_column(Double, nullable=False)
+    test_iia: Mapped[float] = mapped_column(Double, nullable=False)
+    train_examples: Mapped[int] = mapped_column(Integer, nullable=False)
+    test_examples: Mapped[int] = mapped_column(Integer, nullable=False)
+    path: Mapped[str] = mapped_column(String, nullable=False, unique=True)  # relative to store
+    sha256: Mapped[str] = mapped_column(String, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
+
+
+class DatasetSplit(Base):
+    """Which part (train or test) of a named, seeded split each example of a dataset is in."""
+
+    __tablename__ = "dataset_splits"
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id"), primary_key=True)
+    split: Mapped[str] = mapped_column(String, primary_key=True)  # e.g. seed0-test20
+    example_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    part: Mapped[str] = mapped_column(String, nullable=False)  # train | test

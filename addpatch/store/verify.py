@@ -161,6 +161,11 @@ def _unregister(store: Store, paths: list[str]) -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             full.replace(target)
     with store.connect() as conn, transaction(conn):
+        conn.execute(  # a trained subspace goes with its outputs: the cell is trained again
+            "DELETE FROM subspaces WHERE (run_id, subspace_id) IN "
+            "(SELECT (run_id, batch_index) FROM output_files WHERE list_contains(?, path))",
+            [paths],
+        )
         conn.execute(
             "UPDATE runs SET status = 'running' WHERE id IN "
             "(SELECT run_id FROM output_files WHERE list_contains(?, path))",

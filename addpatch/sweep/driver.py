@@ -17,6 +17,8 @@ from typing import Any
 import torch
 from transformers import AutoConfig, PreTrainedTokenizerBase
 
+from addpatch.das.cells import DasShard
+from addpatch.das.plan import DasOptions, DasPlan, check_options, plan_das
 from addpatch.errors import BadInput, NothingToDo
 from addpatch.experiment.datasets import create_dataset, load_pairs
 from addpatch.experiment.filtering import KEEP_RATE_WARNING, filter_summary, store_filter
@@ -45,8 +47,9 @@ from addpatch.models.loading import (
 from addpatch.store import catalog
 from addpatch.store.catalog import ModelRecord
 from addpatch.store.store import Store, writes_store
+from addpatch.store.subspaces import register_subspace
 from addpatch.sweep.executors import Executor
-from addpatch.sweep.tasks import ModelSpec, PatchShard, answer_task, patch_task
+from addpatch.sweep.tasks import ModelSpec, PatchShard, answer_task, das_task, patch_task
 from addpatch.task.addition import AdditionTask
 from addpatch.task.generators import GENERATORS
 from addpatch.task.labels import resolve_target
@@ -76,6 +79,8 @@ class SweepSpec:
     chat: bool = False
     answer_prefix: str = ""  # the start of the reply (assistant prefill)
     filtered: bool = True  # False: patch every pair (--no-filter)
+    method: str = "patch"  # patch: full vectors; das: trained subspaces (addpatch/das)
+    das: DasOptions = field(default_factory=DasOptions)
 
     def task(self, digits: int) -> AdditionTask:
         """The addition task of one width, with the sweep's prompt settings."""
@@ -140,10 +145,19 @@ class _Combination:
     dataset_id: int
     tokenizer: PreTrainedTokenizerBase
     num_layers: int
+    width: int = 0  # the residual stream's (hidden size)
     plan: RunPlan | None = None
+    das: DasPlan | None = None  # the cells of a DAS run (its batches)
     registered: set[int] = field(default_factory=set)
     status: str | None = None
     started: float = 0.0
+
+    @property
+    def num_batches(self) -> int:
+        """What the run stores a file for: batches of pairs, or a DAS run's cells."""
+        if self.das is not None:
+            return len(self.das.cells)
+        return len(self.plan.batches) if self.plan is not None else 0
 
 
 Echo = Callable[[str], None]
@@ -154,6 +168,10 @@ def validate_sweep(spec: SweepSpec, *, numbers_checked: bool = False) -> None:
 
     `numbers_checked`: the caller checked size, seed, batch size and batches per task already
     (`addpatch run` checks them first, with --threads)."""
+    if spec.method not in ("patch", "das"):
+        raise BadInput(f"unknown --method {spec.method!r}; use patch or das")
+    if spec.method == "das":
+        check_options(spec.das, spec.targets, tuple(spec.components))
     if not spec.models or not spec.digits:
         raise BadInput("a sweep needs at least one model (--models) and one width (--digits)")
     if spec.kind not in GENERATORS:
@@ -222,7 +240,26 @@ def run_sweep(
         ticket = executor.next_done(list(tickets))
         combo, kind = tickets.pop(ticket)
         value = executor.result(ticket)
-        if kind == "answers":
+        if kind == "das":
+            assert combo.result.run_id is not None
+            for cell in value:
+                if cell.batch_index not in combo.registered:
+                    with store.writer(), store.connect() as conn:
+                        register_subspace(
+                            conn=conn,
+                            run_id=combo.result.run_id,
+                            subspace_id=cell.batch_index,
+                            output_path=cell.relpath,
+                            rows=cell.rows,
+                            sha256=cell.sha256,
+                            record=cell.subspace,
+                        )
+                    combo.registered.add(cell.batch_index)
+                    combo.result.batches_run += 1
+                    combo.result.interventions += cell.rows
+                    _report_progress(combo, progress)
+            _finish_if_complete(store, combo, echo)
+        elif kind == "answers":
             store_filter(store, model_id=combo.model_id, dataset_id=combo.dataset_id, results=value)
             combo.result.total = value.num_rows
             _submit_patching(store, spec, executor, combo, tickets, echo, progress)
@@ -325,6 +362,7 @@ def _prepare(store: Store, spec: SweepSpec, specs: ModelSpecs, echo: Echo) -> li
                     info.id,
                     tokenizer,
                     num_layers=record.num_layers,
+                    width=record.hidden_size,
                 )
             )
     return combos
@@ -377,16 +415,28 @@ def _submit_patching(
     )
     if not spec.filtered:
         result.kept = result.total = plan.num_examples
+    if spec.method == "das":
+        assert spec.targets
+        targets = ensure_labels(store, combo.dataset_id, spec.targets)
+        combo.das = plan_das(store, plan, spec.das, targets, combo.width)
     run_id, status, done = open_run(
-        store, plan, device=combo.spec.device, seed=spec.seed, model_provenance=combo.provenance
+        store,
+        plan,
+        device=combo.spec.device,
+        seed=spec.seed,
+        model_provenance=combo.provenance,
+        das=combo.das,
     )
     combo.plan, combo.status, combo.registered = plan, status, set(done)
     result.run_id = run_id
     result.batches_skipped = len(done)
-    result.examples = plan.num_examples
+    result.examples = plan.num_examples if combo.das is None else len(combo.das.test)
     result.layers, result.positions = plan.layers, plan.positions
     result.highlighted = plan.highlighted
     combo.started = time.perf_counter()
+    if combo.das is not None:
+        _submit_das(store, spec, executor, combo, tickets, echo, progress)
+        return
     missing = [(i, b) for i, b in enumerate(plan.batches) if i not in done]
     echo(
         f"{result.model}, {result.digits} digits: "
@@ -413,9 +463,46 @@ def _submit_patching(
     _finish_if_complete(store, combo, echo)
 
 
+def _submit_das(
+    store: Store,
+    spec: SweepSpec,
+    executor: Executor,
+    combo: _Combination,
+    tickets: dict[Any, tuple[_Combination, str]],
+    echo: Echo,
+    progress: Progress,
+) -> None:
+    """Submit the DAS run's cells that the store does not hold, `batches_per_task` a task."""
+    das, result, plan = combo.das, combo.result, combo.plan
+    assert das is not None and plan is not None and result.run_id is not None
+    missing = [cell for cell in das.cells if cell.subspace_id not in combo.registered]
+    echo(
+        f"{result.model}, {result.digits} digits: kept {result.kept}/{result.total} pairs, "
+        f"{len(das.train)} to train and {len(das.test)} to test (split {das.split}); "
+        f"DAS run {result.run_id}, {len(missing)} of {len(das.cells)} subspaces to train"
+    )
+    _report_progress(combo, progress)
+    for start in range(0, len(missing), spec.batches_per_task):
+        shard = DasShard(
+            model_id=combo.model_id,
+            run_id=result.run_id,
+            cells=missing[start : start + spec.batches_per_task],
+            train=das.train,
+            test=das.test,
+            labels=das.labels,
+            settings=das.options.settings(),
+            max_new_tokens=plan.max_new_tokens,
+            split_sha256=das.split_sha256,
+            eval_batch_size=spec.batch_size,
+        )
+        ticket = executor.submit(das_task, combo.spec, str(store.root.resolve()), shard)
+        tickets[ticket] = (combo, "das")
+    _finish_if_complete(store, combo, echo)
+
+
 def _finish_if_complete(store: Store, combo: _Combination, echo: Echo) -> None:
     plan, result = combo.plan, combo.result
-    if plan is None or len(combo.registered) < len(plan.batches):
+    if plan is None or len(combo.registered) < combo.num_batches:
         return
     if result.batches_run or combo.status != "complete":
         assert result.run_id is not None
@@ -432,7 +519,7 @@ def _finish_if_complete(store: Store, combo: _Combination, echo: Echo) -> None:
 
 def _report_progress(combo: _Combination, progress: Progress) -> None:
     if combo.plan is not None:
-        progress(f"run {combo.result.run_id}", len(combo.registered), len(combo.plan.batches))
+        progress(f"run {combo.result.run_id}", len(combo.registered), combo.num_batches)
 
 
 def sweep_report_dir(store: Store, results: list[CombinationResult]) -> Path:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import torch
 
+from addpatch.das.cells import DasCellOutput, DasShard, das_cells_to_files
 from addpatch.engine.patching import PatchEngine, PromptPair
 from addpatch.experiment.filtering import answer_pairs
 from addpatch.experiment.interventions import OutputFile, patch_batch_to_file
@@ -105,3 +106,9 @@ def patch_task(spec: ModelSpec, store_root: str, shard: PatchShard) -> list[Outp
         )
         for index, batch in shard.batches
     ]
+
+
+def das_task(spec: ModelSpec, store_root: str, shard: DasShard) -> list[DasCellOutput]:
+    """Train and evaluate each cell of a DAS shard; one safetensors and one Parquet file per
+    cell, none registered."""
+    return das_cells_to_files(Path(store_root), engine_for(spec), shard)

@@ -1,0 +1,60 @@
+"""A rank-k subspace of a component's d-dimensional space, and the interchange within it.
+
+DAS (distributed alignment search) swaps only k coordinates of a vector: with R (k, d) whose
+rows are orthonormal,
+
+    h' = h_base + Rᵀ (R h_cf − R h_base)
+
+the part of h in the row space of R comes from the counterfactual, the rest (its orthogonal
+complement) stays the base's. With k = d, R is a rotation and h' = h_cf: full-vector patching.
+R is kept orthonormal by `torch.nn.utils.parametrizations.orthogonal` (the matrix exponential of
+a skew-symmetric matrix, its first k rows) and computed in fp32,
+whatever dtype the model runs in (half precision has no orthogonal parametrization).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrizations
+
+
+class TrainableSubspace(nn.Module):
+    """R (k, d) with orthonormal rows, seeded; `basis()` gives it as a plain tensor."""
+
+    def __init__(self, width: int, k: int, seed: int) -> None:
+        super().__init__()
+        if not 1 <= k <= width:
+            raise ValueError(f"k must be in 1..{width}, got {k}")
+        generator = torch.Generator().manual_seed(seed)
+        linear = nn.Linear(width, k, bias=False, dtype=torch.float32)
+        with torch.no_grad():
+            linear.weight.copy_(torch.randn(k, width, generator=generator) / width**0.5)
+        # matrix_exp without trivialization: the map depends on the parameter alone (the
+        # default dynamic trivialization draws a hidden base from the global RNG, so two
+        # subspaces built alike would train differently)
+        self.projection = parametrizations.orthogonal(
+            linear, orthogonal_map="matrix_exp", use_trivialization=False
+        )
+
+    def basis(self) -> torch.Tensor:
+        """(k, d) float32, orthonormal rows."""
+        weight = self.projection.weight
+        assert isinstance(weight, torch.Tensor)
+        return weight
+
+
+def interchange(
+    base: torch.Tensor,  # (..., d) in the model's dtype
+    source: torch.Tensor,  # (..., d)
+    basis: torch.Tensor,  # (k, d) float32, orthonormal rows
+) -> torch.Tensor:
+    """h_base + Rᵀ(R h_cf − R h_base), computed in fp32 and returned in the base's dtype."""
+    difference = (source.float() - base.float()) @ basis.T  # (..., k)
+    return (base.float() + difference @ basis).to(base.dtype)
+
+
+def is_orthonormal(basis: torch.Tensor, tolerance: float = 1e-4) -> bool:
+    """Whether R Rᵀ = I (k, k) within `tolerance`."""
+    gram = basis.float() @ basis.float().T
+    return bool(torch.allclose(gram, torch.eye(gram.shape[0]), atol=tolerance))
