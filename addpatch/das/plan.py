@@ -81,6 +81,14 @@ def check_options(
     check_test_share(options.test_share)
 
 
+def check_ranks(options: DasOptions, width: int) -> None:
+    bad = [k for k in options.ks if k > width]
+    if bad:
+        raise BadInput(
+            f"--k {bad[0]} is larger than the residual stream's width {width}; use k <= {width}"
+        )
+
+
 @dataclass(frozen=True)
 class DasPlan:
     run: RunPlan
@@ -130,11 +138,7 @@ def plan_das(
 ) -> DasPlan:
     """The cells of a DAS run over the run's layers and positions, and its train/test pairs.
     `targets` are canonical and labelled already."""
-    bad = [k for k in options.ks if k > width]
-    if bad:
-        raise BadInput(
-            f"--k {bad[0]} is larger than the residual stream's width {width}; use k <= {width}"
-        )
+    check_ranks(options, width)
     split = ensure_split(store, run.dataset_id, options.split_seed, options.test_share)
     pairs = [p for batch in run.batches for p in batch]
     kept = [p.example_id for p in pairs]

@@ -18,7 +18,7 @@ import torch
 from transformers import AutoConfig, PreTrainedTokenizerBase
 
 from addpatch.das.cells import DasShard
-from addpatch.das.plan import DasOptions, DasPlan, check_options, plan_das
+from addpatch.das.plan import DasOptions, DasPlan, check_options, check_ranks, plan_das
 from addpatch.errors import BadInput, NothingToDo
 from addpatch.experiment.datasets import create_dataset, load_pairs
 from addpatch.experiment.filtering import KEEP_RATE_WARNING, filter_summary, store_filter
@@ -202,6 +202,8 @@ def validate_sweep(spec: SweepSpec, *, numbers_checked: bool = False) -> None:
                     components=spec.components,
                 )
             check_prompts(tokenizers[checkpoint], task, spec.positions)
+            if spec.method == "das":
+                check_ranks(spec.das, _width_of(checkpoint, spec.trust_remote_code))
 
 
 @writes_store
@@ -282,6 +284,13 @@ def run_sweep(
         targets = spec.targets or defaults[run_id]
         combo.result.targets = ensure_labels(store, combo.dataset_id, targets)
     return [c.result for c in combos]
+
+
+def _width_of(checkpoint: str, trust_remote_code: bool) -> int:
+    config = AutoConfig.from_pretrained(
+        resolve_model(checkpoint).path, trust_remote_code=trust_remote_code
+    )
+    return int(config.get_text_config().hidden_size)
 
 
 def sweep_device(spec: SweepSpec, executor: Executor) -> tuple[str, str]:

@@ -1,0 +1,228 @@
+"""Trained subspace interventions (DAS): the fast trainer against the plain loop, full rank
+against full-vector patching, the held-out split, the store's records, resume and bad input."""
+
+from __future__ import annotations
+
+import duckdb
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from addpatch.das.examples import label_token_ids, make_examples
+from addpatch.das.plan import DasOptions
+from addpatch.das.split import make_split
+from addpatch.das.subspace import TrainableSubspace, interchange, is_orthonormal
+from addpatch.das.training import TrainSettings, train_plain, train_subspace
+from addpatch.engine.patching import PatchEngine, PromptPair
+from addpatch.engine.positions import layout_input
+from addpatch.errors import BadInput
+from addpatch.models.loading import load_model, resolve_model
+from addpatch.pipeline import RunSpec, run_experiment
+from addpatch.store.store import Store
+from addpatch.task.addition import AdditionTask
+from addpatch.task.generators import GENERATORS
+from addpatch.task.labels import label_many
+from tests.store_files import store_snapshot
+
+
+@pytest.fixture(scope="module")
+def adder():
+    model, tokenizer = load_model(
+        resolve_model("tiny-adder-digits"), torch.device("cpu"), torch.float32, False
+    )
+    task = AdditionTask(num_addends=2, num_digits=2)
+    pairs = GENERATORS["random"](task, 64, 3)
+    prompt_pairs = [
+        PromptPair(i, layout_input(tokenizer, p.base), layout_input(tokenizer, p.counterfactual))
+        for i, p in enumerate(pairs)
+    ]
+    labels = {i: v for i, (_, v) in enumerate(label_many(task, pairs, "C_1"))}
+    return model, tokenizer, prompt_pairs, labels
+
+
+def test_interchange_swaps_only_the_subspace_and_full_rank_is_the_counterfactual():
+    generator = torch.Generator().manual_seed(0)
+    base, source = torch.randn(5, 8, generator=generator), torch.randn(5, 8, generator=generator)
+    basis = TrainableSubspace(8, 3, seed=1).basis().detach()
+    assert is_orthonormal(basis)
+    patched = interchange(base, source, basis)
+    assert torch.allclose(patched @ basis.T, source @ basis.T, atol=1e-5)  # inside: the cf's
+    outside = torch.eye(8) - basis.T @ basis  # projector on the complement
+    assert torch.allclose(patched @ outside, base @ outside, atol=1e-5)  # outside: the base's
+    full = TrainableSubspace(8, 8, seed=2).basis().detach()
+    assert torch.allclose(interchange(base, source, full), source, atol=1e-5)
+
+
+def test_same_seed_same_subspace_whatever_the_global_rng():
+    torch.manual_seed(1)
+    first = TrainableSubspace(64, 4, seed=0).basis()
+    torch.manual_seed(2)
+    again = TrainableSubspace(64, 4, seed=0).basis()
+    assert torch.equal(first, again)
+    assert not torch.equal(first, TrainableSubspace(64, 4, seed=1).basis())
+
+
+def test_label_tokens_are_what_the_model_answers(adder):
+    model, tokenizer, pairs, _ = adder
+    engine = PatchEngine(model, tokenizer)
+    answers = engine.generate([p.base for p in pairs[:16]], 5)
+    for pair, (tokens, text) in zip(pairs[:16], answers, strict=True):
+        expected = label_token_ids(tokenizer, pair.base, int(text))
+        assert expected == (*tokens, tokenizer.eos_token_id)  # the model's own answer + EOS
+
+
+@pytest.mark.parametrize(("layer", "unit"), [(0, "a1.d1+last"), (1, "last"), (-1, "a0.d1")])
+def test_fast_trainer_equals_the_plain_loop(adder, layer, unit):
+    model, tokenizer, pairs, labels = adder
+    examples = make_examples(tokenizer, pairs[:40], labels)
+    settings = TrainSettings(k=4, epochs=2, batch_size=16, seed=5)
+    fast = train_subspace(model, tokenizer.pad_token_id, examples, layer, unit, settings)
+    plain = train_plain(model, tokenizer.pad_token_id, examples, layer, unit, settings)
+    assert len(fast.losses) == len(plain.losses) == 6
+    assert fast.losses == pytest.approx(plain.losses, abs=1e-4)
+    assert torch.allclose(fast.basis, plain.basis, atol=1e-4)
+    assert fast.losses[0] != fast.losses[-1]  # it trained
+    assert fast.train_iia == pytest.approx(plain.train_iia)
+
+
+def test_full_rank_subspace_patches_like_the_whole_vector(adder):
+    model, tokenizer, pairs, _ = adder
+    engine = PatchEngine(model, tokenizer)
+    full = TrainableSubspace(64, 64, seed=3).basis().detach()
+    positions = ["a0.d1", "a1.d1+last", "last"]
+    whole = list(engine.sweep(pairs[:24], [-1, 0, 1, 2], positions, 5))[0]
+    das = list(engine.sweep(pairs[:24], [-1, 0, 1, 2], positions, 5, basis=full))[0]
+    assert whole.num_rows == das.num_rows > 0
+    assert das.column("answer").to_pylist() == whole.column("answer").to_pylist()
+    assert das.column("token_ids").to_pylist() == whole.column("token_ids").to_pylist()
+    zero = list(engine.sweep(pairs[:24], [1], ["last"], 5, basis=torch.zeros(1, 64)))[0]
+    base = engine.generate([p.base for p in pairs[:24]], 5)
+    by_example = dict(
+        zip(zero.column("example_id").to_pylist(), zero.column("text").to_pylist(), strict=True)
+    )
+    assert all(
+        by_example[p.example_id] == text for p, (_, text) in zip(pairs[:24], base, strict=True)
+    )
+
+
+def test_split_is_seeded_disjoint_and_covers_every_example():
+    split = make_split(list(range(100)), seed=4, test_share=0.2)
+    train, test = split.ids("train", list(range(100))), split.ids("test", list(range(100)))
+    assert len(test) == 20 and len(train) == 80 and not set(train) & set(test)
+    assert make_split(list(range(100)), seed=4, test_share=0.2) == split
+    assert make_split(list(range(100)), seed=5, test_share=0.2) != split
+    with pytest.raises(BadInput, match="test-share"):
+        make_split(list(range(10)), seed=0, test_share=1.0)
+
+
+SPEC = RunSpec(
+    size=48,
+    layers="1",
+    positions="last,a1.d1+last",
+    targets=["C_1"],
+    method="das",
+    das=DasOptions(ks=(1, 64), epochs=1, batch_size=16, control=True),
+    interventions_only=True,
+)
+
+
+def _rows(store: Store, sql: str) -> list[tuple]:
+    with store.connect(read_only=True) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def test_das_run_stores_subspaces_and_held_out_outputs_and_resumes(tmp_path):
+    root = tmp_path / "store"
+    outcome = run_experiment(root, SPEC)
+    store = outcome.store
+    subspaces = _rows(
+        store,
+        "SELECT subspace_id, target, control, k, layer, position, train_examples, "
+        "test_examples, path FROM subspaces ORDER BY subspace_id",
+    )
+    assert len(subspaces) == 2 * 2 * 2  # (own, shuffled) x k (1, 64) x 2 units
+    assert {(s[2], s[3]) for s in subspaces} == {
+        (None, 1),
+        (None, 64),
+        ("shuffled", 1),
+        ("shuffled", 64),
+    }
+    train_n, test_n = subspaces[0][6], subspaces[0][7]
+    assert train_n + test_n == 48 and test_n == round(48 * 0.2)
+    for row in subspaces:
+        assert (root / row[8]).is_file()
+    # held-out outputs only: every stored example is a test example of the dataset's split
+    parts = dict(_rows(store, "SELECT example_id, part FROM dataset_splits"))
+    stored = {r[0] for r in _rows(store, "SELECT DISTINCT example_id FROM patched_outputs")}
+    assert stored and all(parts[i] == "test" for i in stored)
+    keys = _rows(
+        store,
+        "SELECT DISTINCT method, k, trained_for, subspace_id FROM patched_outputs ORDER BY 4",
+    )
+    assert [k[3] for k in keys] == list(range(8)) and {k[0] for k in keys} == {"das"}
+    # the same SQL scores it: one row per subspace cell
+    with store.connect(read_only=True) as conn:
+        cells = conn.execute(
+            "SELECT subspace_id, k, trained_for, control, n FROM iia_cells(NULL, ['C_1'])"
+        ).fetchall()
+    assert len(cells) == 8 and {c[4] for c in cells} == {test_n}
+    # the full-rank cell equals the whole-vector swap: its stored answers are the cf's labels...
+    before = store_snapshot(root)
+    again = run_experiment(root, SPEC)
+    assert again.run_id == outcome.run_id and again.result.batches_run == 0
+    assert _rows(store, "SELECT count(*) FROM subspaces") == [(8,)]
+    assert store_snapshot(root) == before
+
+
+def test_a_lost_cell_is_trained_again_with_the_same_result(tmp_path):
+    root = tmp_path / "store"
+    spec = RunSpec(
+        size=40,
+        layers="1",
+        positions="last",
+        targets=["C_1"],
+        method="das",
+        das=DasOptions(ks=(2,), epochs=1, batch_size=16),
+        interventions_only=True,
+    )
+    outcome = run_experiment(root, spec)
+    store = outcome.store
+    [(path,)] = _rows(store, "SELECT path FROM subspaces")
+    basis = load_file(root / path)["basis"]
+    answers = _rows(store, "SELECT example_id, text FROM patched_outputs ORDER BY 1")
+    [(output,)] = _rows(store, "SELECT path FROM output_files")
+    (root / output).unlink()  # as if the worker was killed after training, before registering
+    resumed = run_experiment(root, spec)
+    assert resumed.result.batches_run == 1
+    # the same basis (the file's bytes may differ: safetensors orders its metadata freely)
+    assert _rows(store, "SELECT path FROM subspaces") == [(path,)]
+    assert torch.equal(load_file(root / path)["basis"], basis)
+    assert _rows(store, "SELECT example_id, text FROM patched_outputs ORDER BY 1") == answers
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"targets": None}, "--targets"),
+        ({"das": DasOptions(ks=(0,))}, "at least 1"),
+        ({"das": DasOptions(ks=(65,))}, "larger than the residual stream's width 64"),
+        ({"targets": ["C_9"]}, "C_9"),
+        ({"size": 6}, "to train"),
+        ({"positions": "a1.d1+a9.d0"}, "a9.d0"),
+        ({"components": ("resid", "attn")}, "residual stream"),
+    ],
+)
+def test_bad_das_input_is_one_error_and_leaves_the_store(tmp_path, changes, message):
+    from dataclasses import replace
+
+    root = tmp_path / "store"
+    # a store holding SPEC's dataset and a run on it
+    run_experiment(root, RunSpec(size=48, layers="1", positions="last", interventions_only=True))
+    before = store_snapshot(root)
+    with pytest.raises(BadInput, match=message) as error:
+        run_experiment(root, replace(SPEC, **changes))
+    assert "\n" not in str(error.value)
+    if changes != {"size": 6}:  # another dataset: generated and stored before the split
+        assert store_snapshot(root) == before
+    with duckdb.connect(str(root / "catalog.duckdb"), read_only=True) as conn:
+        assert conn.execute("SELECT count(*) FROM subspaces").fetchone() == (0,)
