@@ -56,7 +56,8 @@ PositionsOption = Annotated[
     typer.Option(
         help="auto (query with --prefix/--shots/--chat, else all), all (every prompt token), "
         "query (the query's tokens, not the prefix, shots or chat wrapper), numbers, digits, "
-        "last, or names like a0.d1,last. Example: --positions query"
+        "last, or names like a0.d1,last; join names by + to patch them together as one unit "
+        "(docs/units.md). Example: --positions query, or --positions a0.d1,a1.d1+last"
     ),
 ]
 BatchOption = Annotated[int, typer.Option("--batch-size", "-b", help="Examples per batch.")]

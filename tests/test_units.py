@@ -4,14 +4,20 @@ when a prompt lacks one of their positions."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import polars as pl
 import pytest
 import torch
+from typer.testing import CliRunner
 
-from addpatch.engine.patching import PatchEngine
+from addpatch.engine.naive import naive_patch_batch
+from addpatch.engine.patching import PatchEngine, PromptPair
 from addpatch.engine.positions import (
     UNIT_JOIN,
     check_units,
     highlight,
+    layout_input,
     layout_prompt,
     render_with_spans,
     select_positions,
@@ -19,8 +25,15 @@ from addpatch.engine.positions import (
     unit_text,
 )
 from addpatch.errors import BadInput
+from addpatch.experiment.datasets import load_pairs
 from addpatch.models.tiny_tokenizers import build_tokenizer
+from addpatch.report.components import check_heads_position
+from addpatch.report.summary import carried_from_layer
+from addpatch.scoring import scores
+from addpatch.store.store import Store
+from cli.main import app
 from tests.conftest import tiny_model
+from tests.store_files import store_snapshot
 from tests.test_components import COMPONENTS, _compare_components, _expected_rows
 from tests.test_engine import TEMPLATE, _mixed_numbers, _pairs
 
@@ -154,3 +167,135 @@ def test_units_equal_naive_loop_on_the_shipped_adder():
     units = ["a1.d1+last", "a0.d1+a1.d1+last"]
     compared = _compare_components(model, tokenizer, pairs, units)
     assert compared == _expected_rows(PatchEngine(model, tokenizer), pairs, units)
+
+
+# -- through the CLI: run, store, score ----------------------------------------------------------
+
+UNIT_RUN = ["run", "--size", "12", "--layers", "-1,0", "--positions", "a0.d1,a1.d1+last"]
+
+
+@pytest.fixture(scope="module")
+def unit_store(tmp_path_factory) -> tuple[Path, str]:
+    store = tmp_path_factory.mktemp("units") / "store"
+    result = CliRunner().invoke(app, [*UNIT_RUN, "--store", str(store)])
+    assert result.exit_code == 0, result.output
+    return store, result.stdout
+
+
+def test_run_stores_a_unit_as_one_position(unit_store):
+    store, out = unit_store
+    opened = Store.open(store)
+    with opened.connect(read_only=True) as conn:
+        positions = conn.execute(
+            "SELECT position, name, token_text FROM run_positions ORDER BY position"
+        ).fetchall()
+        examples, rows, cells = conn.execute(
+            "SELECT (SELECT num_examples FROM runs), count(*), "
+            "count(DISTINCT (example_id, layer, position)) FROM patched_outputs"
+        ).fetchone()
+    (_, first, digit), (_, unit, text) = positions
+    assert (first, unit) == ("a0.d1", "a1.d1+last")
+    tokens = text.split("+")
+    assert len(tokens) == 2 and tokens[0].strip().isdigit() and tokens[1] == " is"
+    assert rows == cells == examples * 2 * 2  # two layers x two positions, one row each
+    patched = next(line for line in out.splitlines() if line.startswith("Patched: "))
+    assert patched.count("[") == 3 and patched.endswith("[ is]")  # a0.d1, a1.d1, last
+
+
+def test_stored_unit_rows_equal_the_naive_loop(unit_store):
+    """The rows the run stored for the unit are the naive loop's, patching both positions."""
+    from addpatch.models.loading import load_model, resolve_model
+
+    store, _ = unit_store
+    opened = Store.open(store)
+    _, ids, pairs = load_pairs(opened, 1)
+    with opened.connect(read_only=True) as conn:
+        [steps] = conn.execute("SELECT max_new_tokens FROM runs").fetchone()
+        stored = dict(
+            conn.execute(
+                "SELECT example_id, token_ids FROM patched_outputs "
+                "WHERE layer = 0 AND position = 1 ORDER BY example_id"
+            ).fetchall()
+        )
+    model, tokenizer = load_model(
+        resolve_model("tiny-adder-digits"), torch.device("cpu"), torch.float32
+    )
+    chosen = [
+        PromptPair(i, layout_input(tokenizer, p.base), layout_input(tokenizer, p.counterfactual))
+        for i, p in zip(ids, pairs, strict=True)
+        if i in stored
+    ]
+    naive = naive_patch_batch(model, tokenizer, chosen, 0, "a1.d1+last", steps)
+    assert len(chosen) == len(stored) > 0
+    for pair, answer in zip(chosen, naive, strict=True):
+        assert list(stored[pair.example_id]) == answer.tokens
+
+
+def test_score_reads_a_unit_as_a_position(unit_store):
+    store, _ = unit_store
+    frame = scores(Store.open(store), run_id=1, targets=["digit_1_1", "C_1"])
+    units = frame.filter(pl.col("position") == 1)
+    assert set(units.get_column("position_name")) == {"a1.d1+last"}
+    assert units.height == 2 * 2  # targets x layers
+    assert units.get_column("position_label").str.ends_with("+ is").all()
+    assert units.get_column("n").min() > 0
+    result = CliRunner().invoke(app, ["score", "--targets", "digit_1_1", "--store", str(store)])
+    assert result.exit_code == 0, result.output
+    assert "digit_1_1" in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--positions", "a0.d2+last"], "unit 'a0.d2+last' names unknown position 'a0.d2'"),
+        (["--positions", "a0.d1,a0.d1+a0.d1"], "unit 'a0.d1+a0.d1' names a position twice"),
+        (
+            [
+                "--template",
+                "{num0} + {num1} =",
+                "--template",
+                "The sum of {num0} and {num1} is",
+                "--positions",
+                "a1.d1+w0.1",
+            ],
+            "unit 'a1.d1+w0.1' names 'w0.1', which the prompt",
+        ),
+    ],
+)
+def test_a_bad_unit_is_one_error_line_and_leaves_the_store_unchanged(unit_store, args, message):
+    store, _ = unit_store
+    before = store_snapshot(store)
+    result = CliRunner().invoke(app, ["run", "--size", "12", *args, "--store", str(store)])
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 1, result.output
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], lines
+    assert store_snapshot(store) == before
+
+
+def test_the_report_reads_the_last_token_by_name_not_from_a_unit_after_it():
+    frame = pl.DataFrame(
+        {
+            "run_id": [1] * 6,
+            "target": ["C_1"] * 6,
+            "layer": [-1, 0] * 3,
+            "position": [0, 0, 1, 1, 2, 2],
+            "position_name": ["a0.d1", "a0.d1", "last", "last", "a1.d1+last", "a1.d1+last"],
+            "position_label": ["3", "3", " is", " is", "4+ is", "4+ is"],
+            "iia": [0.1, 0.1, 0.2, 0.9, 1.0, 1.0],
+        }
+    )
+    [carried] = carried_from_layer(frame, 0.8).to_dicts()
+    assert (carried["last_position"], carried["last_label"], carried["carried_from"]) == (
+        1,
+        " is",
+        0,
+    )
+    unnamed = carried_from_layer(frame.drop("position_name"), 0.8).to_dicts()[0]
+    assert (unnamed["last_position"], unnamed["carried_from"]) == (2, -1)
+
+
+def test_heads_position_takes_a_unit():
+    check_heads_position("a1.d0+last")
+    check_heads_position("r.0")
+    with pytest.raises(BadInput, match="cannot read --heads-position"):
+        check_heads_position("a1.d0+")

@@ -270,10 +270,12 @@ def check_units(layouts: Iterable[PromptLayout], names: list[str]) -> None:
             indices = layout.indices(unit)
             if indices is None:
                 missing = next(p for p in unit_parts(unit) if layout.index(p) is None)
+                separate = ",".join(unit_parts(unit))
                 raise BadInput(
                     f"unit {unit!r} names {missing!r}, which the prompt {_prompt(layout)!r} "
-                    "does not have; every prompt must have every position of a unit, so use "
-                    "positions all prompts share (e.g. a dataset of one width, or `last`)"
+                    "does not have; a unit needs all its positions in every prompt, so name "
+                    f"positions all the templates and widths share, or list them apart "
+                    f"({separate}: a prompt without one has no output there)"
                 )
             if len(set(indices)) < len(indices):
                 raise BadInput(

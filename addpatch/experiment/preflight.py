@@ -17,7 +17,12 @@ from transformers import (
 
 from addpatch.engine.architecture import find_decoder
 from addpatch.engine.components import find_layer_parts
-from addpatch.engine.positions import PromptLayout, layout_input, select_positions
+from addpatch.engine.positions import (
+    PromptLayout,
+    check_units,
+    layout_input,
+    select_positions,
+)
 from addpatch.errors import BadInput, ModelNotFound
 from addpatch.experiment.interventions import parse_layers
 from addpatch.models.loading import (
@@ -33,6 +38,13 @@ from addpatch.task.addition import AdditionTask
 def sample_layouts(tokenizer: PreTrainedTokenizerBase, task: AdditionTask) -> list[PromptLayout]:
     """Lay out sample prompts of the task in every template, at width 1 and D, with the task's
     worked examples and chat template: BadInput when a digit gets no token of its own."""
+    return [layout for _, layout in _samples(tokenizer, task)]
+
+
+def _samples(
+    tokenizer: PreTrainedTokenizerBase, task: AdditionTask
+) -> list[tuple[int, PromptLayout]]:
+    """(width, layout) of the sample prompts of `sample_layouts`, in its order."""
     layouts = []
     for template in task.templates:  # type: ignore[union-attr]
         for width in sorted({1, task.num_digits}):
@@ -42,7 +54,7 @@ def sample_layouts(tokenizer: PreTrainedTokenizerBase, task: AdditionTask) -> li
                 sample = task.make_input(
                     [number] * task.num_addends, num_digits=width, template=template, shots=shots
                 )
-                layouts.append(layout_input(tokenizer, sample))
+                layouts.append((width, layout_input(tokenizer, sample)))
     return layouts
 
 
@@ -83,9 +95,11 @@ def check_model(
 
 def check_prompts(tokenizer: PreTrainedTokenizerBase, task: AdditionTask, positions: str) -> None:
     """BadInput when the task's prompts cannot be laid out by `tokenizer` (a digit without a
-    token of its own) or `positions` names no token of them."""
-    layouts = sample_layouts(tokenizer, task)
-    select_positions(layouts[-1], positions, task.num_addends, task.num_digits)
+    token of its own) or `positions` names no token of them, or a unit of positions names one
+    that a prompt of the task's width (in any of its templates) lacks."""
+    samples = _samples(tokenizer, task)
+    names = select_positions(samples[-1][1], positions, task.num_addends, task.num_digits)
+    check_units([layout for width, layout in samples if width == task.num_digits], names)
 
 
 def _first_line(error: BaseException) -> str:

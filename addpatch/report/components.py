@@ -17,6 +17,7 @@ from functools import partial
 import polars as pl
 
 from addpatch.errors import BadInput
+from addpatch.report.summary import last_positions
 
 COMPONENT_ORDER = ("resid", "attn", "mlp", "heads")
 HEADS_FACET = "heads @"
@@ -30,7 +31,8 @@ def facet_name(target: str, component: str, position_label: str | None = None) -
     return f"{target} [{component}]"
 
 
-POSITION_NAME = re.compile(r"(bos|last|w\d+\.\d+|a\d+\.[td]\d+|p\.\d+|s\d+\.\d+|c[01]\.\d+)")
+_ONE_POSITION = r"(bos|last|w\d+\.\d+|a\d+\.[td]\d+|p\.\d+|s\d+\.\d+|c[01]\.\d+|r\.\d+)"
+POSITION_NAME = re.compile(rf"{_ONE_POSITION}(\+{_ONE_POSITION})*")  # or a unit: a1.d0+last
 
 
 def check_heads_position(name: str | None) -> None:
@@ -105,13 +107,19 @@ def _heads_at(heads: pl.DataFrame, resid: pl.DataFrame, name: str | None) -> pl.
         .alias("facet"),
         pl.col("head").cast(heads.schema["position"]).alias("position"),
         ("h" + pl.col("head").cast(pl.String)).alias("position_label"),
+        # its columns are heads, none of them a token position
+        *(
+            [pl.lit(None, pl.String).alias("position_name")]
+            if "position_name" in picked.columns
+            else []
+        ),
     )
 
 
 def _chosen_positions(heads: pl.DataFrame, resid: pl.DataFrame, name: str | None) -> pl.DataFrame:
     """(run_id, target, position) of the heads heatmap of each run and target."""
     keys = heads.select("run_id", "target").unique()
-    last = heads.group_by("run_id", "target").agg(pl.col("position").max())
+    last = last_positions(heads, ["run_id", "target"]).rename({"last_position": "position"})
     if name == "last":
         return last
     if name is not None:

@@ -5,8 +5,9 @@
   the highest IIA; ties go to the lowest layer, then the lowest position. Cells whose IIA is
   null are ignored. When no cell clears the baseline the target is *not localized*.
 * Carried by the last token from layer: the smallest layer (``-1`` = embeddings) whose
-  IIA at the run's last token position (the largest position scored for that run and
-  target) is at least `threshold`; null when no layer reaches it.
+  IIA at the run's last token position (the position named ``last`` when the frame names its
+  positions and has one, else the largest position scored for that run and target) is at
+  least `threshold`; null when no layer reaches it.
 * Regions: for each position, the layers whose IIA is at least `threshold`.
 """
 
@@ -68,7 +69,7 @@ def top_cells(scores: pl.DataFrame) -> pl.DataFrame:
 
 def carried_from_layer(scores: pl.DataFrame, threshold: float = DEFAULT_THRESHOLD) -> pl.DataFrame:
     """One row per (run_id, target): last_position, last_label and carried_from (nullable)."""
-    last = scores.group_by(_KEY).agg(pl.col("position").max().alias("last_position"))
+    last = last_positions(scores, _KEY)
     at_last = scores.join(last, on=_KEY).filter(pl.col("position") == pl.col("last_position"))
     labels = at_last.group_by(_KEY).agg(pl.col("position_label").first().alias("last_label"))
     carried = (
@@ -77,6 +78,25 @@ def carried_from_layer(scores: pl.DataFrame, threshold: float = DEFAULT_THRESHOL
         .agg(pl.col("layer").min().alias("carried_from"))
     )
     return last.join(labels, on=_KEY).join(carried, on=_KEY, how="left")
+
+
+def last_positions(frame: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """Per `keys`, the run's last token position (`last_position`): the one named `last` where
+    the frame names its positions and has it, else the largest (a list such as
+    `a0.d1+last,a0.d0` puts `last` in a unit, not at the end)."""
+    largest = frame.group_by(keys).agg(pl.col("position").max().alias("last_position"))
+    if "position_name" not in frame.columns:
+        return largest
+    named = (
+        frame.filter(pl.col("position_name") == "last")
+        .group_by(keys)
+        .agg(pl.col("position").first().alias("named"))
+    )
+    return (
+        largest.join(named, on=keys, how="left")
+        .with_columns(pl.coalesce("named", "last_position").alias("last_position"))
+        .select(*keys, "last_position")
+    )
 
 
 def summary_table(scores: pl.DataFrame, threshold: float = DEFAULT_THRESHOLD) -> pl.DataFrame:

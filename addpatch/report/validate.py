@@ -27,6 +27,7 @@ OPTIONAL_SCORE_COLUMNS: tuple[str, ...] = (
     "hits",  # examples whose patched answer is the label (iia = hits / n)
     "iia_low",  # 95% Wilson interval of iia; computed from hits (or iia x n) when absent
     "iia_high",
+    "position_name",  # the run's name of the position (a0.d1, last, a unit a1.d0+last)
 )
 RUN_KEYS: tuple[str, ...] = ("run_id", "model", "num_digits", "keep_rate", "examples", "provenance")
 
