@@ -144,6 +144,11 @@ class _StepTops:
 class PatchEngine:
     """Interchange interventions on one loaded model; stateless between batches."""
 
+    same_prefix_shortcut = True
+    """A cell whose counterfactual has the base's tokens up to the patched position would patch
+    in the base's own vector: its rows take the base's answer without a patched forward. Tests
+    turn this off to run every row through the patch path."""
+
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
         self.model: PreTrainedModel = model.eval()
         self.tokenizer = tokenizer
@@ -343,7 +348,8 @@ class PatchEngine:
             b, c = pair.base.index(name), pair.counterfactual.index(name)
             if b is None or c is None:
                 continue  # this prompt has no such position: no output for the cell
-            if b == c and pair.base.token_ids[: b + 1] == pair.counterfactual.token_ids[: c + 1]:
+            same = pair.base.token_ids[: b + 1] == pair.counterfactual.token_ids[: c + 1]
+            if self.same_prefix_shortcut and b == c and same:
                 cell.unchanged.append(row)  # same prefix: the same vector, the base's answer
                 continue
             cell.active.append(row)

@@ -39,19 +39,38 @@ def reads_outputs(sql: str) -> bool:
 
 def file_problem(path: Path, rows: int, run_id: int) -> str | None:
     """What is wrong with one registered file, from its footer; None when it looks whole."""
-    if not path.is_file():
-        return "is missing"
     try:
         metadata = pq.read_metadata(path)
-        schema = metadata.schema.to_arrow_schema()
+    except FileNotFoundError:
+        return "is missing"
     except Exception:  # not Parquet, truncated, unreadable: pyarrow raises several kinds
         return "is not a readable Parquet file"
-    problem = _schema_problem(schema)
+    try:
+        problem, run_column = _columns(metadata)
+    except Exception:
+        return "is not a readable Parquet file"
     if problem is not None:
         return problem
     if metadata.num_rows != rows:
         return f"holds {metadata.num_rows} rows, the catalog registered {rows}"
-    return _run_problem(metadata, schema, run_id)
+    return _run_problem(metadata, run_column, run_id)
+
+
+_ARROW_SCHEMA = b"ARROW:schema"
+_CHECKED: dict[bytes, tuple[str | None, int]] = {}  # Arrow schema as stored -> _columns' answer
+
+
+def _columns(metadata: pq.FileMetaData) -> tuple[str | None, int]:
+    """(what is wrong with the file's columns or None, index of run_id); checked once per
+    distinct schema (the Arrow schema pyarrow stores in the footer is the key)."""
+    stored = (metadata.metadata or {}).get(_ARROW_SCHEMA)
+    if stored is not None and stored in _CHECKED:
+        return _CHECKED[stored]
+    schema = metadata.schema.to_arrow_schema()
+    answer = (_schema_problem(schema), schema.get_field_index("run_id"))
+    if stored is not None and len(_CHECKED) < 64:
+        _CHECKED[stored] = answer
+    return answer
 
 
 def _schema_problem(schema: pa.Schema) -> str | None:
@@ -70,9 +89,8 @@ def _schema_problem(schema: pa.Schema) -> str | None:
     return None
 
 
-def _run_problem(metadata: pq.FileMetaData, schema: pa.Schema, run_id: int) -> str | None:
+def _run_problem(metadata: pq.FileMetaData, column: int, run_id: int) -> str | None:
     """Another run's rows, when the footer's statistics of run_id say so."""
-    column = schema.get_field_index("run_id")
     for group in range(metadata.num_row_groups):
         stats = metadata.row_group(group).column(column).statistics
         if stats is None or not stats.has_min_max:
