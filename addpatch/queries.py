@@ -18,6 +18,7 @@ import polars as pl
 
 from addpatch.errors import BadInput, StoreError
 from addpatch.resources import queries_dir
+from addpatch.store.read_check import check_outputs_on, connection_root, reads_outputs
 
 _PARAM = re.compile(r"^--\s*param\s+(\w+)\s+([A-Z]+(?:\[\])?)\s*(.*)$")
 _TYPES = {"INTEGER", "VARCHAR", "DOUBLE", "BOOLEAN", "INTEGER[]", "VARCHAR[]"}
@@ -108,10 +109,22 @@ def bind_params(query: Query, params: Mapping[str, object]) -> dict[str, object]
 
 
 def run_query(
-    conn: duckdb.DuckDBPyConnection, query: Query, params: Mapping[str, object] | None = None
+    conn: duckdb.DuckDBPyConnection,
+    query: Query,
+    params: Mapping[str, object] | None = None,
+    *,
+    check_files: bool = True,
 ) -> pl.DataFrame:
-    """The query's result as a polars DataFrame; unset parameters read as NULL (= no filter)."""
+    """The query's result as a polars DataFrame; unset parameters read as NULL (= no filter).
+
+    A query of the outputs first checks the footers of the files it may read (its `run_id`'s,
+    else every run's): StoreError naming a damaged file (`check_files=False` when the caller
+    has checked them already)."""
     values = bind_params(query, params or {})
+    if check_files and reads_outputs(query.sql):
+        run_id = values.get("run_id")
+        runs = None if run_id is None else [int(str(run_id))]
+        check_outputs_on(conn, connection_root(conn), runs)
     for name in query.params:
         conn.execute(f"RESET VARIABLE {name}")
     for name, value in values.items():

@@ -4,7 +4,8 @@
     scores(store, run_id=1, targets=["C_1", "raw_output"])   # IIA per cell, 95% interval
     best_cells(store, run_id=1)                               # best cell per target
     scores(store, run_id=1, informative=True)   # only examples whose label <> base answer
-Labels for the requested targets are computed and stored first if the store lacks them.
+Labels for the requested targets are computed and stored first if the store lacks them; before
+that, the run's output files are checked (`addpatch.store.read_check`: StoreError if damaged).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import polars as pl
 
 from addpatch.experiment.labels import ensure_labels
 from addpatch.queries import get_query, run_query
+from addpatch.store.read_check import check_outputs
 from addpatch.store.runs import run_dataset_ids
 from addpatch.store.store import Store
 
@@ -32,6 +34,7 @@ def _label_runs(store: Store, run_id: int | None, targets: list[str] | None) -> 
 def _run(
     store: Store, name: str, run_id: int | None, targets: list[str] | None, **extra: object
 ) -> pl.DataFrame:
+    check_outputs(store, None if run_id is None else [run_id])  # before labels are stored
     canonical = _label_runs(store, run_id, targets)
     params: dict[str, object] = dict(extra)
     if run_id is not None:
@@ -39,7 +42,7 @@ def _run(
     if canonical is not None:
         params["targets"] = canonical
     with store.connect(read_only=True) as conn:
-        return run_query(conn, get_query(name), params)
+        return run_query(conn, get_query(name), params, check_files=False)
 
 
 def scores(

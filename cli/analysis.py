@@ -260,9 +260,11 @@ def shell(store: StoreOption = STORE_DEFAULT) -> None:
         D .read /path/to/queries/best_cells.sql
     """
     from addpatch.resources import queries_dir
+    from addpatch.store.read_check import check_outputs
     from addpatch.store.store import Store
 
     opened = Store.open(store)
+    check_outputs(opened)  # the shell reads the files unchecked: refuse damaged ones first
     beside = Path(sys.executable).parent / "duckdb"  # installed with addpatch (duckdb-cli)
     duckdb_cli = str(beside) if beside.is_file() else shutil.which("duckdb")
     if duckdb_cli is None:

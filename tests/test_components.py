@@ -65,11 +65,20 @@ def test_components_equal_naive_loop_with_chunked_tokenizer(family):
 
 
 @pytest.mark.parametrize("family", ["llama", "gemma2", "gpt2"])
-def test_patching_own_activation_changes_nothing(family):
+def test_patching_own_activation_changes_nothing(family, monkeypatch):
     model, tokenizer = tiny_model(family, "digits", seed=7)
     numbers = [(b, b) for b, _ in _mixed_numbers(5, 4)]
     pairs = _pairs(tokenizer, numbers)
     engine = PatchEngine(model, tokenizer)
+    engine.same_prefix_shortcut = False  # else no cell is patched: each takes the base's answer
+    cells = []
+    split = PatchEngine._cell_rows
+
+    def recorded(self, *args):
+        cells.append(split(self, *args))
+        return cells[-1]
+
+    monkeypatch.setattr(PatchEngine, "_cell_rows", recorded)
     plain = engine.generate([p.base for p in pairs], 4)
     positions = list(pairs[0].base.canonical)
     layers = list(range(-1, engine.num_layers))
@@ -77,8 +86,11 @@ def test_patching_own_activation_changes_nothing(family):
     for table in engine.sweep(pairs, layers, positions, 4, components=COMPONENTS):
         for row in table.to_pylist():
             assert row["token_ids"] == plain[row["example_id"]][0]
+            assert row["top_ids"][0] == plain[row["example_id"]][0][0]
             rows += 1
     assert rows == sum(_expected_rows(engine, pairs, positions).values())
+    # every row of every cell went through the patch path, none took the base's answer
+    assert cells and all(not c.unchanged and len(c.active) == len(pairs) for c in cells)
 
 
 @pytest.mark.parametrize("family", ["llama", "gemma2", "gpt2"])

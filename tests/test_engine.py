@@ -98,16 +98,54 @@ def test_last_layer_last_position_gives_counterfactual_first_token():
         assert patched_first == cf_first, cf_tokens
 
 
-def test_patching_base_onto_itself_changes_nothing():
+def test_patching_base_onto_itself_changes_nothing(monkeypatch):
     model, tokenizer = tiny_model("olmo2", "digits", seed=7)
     numbers = [(b, b) for b, _ in _mixed_numbers(5, 5)]
     pairs = _pairs(tokenizer, numbers)
     engine = PatchEngine(model, tokenizer)
+    engine.same_prefix_shortcut = False  # else no cell is patched: each takes the base's answer
+    cells = []
+    split = PatchEngine._cell_rows
+
+    def recorded(self, *args):
+        cells.append(split(self, *args))
+        return cells[-1]
+
+    monkeypatch.setattr(PatchEngine, "_cell_rows", recorded)
     plain = engine.generate([p.base for p in pairs], 4)
     positions = list(pairs[0].base.canonical)
+    rows = 0
     for table in engine.sweep(pairs, list(range(-1, engine.num_layers)), positions, 4):
         for row in table.to_pylist():
             assert row["token_ids"] == plain[row["example_id"]][0]
+            rows += 1
+    assert rows == len(pairs) * len(positions) * (engine.num_layers + 1)
+    # every row of every cell went through the patch path, none took the base's answer
+    assert cells and all(not c.unchanged and len(c.active) == len(pairs) for c in cells)
+
+
+def test_the_same_prefix_shortcut_answers_as_the_patch_path():
+    """A counterfactual that differs from the base only in the second addend: the cells before
+    it take the shortcut, and give what patching them gives."""
+    model, tokenizer = tiny_model("llama", "digits", seed=7)
+    numbers = [(base, [base[0], cf[1]]) for base, cf in _mixed_numbers(6, 4)]
+    pairs = _pairs(tokenizer, numbers)
+    positions = ["a0.d0", "a0.d1", "a1.d0", "last"]
+    engine = PatchEngine(model, tokenizer)
+    layers = list(range(-1, engine.num_layers))
+
+    def rows() -> list[dict]:
+        found = [r for t in engine.sweep(pairs, layers, positions, 4) for r in t.to_pylist()]
+        return sorted(found, key=lambda r: row_key(r)[:3])
+
+    shortcut = rows()
+    engine.same_prefix_shortcut = False
+    patched = rows()
+    assert len(shortcut) == len(patched) == len(pairs) * len(positions) * len(layers)
+    for a, b in zip(shortcut, patched, strict=True):
+        assert row_key(a) == row_key(b)
+        assert a["token_ids"] == b["token_ids"] and a["top_ids"] == b["top_ids"]
+        assert a["top_logprobs"] == pytest.approx(b["top_logprobs"], abs=1e-4)
 
 
 def test_shared_digit_tokens_follow_the_tokenizer():

@@ -147,6 +147,11 @@ class _StepTops:
 class PatchEngine:
     """Interchange interventions on one loaded model; stateless between batches."""
 
+    same_prefix_shortcut = True
+    """A cell whose counterfactual has the base's tokens up to the patched position would patch
+    in the base's own vector: its rows take the base's answer without a patched forward. Tests
+    turn this off to run every row through the patch path."""
+
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
         self.model: PreTrainedModel = model.eval()
         self.tokenizer = tokenizer
@@ -355,10 +360,8 @@ class PatchEngine:
             if b is None or c is None:
                 continue  # this prompt has no such position: no output for the cell
             latest = max(b)  # a unit's vectors are all the same when the prompts agree up to it
-            if (
-                b == c
-                and pair.base.token_ids[: latest + 1] == pair.counterfactual.token_ids[: latest + 1]
-            ):
+            same = pair.base.token_ids[: latest + 1] == pair.counterfactual.token_ids[: latest + 1]
+            if self.same_prefix_shortcut and b == c and same:
                 cell.unchanged.append(row)  # same prefix: the same vectors, the base's answer
                 continue
             cell.active.append(row)

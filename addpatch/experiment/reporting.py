@@ -16,6 +16,7 @@ from addpatch.report.components import check_heads_position, component_facets
 from addpatch.report.subspaces import best_rank_per_cell
 from addpatch.scoring import scores
 from addpatch.store import catalog, runs
+from addpatch.store.read_check import check_outputs, check_outputs_on
 from addpatch.store.store import Store
 from addpatch.task.addition import AdditionTask
 from addpatch.task.labels import default_targets, resolve_target
@@ -128,6 +129,7 @@ def cell_examples(
     """`queries/cell_examples.sql` for every cell of each (run, target), on one connection."""
     query = get_query("cell_examples")
     with store.connect(read_only=True) as conn:
+        check_outputs_on(conn, store.root, {run_id for run_id, _ in run_targets})
         frames = [
             run_query(
                 conn,
@@ -138,6 +140,7 @@ def cell_examples(
                     "per_cell": per_cell,
                     "informative": informative,
                 },
+                check_files=False,  # checked once above
             )
             for run_id, target in run_targets
         ]
@@ -159,6 +162,7 @@ def report_runs(
     Each component patched gets its own heatmaps (`report.components`); the heads' layer x head
     heatmaps are drawn at `heads_position` (default: each target's best residual position)."""
     check_heads_position(heads_position)  # before anything is scored or stored
+    check_outputs(store, run_ids)  # damaged output files: refused before labels are stored
     per_run = targets_per_run(store, run_ids, targets)
     frames = [
         scores(store, run_id=run_id, targets=per_run[run_id], informative=informative)

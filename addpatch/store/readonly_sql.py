@@ -8,6 +8,7 @@ import duckdb
 import polars as pl
 
 from addpatch.errors import BadInput
+from addpatch.store.read_check import check_outputs_on, reads_outputs
 from addpatch.store.store import Store
 
 ALLOWED = (duckdb.StatementType.SELECT, duckdb.StatementType.EXPLAIN)
@@ -34,8 +35,12 @@ def check_read_only(statement: str) -> str:
 
 
 def run_read_only(store: Store, statement: str) -> pl.DataFrame:
+    """The statement's result; one that names the outputs first checks every registered file's
+    footer (`addpatch.store.read_check`): StoreError naming a damaged file."""
     check_read_only(statement)
     with store.connect(read_only=True) as conn:
+        if reads_outputs(statement):
+            check_outputs_on(conn, store.root)
         try:
             return conn.execute(statement).pl()
         except duckdb.Error as error:

@@ -11,6 +11,7 @@ import pyarrow.parquet as pq
 from addpatch.models.weights import sha256_file
 from addpatch.store.catalog import transaction
 from addpatch.store.outputs_view import refresh_outputs_view
+from addpatch.store.read_check import damaged_outputs, registered_files
 from addpatch.store.store import Store
 
 
@@ -129,20 +130,11 @@ def _files_with_duplicates(store: Store, paths: list[str]) -> list[str]:
 
 
 def unreadable_files(store: Store, run_id: int) -> list[str]:
-    """The run's registered files that are missing, unreadable or hold other than their rows
-    (a cheap check of each file's footer, no hashing)."""
+    """The run's registered files that are missing, unreadable, hold other than their rows or
+    not the output columns (each file's footer, no hashing: `addpatch.store.read_check`)."""
     with store.connect(read_only=True) as conn:
-        registered = conn.execute(
-            "SELECT path, rows FROM output_files WHERE run_id = ? ORDER BY id", [run_id]
-        ).fetchall()
-    bad = []
-    for path, rows in registered:
-        try:
-            if pq.ParquetFile(store.root / path).metadata.num_rows != rows:
-                bad.append(path)
-        except Exception:
-            bad.append(path)
-    return bad
+        registered = registered_files(conn, [run_id])
+    return [path for path, _ in damaged_outputs(store.root, registered)]
 
 
 def unregister_files(store: Store, paths: list[str]) -> None:
