@@ -104,13 +104,19 @@ def bind_params(query: Query, params: Mapping[str, object]) -> dict[str, object]
     if unknown:
         accepted = ", ".join(query.params) or "none"
         raise BadInput(f"query {query.name} has no parameter {unknown[0]!r}; it takes: {accepted}")
-    return {name: _convert(query.params[name], value) for name, value in params.items()}
+    # None leaves a parameter unset (NULL: no filter), as leaving it out does
+    return {
+        name: _convert(query.params[name], value)
+        for name, value in params.items()
+        if value is not None
+    }
 
 
 def run_query(
     conn: duckdb.DuckDBPyConnection, query: Query, params: Mapping[str, object] | None = None
 ) -> pl.DataFrame:
-    """The query's result as a polars DataFrame; unset parameters read as NULL (= no filter)."""
+    """The query's result as a polars DataFrame; unset parameters (left out or None) read as
+    NULL (= no filter)."""
     values = bind_params(query, params or {})
     for name in query.params:
         conn.execute(f"RESET VARIABLE {name}")
