@@ -71,8 +71,10 @@ def test_stored_without_outputs(name):
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
     assert code, f"{name} has no code"
     for cell in code:
-        assert cell.outputs == [], f"{name}: a cell is stored with outputs; clear them"
-        assert cell.execution_count is None, f"{name}: a cell is stored with an execution count"
+        assert cell.outputs == [] and cell.execution_count is None, (
+            f"{name} is stored with outputs; clear them (JupyterLab: Edit > Clear Outputs of All "
+            "Cells, then save; or `jupyter nbconvert --clear-output --inplace notebooks/*.ipynb`)"
+        )
     assert "widgets" not in notebook.metadata
     assert notebook.metadata.kernelspec.name == "python3"
 
