@@ -79,6 +79,13 @@ def test_stored_without_outputs(name):
     assert notebook.metadata.kernelspec.name == "python3"
 
 
+def test_the_carries_notebook_ends_with_the_section_reserved_for_trained_subspaces():
+    notebook = nbformat.read(NOTEBOOKS / CARRIES, as_version=4)
+    last = notebook.cells[-1]
+    assert last.cell_type == "markdown"
+    assert last.source.splitlines()[2].startswith("## Trained subspaces (DAS): reserved")
+
+
 class TestTaskNotebook:
     def test_runs_and_shows_labels_and_generators(self, tmp_path):
         notebook = execute(TASK, tmp_path)
