@@ -33,6 +33,7 @@ def execute(name: str, tmp_path: Path) -> nbformat.NotebookNode:
         timeout=CELL_TIMEOUT_S,
         kernel_name="python3",
         resources={"metadata": {"path": str(workdir)}},
+        extra_arguments=["--InteractiveShell.colors=nocolor"],  # plain tracebacks in failures
     )
     client.execute()
     return notebook
