@@ -5,15 +5,18 @@
 #               and pip), then `make lint`, then the whole test suite
 #   make lint   ruff (lint and format check) and mypy (strict on addpatch/ and cli/; config in
 #               pyproject.toml)
+#   make notebooks  the same set-up plus JupyterLab (the `notebooks` extra), then opens
+#               notebooks/ in it
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RAY_STAMP := $(VENV)/.installed-ray
 GGUF_STAMP := $(VENV)/.installed-gguf
+NOTEBOOKS_STAMP := $(VENV)/.installed-notebooks
 SOURCES := addpatch cli tests migrations benchmarks
 
-.PHONY: demo test setup lint chromium real-parts
+.PHONY: demo test setup lint chromium real-parts notebooks
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +34,15 @@ $(GGUF_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,gguf]'
 	touch $(GGUF_STAMP)
 
+# JupyterLab is an optional extra: `make demo` and `make test` do not install it
+$(NOTEBOOKS_STAMP): $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,notebooks]'
+	touch $(NOTEBOOKS_STAMP)
+
 setup: $(STAMP)
+
+notebooks: $(NOTEBOOKS_STAMP)
+	$(BIN)/jupyter lab notebooks/
 
 demo: $(STAMP)
 	$(BIN)/addpatch run

@@ -105,7 +105,12 @@ def bind_params(query: Query, params: Mapping[str, object]) -> dict[str, object]
     if unknown:
         accepted = ", ".join(query.params) or "none"
         raise BadInput(f"query {query.name} has no parameter {unknown[0]!r}; it takes: {accepted}")
-    return {name: _convert(query.params[name], value) for name, value in params.items()}
+    # None leaves a parameter unset (NULL: no filter), as leaving it out does
+    return {
+        name: _convert(query.params[name], value)
+        for name, value in params.items()
+        if value is not None
+    }
 
 
 def run_query(
@@ -115,7 +120,8 @@ def run_query(
     *,
     check_files: bool = True,
 ) -> pl.DataFrame:
-    """The query's result as a polars DataFrame; unset parameters read as NULL (= no filter).
+    """The query's result as a polars DataFrame; unset parameters (left out or None) read as
+    NULL (= no filter).
 
     A query of the outputs first checks the footers of the files it may read (its `run_id`'s,
     else every run's): StoreError naming a damaged file (`check_files=False` when the caller

@@ -3,6 +3,7 @@
     from addpatch.scoring import scores, best_cells
     scores(store, run_id=1, targets=["C_1", "raw_output"])   # IIA per cell, 95% interval
     best_cells(store, run_id=1)                               # best cell per target
+    cell_examples(store, run_id=1, target="O_1", layer=0, position=11)  # one cell's examples
     scores(store, run_id=1, informative=True)   # only examples whose label <> base answer
 Labels for the requested targets are computed and stored first if the store lacks them; before
 that, the run's output files are checked (`addpatch.store.read_check`: StoreError if damaged).
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import polars as pl
 
+from addpatch.errors import BadInput
 from addpatch.experiment.labels import ensure_labels
 from addpatch.queries import get_query, run_query
 from addpatch.store.read_check import check_outputs
@@ -69,3 +71,34 @@ def best_cells(
     """The `top` best cells per (run, target); `localized` where iia_low > baseline (those
     first: a target whose first row is not localized is localized nowhere)."""
     return _run(store, "best_cells", run_id, targets, top=top, informative=informative)
+
+
+def cell_examples(
+    store: Store,
+    *,
+    run_id: int,
+    target: str,
+    layer: int | None = None,
+    position: int | None = None,
+    per_cell: int = 10,
+    informative: bool = False,
+) -> pl.DataFrame:
+    """A sample of one cell's examples (every cell's when `layer`/`position` are None): the
+    base and counterfactual prompts and answers, the label, the patched answer and whether it
+    is right (`correct`), right and wrong examples in turn; `cell_right`/`cell_n` count the
+    whole cell. `informative`: only examples whose label differs from the base answer."""
+    if not isinstance(per_cell, int) or per_cell < 1:
+        raise BadInput(f"per_cell must be a positive number of examples, got {per_cell!r}")
+    [canonical] = _label_runs(store, run_id, [target]) or [target]
+    params: dict[str, object] = {
+        "run_id": run_id,
+        "target": canonical,
+        "per_cell": per_cell,
+        "informative": informative,
+    }
+    if layer is not None:
+        params["layer"] = layer
+    if position is not None:
+        params["position"] = position
+    with store.connect(read_only=True) as conn:
+        return run_query(conn, get_query("cell_examples"), params)

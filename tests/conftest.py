@@ -172,6 +172,7 @@ LONGEST_FIRST = (  # by their time in `pytest --durations=0`, longest first
     "test_real_weights.py",
     "test_sweep.py",
     "test_real_models.py",
+    "test_notebooks.py",
     "test_cli.py",
     "test_failure_injection.py",
     "test_prompts.py",

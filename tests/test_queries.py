@@ -8,7 +8,7 @@ import pytest
 from addpatch.errors import BadInput
 from addpatch.pipeline import RunSpec, run_experiment
 from addpatch.queries import get_query, run_query
-from addpatch.scoring import best_cells, scores
+from addpatch.scoring import best_cells, cell_examples, scores
 from addpatch.store.store import Store
 from addpatch.task.addition import AdditionTask
 from addpatch.task.generators import generate_pairs
@@ -530,3 +530,42 @@ def test_macro_called_as_before_returns_the_old_columns_first(small_run):
     merged = plain.join(expected, on=["layer", "position"], suffix="_polars")
     assert merged.height == plain.height
     assert (merged["iia"] - merged["iia_polars"]).abs().max() < 1e-12
+
+
+def test_scoring_cell_examples_is_the_query_with_labels_stored_first(small_run):
+    store, _task, run_id = small_run
+    got = cell_examples(store, run_id=run_id, target="digit_1_1+digit_0_0", layer=0, position=5)
+    with store.connect(read_only=True) as conn:
+        labelled = conn.execute(
+            "SELECT count(*) FROM labels WHERE target = 'digit_0_0+digit_1_1'"
+        ).fetchone()[0]
+        expected = run_query(
+            conn,
+            get_query("cell_examples"),
+            {"run_id": run_id, "target": "digit_0_0+digit_1_1", "layer": 0, "position": 5},
+        )
+    assert labelled == 24  # the canonical target's labels, stored by the call
+    assert got.equals(expected)
+    assert got.height == 10 and set(got["target"]) == {"digit_0_0+digit_1_1"}
+    every_cell = cell_examples(store, run_id=run_id, target="C_1", per_cell=2)
+    assert every_cell.group_by("layer", "position").len()["len"].to_list() == [2] * (
+        every_cell.select("layer", "position").unique().height
+    )
+    with pytest.raises(BadInput, match="per_cell must be a positive number"):
+        cell_examples(store, run_id=run_id, target="C_1", per_cell=0)
+
+
+def test_a_parameter_given_as_none_is_unset(small_run):
+    store, _task, run_id = small_run
+    scores(store, run_id=run_id, targets=["C_1"])
+    with store.connect(read_only=True) as conn:
+        dataset_id = conn.execute("SELECT dataset_id FROM runs WHERE id = ?", [run_id]).fetchone()[
+            0
+        ]
+        query = get_query("distinguishability")
+        left_out = run_query(conn, query, {"dataset_id": dataset_id, "target_a": "C_1"})
+        as_none = run_query(
+            conn, query, {"dataset_id": dataset_id, "target_a": "C_1", "target_b": None}
+        )
+    assert left_out.height == 1 and left_out["target_b"][0] == "(base answer)"
+    assert as_none.equals(left_out)

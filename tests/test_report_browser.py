@@ -165,3 +165,19 @@ def test_screenshot_not_blank(rendered: tuple[ReportFiles, dict, Path]) -> None:
     assert len(set(raw)) > 64, "the screenshot looks blank"
     nonzero = sum(1 for b in raw[::97] if b)
     assert nonzero > len(raw[::97]) * 0.01, "the screenshot is almost uniform"
+
+
+def test_a_notebook_chart_draws_offline_with_the_inlined_bundle(tmp_path: Path) -> None:
+    """`enable_offline_charts`' HTML (what a Jupyter cell shows) draws every heatmap cell in
+    a browser that can reach nothing."""
+    from addpatch.report.charts import heatmap_chart, offline_chart_html
+
+    scores = browser_scores()
+    spec = heatmap_chart(scores, "digit_0_1").to_dict()
+    page = tmp_path / "cell-output.html"
+    page.write_text(f"<html><body>{offline_chart_html(spec)}</body></html>", encoding="utf-8")
+    dom = run_chromium(page, tmp_path / "profile", "--dump-dom").stdout
+    groups = re.findall(r'<g class="mark-rect role-mark cells_marks".*?</g>', dom, re.S)
+    assert len(groups) == len(RUNS)  # one panel per run
+    drawn = [p for g in groups for p in re.findall(r'<path aria-label="[^"]*Target: digit_0_1;', g)]
+    assert len(drawn) == scores.filter(pl.col("target") == "digit_0_1").height
