@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from addpatch.settings import DEFAULT_MODEL
+from cli.attribution import print_attribution
 from cli.options import (
     STORE_DEFAULT,
     AddendsOption,
@@ -24,10 +25,12 @@ from cli.options import (
     InterventionsOnlyOption,
     KindOption,
     LayersOption,
+    MethodOption,
     ModelOption,
     NoFilterOption,
     PositionsOption,
     PrefixOption,
+    ScreenOption,
     SeedOption,
     ShotsOption,
     SizeOption,
@@ -50,6 +53,8 @@ def run(
     layers: LayersOption = "all",
     positions: PositionsOption = "auto",
     components: ComponentsOption = "resid",
+    method: MethodOption = "patch",
+    screen: ScreenOption = None,
     heads_position: HeadsPositionOption = None,
     targets: TargetsOption = None,
     template: TemplateOption = None,
@@ -90,6 +95,7 @@ def run(
         addpatch run --model ~/models/SmolLM2-135M-Instruct --digits 1 --chat --template 'What is {num0} + {num1}?' --answer-prefix 'The answer is'
         addpatch run --model ~/models/random-init --no-filter --size 32
         addpatch run --components resid,attn,mlp,heads   # also attention, MLP, each head
+        addpatch run --method attribution --components resid,heads --screen 20
     """
     from addpatch.engine.components import parse_components
     from addpatch.pipeline import RunSpec, run_experiment
@@ -122,9 +128,14 @@ def run(
         components=tuple(parse_components(components)),
         heads_position=heads_position,
         report_dir=report_dir,
+        method=method,
+        screen=screen,
     )
     with progress_bars() as progress:
         outcome = run_experiment(store, spec, echo=console.print, progress=progress)
+    if method == "attribution":
+        print_attribution(outcome, started)
+        return
     result = outcome.result
     if result.low_keep_rate:
         errors.print(

@@ -249,9 +249,11 @@ class PatchEngine:
         max_new_tokens: int,
         max_decode_rows: int = 4096,
         components: tuple[str, ...] | list[str] = ("resid",),
+        only: AbstractSet[tuple[str, int, int, int | None]] | None = None,
     ) -> Iterator[pa.Table]:
         """Patched outputs of every (component, layer, head, position) cell for one batch, one
-        table per component. Layer -1 (the embeddings) exists for `resid` only.
+        table per component. Layer -1 (the embeddings) exists for `resid` only. `only`: patch
+        just these (component, layer, position index, head) cells (a screen's), not the grid.
 
         The cells of one position share one prompt forward: stacked in order of their layer, each
         joins the batch at the layer after its own, so every layer runs once for all the cells
@@ -282,6 +284,11 @@ class PatchEngine:
             for position_index, cell in enumerate(cells):
                 for layer in component_layers:
                     for head in heads:
+                        if (
+                            only is not None
+                            and (component, layer, position_index, head) not in only
+                        ):
+                            continue
                         site = _Unit(position_index, layer, head, cell)
                         for row in cell.unchanged:
                             tokens, text = base_decoded[row]

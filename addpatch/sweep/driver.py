@@ -17,7 +17,9 @@ from typing import Any
 import torch
 from transformers import AutoConfig, PreTrainedTokenizerBase
 
+from addpatch.engine.patching import PromptPair
 from addpatch.errors import BadInput, NothingToDo
+from addpatch.experiment import attribution
 from addpatch.experiment.datasets import create_dataset, load_pairs
 from addpatch.experiment.filtering import KEEP_RATE_WARNING, filter_summary, store_filter
 from addpatch.experiment.interventions import (
@@ -45,6 +47,7 @@ from addpatch.models.loading import (
 from addpatch.store import catalog
 from addpatch.store.catalog import ModelRecord
 from addpatch.store.store import Store, writes_store
+from addpatch.sweep.attribution_tasks import AttributionShard, attribution_task
 from addpatch.sweep.executors import Executor
 from addpatch.sweep.tasks import ModelSpec, PatchShard, answer_task, patch_task
 from addpatch.task.addition import AdditionTask
@@ -76,6 +79,8 @@ class SweepSpec:
     chat: bool = False
     answer_prefix: str = ""  # the start of the reply (assistant prefill)
     filtered: bool = True  # False: patch every pair (--no-filter)
+    method: str = "patch"  # patch (exact) or attribution (addpatch.experiment.attribution)
+    screen: attribution.ScreenSelection | None = None  # patch only these cells (--screen N)
 
     def task(self, digits: int) -> AdditionTask:
         """The addition task of one width, with the sweep's prompt settings."""
@@ -158,6 +163,7 @@ def validate_sweep(spec: SweepSpec, *, numbers_checked: bool = False) -> None:
         raise BadInput("a sweep needs at least one model (--models) and one width (--digits)")
     if spec.kind not in GENERATORS:
         raise BadInput(f"unknown generator {spec.kind!r}; choose one of: {', '.join(GENERATORS)}")
+    attribution.check_method(spec.method, None)
     if not numbers_checked:
         check_run_numbers(
             size=spec.size,
@@ -184,6 +190,8 @@ def validate_sweep(spec: SweepSpec, *, numbers_checked: bool = False) -> None:
                     components=spec.components,
                 )
             check_prompts(tokenizers[checkpoint], task, spec.positions)
+        if spec.method == "attribution" and spec.targets:
+            attribution.check_informative(task, spec.kind, spec.size, spec.seed, spec.targets)
 
 
 @writes_store
@@ -230,7 +238,10 @@ def run_sweep(
             assert combo.result.run_id is not None  # patching is submitted once the run is open
             for output in value:
                 if output.batch_index not in combo.registered:
-                    register_output(store, combo.result.run_id, output)
+                    if kind == "attribution":
+                        attribution.register_attribution(store, combo.result.run_id, output)
+                    else:
+                        register_output(store, combo.result.run_id, output)
                     combo.registered.add(output.batch_index)
                     combo.result.batches_run += 1
                     combo.result.interventions += output.rows
@@ -377,9 +388,20 @@ def _submit_patching(
     )
     if not spec.filtered:
         result.kept = result.total = plan.num_examples
-    run_id, status, done = open_run(
-        store, plan, device=combo.spec.device, seed=spec.seed, model_provenance=combo.provenance
-    )
+    if spec.method == "attribution":
+        plan = attribution.attribution_plan(store, plan, spec.targets)
+        run_id, status, done = attribution.open_attribution_run(
+            store, plan, device=combo.spec.device, seed=spec.seed, provenance=combo.provenance
+        )
+    elif spec.screen is not None:
+        plan = attribution.screen_plan(plan, spec.screen)
+        run_id, status, done = attribution.open_screen_run(
+            store, plan, device=combo.spec.device, seed=spec.seed, provenance=combo.provenance
+        )
+    else:
+        run_id, status, done = open_run(
+            store, plan, device=combo.spec.device, seed=spec.seed, model_provenance=combo.provenance
+        )
     combo.plan, combo.status, combo.registered = plan, status, set(done)
     result.run_id = run_id
     result.batches_skipped = len(done)
@@ -398,6 +420,10 @@ def _submit_patching(
         + f"run {run_id}, {len(missing)} of {len(plan.batches)} batches to patch"
     )
     _report_progress(combo, progress)
+    if isinstance(plan, attribution.AttributionPlan):
+        _submit_attribution(store, spec, executor, combo, plan, missing, tickets)
+        _finish_if_complete(store, combo, echo)
+        return
     for start in range(0, len(missing), spec.batches_per_task):
         shard = PatchShard(
             model_id=combo.model_id,
@@ -407,10 +433,40 @@ def _submit_patching(
             positions=plan.positions,
             max_new_tokens=plan.max_new_tokens,
             components=plan.components,
+            only=spec.screen.cells if spec.screen is not None else None,
         )
         ticket = executor.submit(patch_task, combo.spec, str(store.root.resolve()), shard)
         tickets[ticket] = (combo, "patch")
     _finish_if_complete(store, combo, echo)
+
+
+def _submit_attribution(
+    store: Store,
+    spec: SweepSpec,
+    executor: Executor,
+    combo: _Combination,
+    plan: attribution.AttributionPlan,
+    missing: list[tuple[int, list[PromptPair]]],
+    tickets: dict[Any, tuple[_Combination, str]],
+) -> None:
+    """Submit the attribution run's missing batches, with their examples' labels."""
+    assert combo.result.run_id is not None
+    labels = attribution.plan_labels(store, plan)
+    for start in range(0, len(missing), spec.batches_per_task):
+        batches = missing[start : start + spec.batches_per_task]
+        ids = {p.example_id for _, batch in batches for p in batch}
+        shard = AttributionShard(
+            model_id=combo.model_id,
+            run_id=combo.result.run_id,
+            batches=batches,
+            labels={t: {i: v for i, v in by.items() if i in ids} for t, by in labels.items()},
+            layers=plan.layers,
+            positions=plan.positions,
+            max_new_tokens=plan.max_new_tokens,
+            components=plan.components,
+        )
+        ticket = executor.submit(attribution_task, combo.spec, str(store.root.resolve()), shard)
+        tickets[ticket] = (combo, "attribution")
 
 
 def _finish_if_complete(store: Store, combo: _Combination, echo: Echo) -> None:
