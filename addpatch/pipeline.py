@@ -41,6 +41,7 @@ from addpatch.sweep.driver import (
     validate_sweep,
 )
 from addpatch.sweep.executors import LocalExecutor
+from addpatch.sweep.screen import run_screen
 from addpatch.sweep.tasks import ModelSpec, engine_for
 
 
@@ -142,30 +143,6 @@ def _validated(spec: RunSpec, executor: LocalExecutor) -> tuple[SweepSpec, str, 
     validate_sweep(sweep, numbers_checked=True)  # size, seed, batch size: checked just above
     device, dtype = sweep_device(sweep, executor)
     return sweep, device, dtype
-
-
-def run_screen(
-    store: Store,
-    sweep: SweepSpec,
-    result: CombinationResult,
-    top: int,
-    executor: LocalExecutor,
-    echo: Echo,
-    progress: Progress,
-    checked: tuple[str, str],
-) -> CombinationResult:
-    """Patch exactly the `top` best cells per target of the attribution run `result`."""
-    from addpatch.experiment.attribution import screen_selection
-
-    assert result.run_id is not None
-    selection = screen_selection(store, result.run_id, top, required=sweep.targets)
-    echo(
-        f"Screen: {len(selection.cells)} cells ({top} best per target by mean estimate) "
-        "to patch exactly"
-    )
-    exact = replace(sweep, method="patch", screen=selection, models=[result.model])
-    (screened,) = run_sweep(store, exact, executor, echo=echo, progress=progress, checked=checked)
-    return screened
 
 
 def attribution_outcome(outcome: RunOutcome, report_dir: Path | None) -> RunOutcome:
