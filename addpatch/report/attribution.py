@@ -34,11 +34,13 @@ class Agreement:
     component: str
     cells: int
     spearman: float | None  # None: fewer than 3 cells, or a constant column
-    top_overlap: float | None  # share of the top-10 (or fewer) by estimate also top by IIA
+    top_overlap: float | None  # share of the top-10 by IIA (IIA > 0) also top-10 by estimate
 
 
 def agreement(part: pl.DataFrame, top: int = TOP) -> tuple[float | None, float | None]:
-    """Spearman's rho of mean estimate vs IIA, and the overlap of the two top-`top` lists."""
+    """Spearman's rho of mean estimate vs IIA, and the overlap of the two top-k lists: k is
+    `top`, or fewer when fewer cells have an IIA above 0 (None when none has: nothing to find);
+    ties are broken by the cell (layer, head, position), the same way on both sides."""
     if part.height == 0:
         return None, None
     ranked = part.with_columns(
@@ -50,10 +52,17 @@ def agreement(part: pl.DataFrame, top: int = TOP) -> tuple[float | None, float |
         value = ranked.select(pl.corr("r_est", "r_iia")).item()
         rho = None if value is None or value != value else float(value)
     keys = ["layer", "head", "position_name"]
-    k = min(top, part.height)
-    by_est = part.sort("mean_estimate", descending=True).head(k).select(keys)
-    by_iia = part.sort("iia", descending=True).head(k).select(keys)
-    overlap = by_est.join(by_iia, on=keys, how="inner").height / k
+    k = min(top, part.filter(pl.col("iia") > 0).height)  # cells IIA ranks: those it moves
+    if k == 0:
+        return rho, None
+    # ties (many cells have IIA 0) are broken by the cell, the same way on both sides
+    ascending = [False] * len(keys)
+    by_est = part.sort(["mean_estimate", *keys], descending=[True, *ascending]).head(k)
+    by_iia = part.sort(["iia", *keys], descending=[True, *ascending]).head(k)
+    overlap = (
+        by_est.select(keys).join(by_iia.select(keys), on=keys, how="inner", nulls_equal=True).height
+        / k
+    )
     return rho, overlap
 
 
@@ -128,8 +137,8 @@ def attribution_report(store: Store, attribution_run_id: int, out_dir: Path) -> 
             f"<h1>Attribution run {attribution_run_id}: estimate vs exact effect</h1>",
             "<p>Each point is a cell with both an attribution estimate (mean over the "
             "examples with a metric) and an exact IIA (informative examples). Spearman's rho "
-            f"ranks the two; the overlap is the share of the top {TOP} cells by estimate that "
-            f"are also in the top {TOP} by IIA. Attribution is a first-order guess: it fails "
+            f"ranks the two; the overlap is the share of the top {TOP} cells by IIA (those with "
+            f"IIA above 0, if fewer) that are also in the top list by estimate. Attribution is a first-order guess: it fails "
             "where attention saturates, at MLP0 and where paths cancel (docs/attribution.md).</p>",
             note,
             "<table><tr><th>target</th><th>component</th><th>cells</th><th>Spearman rho</th>"
