@@ -21,6 +21,7 @@ import torch
 from addpatch.das.plan import DasOptions
 from addpatch.engine.positions import resolve_position_set
 from addpatch.errors import BadInput, NothingToDo
+from addpatch.experiment.attribution import check_method
 from addpatch.experiment.filtering import low_keep_rate_hint
 from addpatch.experiment.progress import Progress, no_progress
 from addpatch.experiment.reporting import report_runs
@@ -41,6 +42,7 @@ from addpatch.sweep.driver import (
     validate_sweep,
 )
 from addpatch.sweep.executors import LocalExecutor
+from addpatch.sweep.screen import run_screen
 from addpatch.sweep.tasks import ModelSpec, engine_for
 
 
@@ -76,6 +78,7 @@ class RunSpec:
     report_dir: Path | None = None  # default: STORE/reports/run-ID
     method: str = "patch"  # patch: full vectors; das: trained subspaces (needs targets)
     das: DasOptions = field(default_factory=DasOptions)
+    screen: int | None = None  # with attribution: then patch exactly the N best cells per target
 
     def as_sweep(self) -> SweepSpec:
         sweep = SweepSpec(
@@ -115,6 +118,7 @@ class RunOutcome:
     best: pl.DataFrame = field(default_factory=pl.DataFrame)  # empty with interventions_only
     report: ReportFiles | None = None
     keep_rate_hint: str = ""  # with a low keep rate: what the model answered, what may help
+    screen: CombinationResult | None = None  # --screen N: the exact run of the screened cells
 
     @property
     def run_id(self) -> int:
@@ -135,12 +139,33 @@ def _validated(spec: RunSpec, executor: LocalExecutor) -> tuple[SweepSpec, str, 
     )
     output_dir_check(spec.report_dir)
     check_heads_position(spec.heads_position)
+    check_method(spec.method, spec.screen)
     if spec.heads_position is not None and "heads" not in spec.components:
         raise BadInput("--heads-position places the heads heatmaps: add --components heads")
     sweep = spec.as_sweep()
     validate_sweep(sweep, numbers_checked=True)  # size, seed, batch size: checked just above
     device, dtype = sweep_device(sweep, executor)
     return sweep, device, dtype
+
+
+def attribution_outcome(outcome: RunOutcome, report_dir: Path | None) -> RunOutcome:
+    """The best cells by mean estimate (by exact IIA with --screen) and the attribution report."""
+    from addpatch.experiment.attribution import ranked_cells
+    from addpatch.report.attribution import attribution_report
+
+    run_id = outcome.run_id
+    if outcome.screen is not None and outcome.screen.run_id is not None:
+        outcome.best = best_cells(
+            outcome.store,
+            run_id=outcome.screen.run_id,
+            targets=outcome.screen.targets,
+            informative=True,
+        )
+    else:
+        outcome.best = ranked_cells(outcome.store, run_id, top=1)
+    out_dir = report_dir or outcome.store.root / "reports" / f"run-{run_id}"
+    outcome.report = attribution_report(outcome.store, run_id, out_dir)
+    return outcome
 
 
 def run_experiment(
@@ -177,15 +202,22 @@ def run_experiment(
             (result,) = run_sweep(
                 opened, sweep, executor, echo=echo, progress=progress, checked=(device, dtype)
             )
+            screened = None
+            if spec.screen is not None and result.run_id is not None:
+                screened = run_screen(
+                    opened, sweep, result, spec.screen, executor, echo, progress, (device, dtype)
+                )
     if result.run_id is None:
         raise NothingToDo(result.skipped_reason)
-    outcome = RunOutcome(opened, result)
+    outcome = RunOutcome(opened, result, screen=screened)
     if result.low_keep_rate:
         outcome.keep_rate_hint = low_keep_rate_hint(
             opened, model_id=result.model_id, dataset_id=result.dataset_id
         )
     if spec.interventions_only:
         return outcome
+    if spec.method == "attribution":
+        return attribution_outcome(outcome, spec.report_dir)
     outcome.best = best_cells(
         opened, run_id=result.run_id, targets=result.targets, informative=spec.informative
     )

@@ -196,3 +196,24 @@ InformativeOption = Annotated[
         help="Score only the examples whose label differs from the base answer for that target.",
     ),
 ]
+
+MethodOption = Annotated[
+    str,
+    typer.Option(
+        "--method",
+        help="patch (exact interchange interventions, one patched run per cell) or attribution "
+        "(attribution patching: every cell's effect estimated from two forwards and a backward "
+        "per batch; see docs/attribution.md) or das (a rank-k subspace trained per cell and "
+        "target on the train pairs, evaluated on the held-out ones; needs --targets; see "
+        "docs/das.md). Example: --method attribution",
+    ),
+]
+ScreenOption = Annotated[
+    int | None,
+    typer.Option(
+        "--screen",
+        help="With --method attribution: then patch exactly the N cells with the largest mean "
+        "estimate per target (their union), recording which were screened in. Example: "
+        "--method attribution --screen 20",
+    ),
+]

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from addpatch.settings import DEFAULT_MODEL
+from cli.attribution import print_attribution
 from cli.options import (
     STORE_DEFAULT,
     AddendsOption,
@@ -24,10 +25,12 @@ from cli.options import (
     InterventionsOnlyOption,
     KindOption,
     LayersOption,
+    MethodOption,
     ModelOption,
     NoFilterOption,
     PositionsOption,
     PrefixOption,
+    ScreenOption,
     SeedOption,
     ShotsOption,
     SizeOption,
@@ -51,6 +54,8 @@ def run(
     layers: LayersOption = "all",
     positions: PositionsOption = "auto",
     components: ComponentsOption = "resid",
+    method: MethodOption = "patch",
+    screen: ScreenOption = None,
     heads_position: HeadsPositionOption = None,
     targets: TargetsOption = None,
     template: TemplateOption = None,
@@ -72,13 +77,6 @@ def run(
     trust_remote_code: Annotated[
         bool, typer.Option(help="Allow the model's own Python code (off by default).")
     ] = False,
-    method: Annotated[
-        str,
-        typer.Option(
-            help="patch: swap whole vectors; das: train a rank-k subspace per cell and target "
-            "on the train pairs, evaluate it on the held-out ones (needs --targets)."
-        ),
-    ] = "patch",
     k: Annotated[
         str, typer.Option("--k", help="DAS: subspace ranks to train, e.g. 1,4,16.")
     ] = "1,4,16",
@@ -114,6 +112,7 @@ def run(
         addpatch run --model ~/models/random-init --no-filter --size 32
         addpatch run --components resid,attn,mlp,heads   # also attention, MLP, each head
         addpatch run --method das --targets C_1 --k 1,4 --layers 1 --positions last,a1.d1+last
+        addpatch run --method attribution --components resid,heads --screen 20
     """
     from addpatch.das.plan import DasOptions
     from addpatch.engine.components import parse_components
@@ -151,9 +150,13 @@ def run(
         das=DasOptions(
             ks=parse_ks(k), learning_rate=lr, epochs=epochs, test_share=test_share, control=control
         ),
+        screen=screen,
     )
     with progress_bars() as progress:
         outcome = run_experiment(store, spec, echo=console.print, progress=progress)
+    if method == "attribution":
+        print_attribution(outcome, started)
+        return
     result = outcome.result
     if result.low_keep_rate:
         errors.print(

@@ -22,9 +22,11 @@ from cli.options import (
     InterventionsOnlyOption,
     KindOption,
     LayersOption,
+    MethodOption,
     NoFilterOption,
     PositionsOption,
     PrefixOption,
+    ScreenOption,
     SeedOption,
     ShotsOption,
     SizeOption,
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
     from addpatch.report import ReportFiles
     from addpatch.store.store import Store
     from addpatch.sweep.driver import CombinationResult, SweepSpec
+    from addpatch.sweep.executors import Executor
 
 RAY_LOCAL = "local"  # what a bare `--ray` means (see cli.main)
 _RAY_ADDRESS = re.compile(r"local|auto|(ray://)?[A-Za-z0-9.\-]+:\d{1,5}")
@@ -70,6 +73,8 @@ def sweep(
     layers: LayersOption = "all",
     positions: PositionsOption = "auto",
     components: ComponentsOption = "resid",
+    method: MethodOption = "patch",
+    screen: ScreenOption = None,
     targets: TargetsOption = None,
     template: TemplateOption = None,
     prefix: PrefixOption = "",
@@ -107,10 +112,12 @@ def sweep(
         addpatch sweep --models ~/models/Qwen3-0.6B --digits 1,2 --shots 3 --chat
         addpatch sweep --models ~/models/Qwen3-0.6B --digits 1 --chat --answer-prefix 'The sum is'
         addpatch sweep --models tiny-adder-digits --digits 2,3 --interventions-only
+        addpatch sweep --models tiny-adder-digits --digits 2,3 --method attribution --screen 20
     """
     from addpatch.engine.components import parse_components
     from addpatch.engine.positions import resolve_position_set
     from addpatch.errors import BadInput
+    from addpatch.experiment.attribution import check_method
     from addpatch.output_paths import output_dir_check
     from addpatch.store.store import Store
     from addpatch.sweep.driver import SweepSpec, run_sweep, sweep_device, validate_sweep
@@ -144,7 +151,9 @@ def sweep(
         chat=chat,
         answer_prefix=answer_prefix,
         filtered=not no_filter,
+        method=method,
     )
+    check_method(method, screen)
     if ray is not None and not _RAY_ADDRESS.fullmatch(ray):
         raise BadInput(
             f"cannot read --ray {ray!r}; give no value (a local instance), auto, HOST:PORT or "
@@ -165,10 +174,14 @@ def sweep(
             f"x {spec.digits} digits"
         )
         opened = Store.open(store, create=True)
+        files: ReportFiles | None
         with opened.writer():
             results = run_sweep(opened, spec, executor, echo=console.print, checked=checked)
             _check_some_run(results)  # warns about skipped combinations
-            files = None if interventions_only else _report(opened, spec, results, report_dir)
+            if method == "attribution":
+                files = _attribution(opened, spec, results, executor, screen, checked)
+            else:
+                files = None if interventions_only else _report(opened, spec, results, report_dir)
     finally:
         executor.shutdown()
     console.print(f"Store:  {opened.root.resolve()}")
@@ -178,9 +191,46 @@ def sweep(
             f"Runs {run_ids}: score with `addpatch score --run-id ID`, "
             "report with `addpatch report`"
         )
+    elif method == "attribution":
+        console.print(f"Reports: {files.html.parent.parent.resolve()}/run-ID/attribution.html")
     else:
         console.print(f"Report: {files.html.resolve()}  (+ {len(files.pngs)} PNG heatmaps)")
     console.print(f"Done in {time.perf_counter() - started:.1f} s")
+
+
+def _attribution(
+    opened: Store,
+    spec: SweepSpec,
+    results: list[CombinationResult],
+    executor: Executor,
+    screen: int | None,
+    checked: tuple[str, str],
+) -> ReportFiles:
+    """Screen each attribution run (--screen), print its best cells, write its report."""
+    import polars as pl
+
+    from addpatch.experiment.attribution import ranked_cells
+    from addpatch.report.attribution import attribution_report
+    from addpatch.sweep.screen import run_screen
+
+    files = None
+    frames = []
+    for result in results:
+        if result.run_id is None:
+            continue
+        if screen is not None:
+            run_screen(opened, spec, result, screen, executor, console.print, checked=checked)
+        best = ranked_cells(opened, result.run_id, top=1)
+        frames.append(best.with_columns(pl.lit(result.model).alias("model")))
+        out_dir = opened.root / "reports" / f"run-{result.run_id}"
+        files = attribution_report(opened, result.run_id, out_dir)
+    columns = ["run_id", "model", "target", "component", "head", "layer", "position_name"]
+    print_frame(
+        pl.concat(frames).select([*columns, "mean_estimate", "n"]),
+        title="Best cell per variable, component and run (attribution: mean estimate)",
+    )
+    assert files is not None
+    return files
 
 
 def _check_some_run(results: list[CombinationResult]) -> None:

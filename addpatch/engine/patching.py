@@ -258,9 +258,11 @@ class PatchEngine:
         max_decode_rows: int = 4096,
         components: tuple[str, ...] | list[str] = ("resid",),
         basis: torch.Tensor | None = None,
+        only: AbstractSet[tuple[str, int, int, int | None]] | None = None,
     ) -> Iterator[pa.Table]:
         """Patched outputs of every (component, layer, head, position) cell for one batch, one
-        table per component. Layer -1 (the embeddings) exists for `resid` only.
+        table per component. Layer -1 (the embeddings) exists for `resid` only. `only`: patch
+        just these (component, layer, position index, head) cells (a screen's), not the grid.
 
         With `basis` (k, d_model), a trained subspace's orthonormal rows (addpatch/das), only
         the stream's coordinates in that subspace are interchanged (`resid` only):
@@ -297,6 +299,11 @@ class PatchEngine:
             for position_index, cell in enumerate(cells):
                 for layer in component_layers:
                     for head in heads:
+                        if (
+                            only is not None
+                            and (component, layer, position_index, head) not in only
+                        ):
+                            continue
                         site = _Unit(position_index, layer, head, cell)
                         for row in cell.unchanged:
                             tokens, text = base_decoded[row]

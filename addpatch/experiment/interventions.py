@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -265,6 +266,7 @@ def sweep_halving_on_oom(
     positions: list[str],
     max_new_tokens: int,
     components: tuple[str, ...] | list[str],
+    only: AbstractSet[tuple[str, int, int, int | None]] | None = None,
 ) -> tuple[list[pa.Table], int, int]:
     """The batch's output tables; when the device runs out of memory, the batch is split in
     halves (again and again, down to single examples) and each half runs on its own.
@@ -272,7 +274,9 @@ def sweep_halving_on_oom(
     Returns the tables, the number of halvings and the size of the smallest piece run.
     """
     try:
-        tables = list(engine.sweep(batch, layers, positions, max_new_tokens, components=components))
+        tables = list(
+            engine.sweep(batch, layers, positions, max_new_tokens, components=components, only=only)
+        )
         return tables, 0, len(batch)
     except Exception as error:
         if not _is_out_of_memory(error) or len(batch) == 1:
@@ -283,7 +287,7 @@ def sweep_halving_on_oom(
     tables, halvings, smallest = [], 1, len(batch)
     for half in (batch[:middle], batch[middle:]):
         part, more, least = sweep_halving_on_oom(
-            engine, half, layers, positions, max_new_tokens, components
+            engine, half, layers, positions, max_new_tokens, components, only
         )
         tables += part
         halvings += more
@@ -303,6 +307,7 @@ def patch_batch_to_file(
     positions: list[str],
     max_new_tokens: int,
     components: tuple[str, ...] | list[str] = ("resid",),
+    only: AbstractSet[tuple[str, int, int, int | None]] | None = None,
 ) -> OutputFile:
     """Patch every cell of one batch and write it as the batch's Parquet file (not registered).
 
@@ -310,7 +315,7 @@ def patch_batch_to_file(
     atomically: a retried worker never leaves a second copy.
     """
     tables, halvings, smallest = sweep_halving_on_oom(
-        engine, batch, layers, positions, max_new_tokens, components
+        engine, batch, layers, positions, max_new_tokens, components, only
     )
     relpath = output_relpath(model_id, run_id, batch_index)
     rows, sha = write_output_file(root, relpath, run_id, pa.concat_tables(tables))

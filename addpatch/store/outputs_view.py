@@ -41,3 +41,6 @@ def refresh_outputs_view(conn: duckdb.DuckDBPyConnection) -> None:
     else:
         body = EMPTY_OUTPUTS
     conn.execute(f"CREATE OR REPLACE VIEW patched_outputs AS {body}")
+    from addpatch.store.attributions import refresh_attribution_views
+
+    refresh_attribution_views(conn)  # the attribution views, made and refreshed alongside

@@ -209,3 +209,33 @@ class DatasetSplit(Base):
     split: Mapped[str] = mapped_column(String, primary_key=True)  # e.g. seed0-test20
     example_id: Mapped[int] = mapped_column(Integer, primary_key=True)
     part: Mapped[str] = mapped_column(String, nullable=False)  # train | test
+
+
+class AttributionFile(Base):
+    """A Parquet file of attribution estimates (one batch of an attribution run)."""
+
+    __tablename__ = "attribution_files"
+    __table_args__ = (UniqueConstraint("run_id", "batch_index"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), nullable=False)
+    batch_index: Mapped[int] = mapped_column(Integer, nullable=False)
+    path: Mapped[str] = mapped_column(String, nullable=False, unique=True)  # relative to store
+    rows: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    sha256: Mapped[str] = mapped_column(String, nullable=False)
+    created_at: Mapped[datetime] = mapped_column(DateTime, nullable=False)
+
+
+class ScreenedCell(Base):
+    """A cell that a run patched exactly because an attribution run ranked it among the best
+    for a target (--screen N); head is -1 for components other than heads."""
+
+    __tablename__ = "screened_cells"
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    target: Mapped[str] = mapped_column(String, primary_key=True)
+    component: Mapped[str] = mapped_column(String, primary_key=True)
+    layer: Mapped[int] = mapped_column(Integer, primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    head: Mapped[int] = mapped_column(Integer, primary_key=True)
+    attribution_run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), nullable=False)
+    rank: Mapped[int] = mapped_column(Integer, nullable=False)  # 1: the best estimate
+    mean_estimate: Mapped[float] = mapped_column(Double, nullable=False)

@@ -54,10 +54,13 @@ def _expected_rows(store: Store) -> dict[tuple[int, int], int]:
     with store.connect(read_only=True) as conn:
         runs = conn.execute(
             "SELECT r.id, r.num_examples, r.batch_size, r.num_batches, r.layers_json, "
-            "(SELECT count(*) FROM run_positions p WHERE p.run_id = r.id) FROM runs r"
+            "(SELECT count(*) FROM run_positions p WHERE p.run_id = r.id), r.provenance_json, "
+            "(SELECT count(*) FROM screened_cells s WHERE s.run_id = r.id) FROM runs r"
         ).fetchall()
     expected = {}
-    for run_id, examples, batch_size, batches, layers_json, positions in runs:
+    for run_id, examples, batch_size, batches, layers_json, positions, provenance, screened in runs:
+        if json.loads(provenance).get("components", ["resid"]) != ["resid"] or screened:
+            continue  # cells per example depend on the heads, or on the screen: not checked
         cells = len(json.loads(layers_json)) * int(positions)
         for index in range(int(batches)):
             in_batch = min(batch_size, examples - index * batch_size)
@@ -115,14 +118,22 @@ def _verify(store: Store, *, repair: bool, check_hashes: bool) -> Verification:
 
 
 def _files_with_duplicates(store: Store, paths: list[str]) -> list[str]:
-    """Registered files holding a (run, example, layer, position) that is stored more than once."""
+    """Registered files holding a (run, example, layer, position, component, head) that is
+    stored more than once (files written before components have neither: NULL)."""
     if not paths:
         return []
     with store.connect(read_only=True) as conn:
+        # files written before components lack both columns: a typed empty row set has them
         rows = conn.execute(
             "SELECT DISTINCT unnest(files) FROM ("
-            "  SELECT list(filename) AS files FROM read_parquet(?, filename = true)"
-            "  GROUP BY run_id, example_id, layer, position HAVING count(*) > 1)",
+            "  SELECT list(filename) AS files FROM ("
+            "    (SELECT NULL::INTEGER AS run_id, NULL::BIGINT AS example_id,"
+            "      NULL::SMALLINT AS layer, NULL::SMALLINT AS position, NULL::VARCHAR AS component,"
+            "      NULL::SMALLINT AS head, NULL::VARCHAR AS filename LIMIT 0)"
+            "    UNION ALL BY NAME"
+            "    (SELECT * FROM read_parquet(?, filename = true, union_by_name = true)))"
+            "  GROUP BY run_id, example_id, layer, position, component, head"
+            "  HAVING count(*) > 1)",
             [[str(store.root.resolve() / p) for p in paths]],
         ).fetchall()
     root = store.root.resolve()

@@ -19,7 +19,9 @@ from transformers import AutoConfig, PreTrainedTokenizerBase
 
 from addpatch.das.cells import DasShard
 from addpatch.das.plan import DasOptions, DasPlan, check_options, check_ranks, plan_das
+from addpatch.engine.patching import PromptPair
 from addpatch.errors import BadInput, NothingToDo
+from addpatch.experiment import attribution
 from addpatch.experiment.datasets import create_dataset, load_pairs
 from addpatch.experiment.filtering import KEEP_RATE_WARNING, filter_summary, store_filter
 from addpatch.experiment.interventions import (
@@ -48,6 +50,7 @@ from addpatch.store import catalog
 from addpatch.store.catalog import ModelRecord
 from addpatch.store.store import Store, writes_store
 from addpatch.store.subspaces import register_subspace
+from addpatch.sweep.attribution_tasks import AttributionShard, attribution_task
 from addpatch.sweep.executors import Executor
 from addpatch.sweep.tasks import ModelSpec, PatchShard, answer_task, das_task, patch_task
 from addpatch.task.addition import AdditionTask
@@ -81,6 +84,7 @@ class SweepSpec:
     filtered: bool = True  # False: patch every pair (--no-filter)
     method: str = "patch"  # patch: full vectors; das: trained subspaces (addpatch/das)
     das: DasOptions = field(default_factory=DasOptions)
+    screen: attribution.ScreenSelection | None = None  # patch only these cells (--screen N)
 
     def task(self, digits: int) -> AdditionTask:
         """The addition task of one width, with the sweep's prompt settings."""
@@ -168,14 +172,13 @@ def validate_sweep(spec: SweepSpec, *, numbers_checked: bool = False) -> None:
 
     `numbers_checked`: the caller checked size, seed, batch size and batches per task already
     (`addpatch run` checks them first, with --threads)."""
-    if spec.method not in ("patch", "das"):
-        raise BadInput(f"unknown --method {spec.method!r}; use patch or das")
     if spec.method == "das":
         check_options(spec.das, spec.targets, tuple(spec.components))
     if not spec.models or not spec.digits:
         raise BadInput("a sweep needs at least one model (--models) and one width (--digits)")
     if spec.kind not in GENERATORS:
         raise BadInput(f"unknown generator {spec.kind!r}; choose one of: {', '.join(GENERATORS)}")
+    attribution.check_method(spec.method, None)
     if not numbers_checked:
         check_run_numbers(
             size=spec.size,
@@ -204,6 +207,8 @@ def validate_sweep(spec: SweepSpec, *, numbers_checked: bool = False) -> None:
             check_prompts(tokenizers[checkpoint], task, spec.positions)
             if spec.method == "das":
                 check_ranks(spec.das, _width_of(checkpoint, spec.trust_remote_code))
+        if spec.method == "attribution" and spec.targets:
+            attribution.check_informative(task, spec.kind, spec.size, spec.seed, spec.targets)
 
 
 @writes_store
@@ -269,7 +274,10 @@ def run_sweep(
             assert combo.result.run_id is not None  # patching is submitted once the run is open
             for output in value:
                 if output.batch_index not in combo.registered:
-                    register_output(store, combo.result.run_id, output)
+                    if kind == "attribution":
+                        attribution.register_attribution(store, combo.result.run_id, output)
+                    else:
+                        register_output(store, combo.result.run_id, output)
                     combo.registered.add(output.batch_index)
                     combo.result.batches_run += 1
                     combo.result.interventions += output.rows
@@ -424,18 +432,29 @@ def _submit_patching(
     )
     if not spec.filtered:
         result.kept = result.total = plan.num_examples
-    if spec.method == "das":
-        assert spec.targets
-        targets = ensure_labels(store, combo.dataset_id, spec.targets)
-        combo.das = plan_das(store, plan, spec.das, targets, combo.width)
-    run_id, status, done = open_run(
-        store,
-        plan,
-        device=combo.spec.device,
-        seed=spec.seed,
-        model_provenance=combo.provenance,
-        das=combo.das,
-    )
+    if spec.method == "attribution":
+        plan = attribution.attribution_plan(store, plan, spec.targets)
+        run_id, status, done = attribution.open_attribution_run(
+            store, plan, device=combo.spec.device, seed=spec.seed, provenance=combo.provenance
+        )
+    elif spec.screen is not None:
+        plan = attribution.screen_plan(plan, spec.screen)
+        run_id, status, done = attribution.open_screen_run(
+            store, plan, device=combo.spec.device, seed=spec.seed, provenance=combo.provenance
+        )
+    else:
+        if spec.method == "das":
+            assert spec.targets
+            targets = ensure_labels(store, combo.dataset_id, spec.targets)
+            combo.das = plan_das(store, plan, spec.das, targets, combo.width)
+        run_id, status, done = open_run(
+            store,
+            plan,
+            device=combo.spec.device,
+            seed=spec.seed,
+            model_provenance=combo.provenance,
+            das=combo.das,
+        )
     combo.plan, combo.status, combo.registered = plan, status, set(done)
     result.run_id = run_id
     result.batches_skipped = len(done)
@@ -457,6 +476,10 @@ def _submit_patching(
         + f"run {run_id}, {len(missing)} of {len(plan.batches)} batches to patch"
     )
     _report_progress(combo, progress)
+    if isinstance(plan, attribution.AttributionPlan):
+        _submit_attribution(store, spec, executor, combo, plan, missing, tickets)
+        _finish_if_complete(store, combo, echo)
+        return
     for start in range(0, len(missing), spec.batches_per_task):
         shard = PatchShard(
             model_id=combo.model_id,
@@ -466,6 +489,7 @@ def _submit_patching(
             positions=plan.positions,
             max_new_tokens=plan.max_new_tokens,
             components=plan.components,
+            only=spec.screen.cells if spec.screen is not None else None,
         )
         ticket = executor.submit(patch_task, combo.spec, str(store.root.resolve()), shard)
         tickets[ticket] = (combo, "patch")
@@ -507,6 +531,35 @@ def _submit_das(
         ticket = executor.submit(das_task, combo.spec, str(store.root.resolve()), shard)
         tickets[ticket] = (combo, "das")
     _finish_if_complete(store, combo, echo)
+
+
+def _submit_attribution(
+    store: Store,
+    spec: SweepSpec,
+    executor: Executor,
+    combo: _Combination,
+    plan: attribution.AttributionPlan,
+    missing: list[tuple[int, list[PromptPair]]],
+    tickets: dict[Any, tuple[_Combination, str]],
+) -> None:
+    """Submit the attribution run's missing batches, with their examples' labels."""
+    assert combo.result.run_id is not None
+    labels = attribution.plan_labels(store, plan)
+    for start in range(0, len(missing), spec.batches_per_task):
+        batches = missing[start : start + spec.batches_per_task]
+        ids = {p.example_id for _, batch in batches for p in batch}
+        shard = AttributionShard(
+            model_id=combo.model_id,
+            run_id=combo.result.run_id,
+            batches=batches,
+            labels={t: {i: v for i, v in by.items() if i in ids} for t, by in labels.items()},
+            layers=plan.layers,
+            positions=plan.positions,
+            max_new_tokens=plan.max_new_tokens,
+            components=plan.components,
+        )
+        ticket = executor.submit(attribution_task, combo.spec, str(store.root.resolve()), shard)
+        tickets[ticket] = (combo, "attribution")
 
 
 def _finish_if_complete(store: Store, combo: _Combination, echo: Echo) -> None:

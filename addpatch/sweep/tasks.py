@@ -86,6 +86,7 @@ class PatchShard:
     positions: list[str]
     max_new_tokens: int
     components: tuple[str, ...] = ("resid",)
+    only: frozenset[tuple[str, int, int, int | None]] | None = None  # a screen's cells
 
 
 def patch_task(spec: ModelSpec, store_root: str, shard: PatchShard) -> list[OutputFile]:
@@ -103,6 +104,7 @@ def patch_task(spec: ModelSpec, store_root: str, shard: PatchShard) -> list[Outp
             positions=shard.positions,
             max_new_tokens=shard.max_new_tokens,
             components=shard.components,
+            only=shard.only,
         )
         for index, batch in shard.batches
     ]
