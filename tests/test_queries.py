@@ -524,7 +524,10 @@ def test_macro_called_as_before_returns_the_old_columns_first(small_run):
         ).pl()
     assert plain.columns[: len(old_columns)] == old_columns
     new_columns = ["component", "head", "hits", "iia_low", "iia_high"]  # 0005, then 0004's
-    assert plain.columns[len(old_columns) :] == new_columns
+    das_columns = ["method", "subspace_id", "k", "trained_for", "control"]  # 0009, after them
+    assert plain.columns[len(old_columns) :] == new_columns + das_columns
+    assert plain["method"].unique().to_list() == ["patch"]
+    assert plain.select(das_columns[1:]).null_count().row(0) == (plain.height,) * 4
     assert plain.equals(named)
     expected = _expected_iia(store, small_run[1]).filter(pl.col("target") == "C_1")
     merged = plain.join(expected, on=["layer", "position"], suffix="_polars")
