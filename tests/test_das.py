@@ -226,3 +226,83 @@ def test_bad_das_input_is_one_error_and_leaves_the_store(tmp_path, changes, mess
         assert store_snapshot(root) == before
     with duckdb.connect(str(root / "catalog.duckdb"), read_only=True) as conn:
         assert conn.execute("SELECT count(*) FROM subspaces").fetchone() == (0,)
+
+
+def _planted_model(seed: int = 0):
+    """A one-layer Llama whose attention and MLP write nothing, so the last token's answer is
+    read from its own embedding, along one direction u only (logits ±κ u·h): a variable
+    planted in a known direction. Every value token's embedding also differs from the others
+    in random directions, so a whole-vector swap moves far more than u."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    generator = torch.Generator().manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=12,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=8,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+        tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(config).eval()
+    u = torch.nn.functional.normalize(torch.randn(16, generator=generator), dim=0)
+    with torch.no_grad():
+        layer = model.model.layers[0]
+        layer.self_attn.o_proj.weight.zero_()
+        layer.mlp.down_proj.weight.zero_()
+        embeddings = torch.randn(12, 16, generator=generator)
+        embeddings -= (embeddings @ u)[:, None] * u  # values differ off u at random
+        signs = torch.tensor([1.0 if t % 2 else -1.0 for t in range(12)])
+        embeddings += 2.0 * signs[:, None] * u  # odd tokens +2u, even tokens -2u
+        model.model.embed_tokens.weight.copy_(embeddings)
+        head = torch.zeros(12, 16)
+        head[10], head[11] = 8.0 * u, -8.0 * u  # answer 10 when u·h > 0, else 11
+        model.lm_head.weight.copy_(head)
+    return model, u
+
+
+def _planted_pairs(count: int, seed: int):
+    from addpatch.das.examples import DasExample
+    from addpatch.engine.positions import PromptLayout
+
+    rng = torch.Generator().manual_seed(seed)
+    values = torch.randint(3, 10, (count, 2), generator=rng).tolist()
+
+    def layout(token: int) -> PromptLayout:
+        return PromptLayout(
+            (1, token), ("<bos>", str(token)), ("bos", "x"), {"bos": 0, "x": 1, "last": 1}
+        )
+
+    examples = []
+    for i, (base, cf) in enumerate(values):
+        label = 10 if cf % 2 else 11  # the variable (the sign along u) from the counterfactual
+        examples.append(DasExample(PromptPair(i, layout(base), layout(cf)), label, (label,)))
+    return examples
+
+
+def test_a_planted_direction_is_recovered():
+    from addpatch.das.training import _answer_logits_fast, _exact, _freeze, _lay_out
+    from addpatch.engine.architecture import find_decoder
+
+    model, u = _planted_model()
+    train, test = _planted_pairs(256, seed=1), _planted_pairs(128, seed=2)
+    settings = TrainSettings(k=1, learning_rate=5e-2, epochs=4, batch_size=32, seed=0)
+    trained = train_subspace(model, 0, train, -1, "last", settings)
+    stack = find_decoder(model)
+    with torch.no_grad():
+        frozen = _freeze(stack, _lay_out(test, "last", 0, torch.device("cpu")), -1)
+        logits = _answer_logits_fast(stack, frozen, -1, trained.basis)
+        held_out = float(_exact(logits, frozen.sequences.targets).float().mean())
+        random_basis = TrainableSubspace(16, 1, seed=9).basis()
+        chance = float(
+            _exact(_answer_logits_fast(stack, frozen, -1, random_basis), frozen.sequences.targets)
+            .float()
+            .mean()
+        )
+    assert held_out >= 0.95 > chance  # test IIA of the trained direction, above a random one
+    assert abs(float(trained.basis[0] @ u)) > 0.95  # aligned with the planted direction
