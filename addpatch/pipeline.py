@@ -196,7 +196,7 @@ def run_experiment(
         if existing is not None:  # a store another process writes is refused before loading
             held.enter_context(existing.writer())
         echo(f"Loading {name} ...")
-        engine_for(ModelSpec(name, device, dtype, spec.trust_remote_code))
+        engine = engine_for(ModelSpec(name, device, dtype, spec.trust_remote_code))
         opened = existing if existing is not None else Store.open(root, create=True)
         with opened.writer():  # re-entrant: held already when the store existed
             (result,) = run_sweep(
@@ -212,7 +212,10 @@ def run_experiment(
     outcome = RunOutcome(opened, result, screen=screened)
     if result.low_keep_rate:
         outcome.keep_rate_hint = low_keep_rate_hint(
-            opened, model_id=result.model_id, dataset_id=result.dataset_id
+            opened,
+            model_id=result.model_id,
+            dataset_id=result.dataset_id,
+            tokenizer=engine.tokenizer,
         )
     if spec.interventions_only:
         return outcome

@@ -146,7 +146,12 @@ def dataset(
             if summary.low:
                 errors.print(f"Warning: keep rate {summary.keep_rate:.1%} is under 50%")
                 errors.print(
-                    low_keep_rate_hint(opened, model_id=loaded.model_id, dataset_id=info.id),
+                    low_keep_rate_hint(
+                        opened,
+                        model_id=loaded.model_id,
+                        dataset_id=info.id,
+                        tokenizer=loaded.engine.tokenizer,
+                    ),
                     markup=False,
                     highlight=False,
                 )

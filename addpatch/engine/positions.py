@@ -192,8 +192,8 @@ def with_answer_prefix(prompt: PromptText, answer_prefix: str) -> PromptText:
     )
 
 
-def layout_input(tokenizer: PreTrainedTokenizerBase, inp: AdditionInput) -> PromptLayout:
-    """Tokenize and name the input's prompt, in the chat template when the input asks for it
+def model_prompt(tokenizer: PreTrainedTokenizerBase, inp: AdditionInput) -> PromptText:
+    """The input's prompt as the model sees it: in the chat template when the input asks for it
     (worked examples as turns of their own when it asks for that), with the answer prefix at
     the end (after the chat template's generation prompt)."""
     if inp.in_turns:
@@ -202,7 +202,12 @@ def layout_input(tokenizer: PreTrainedTokenizerBase, inp: AdditionInput) -> Prom
         prompt = render_input(inp)
         if inp.chat:
             prompt = chat_wrap(tokenizer, prompt)
-    prompt = with_answer_prefix(prompt, inp.answer_prefix)
+    return with_answer_prefix(prompt, inp.answer_prefix)
+
+
+def layout_input(tokenizer: PreTrainedTokenizerBase, inp: AdditionInput) -> PromptLayout:
+    """Tokenize and name the input's prompt as the model sees it (`model_prompt`)."""
+    prompt = model_prompt(tokenizer, inp)
     return layout_prompt(
         tokenizer,
         prompt.text,

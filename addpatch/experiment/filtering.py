@@ -9,7 +9,7 @@ import pyarrow as pa
 from transformers import PreTrainedTokenizerBase
 
 from addpatch.engine.patching import PatchEngine
-from addpatch.engine.positions import layout_input
+from addpatch.engine.positions import layout_input, model_prompt
 from addpatch.errors import NothingToDo
 from addpatch.experiment.progress import Progress, no_progress
 from addpatch.store import catalog
@@ -100,36 +100,78 @@ def store_filter(store: Store, *, model_id: int, dataset_id: int, results: pa.Ta
             )
 
 
-def _tail(prompt: str, width: int = 60) -> str:
-    """The end of a prompt (the query), shortened when worked examples make it long."""
-    return prompt if len(prompt) <= width else "..." + prompt[-width:]
+SHOWN_HEAD, SHOWN_TAIL = 24, 96  # characters of a long prompt shown: its start and its end
+
+
+def shortened(prompt: str) -> str:
+    """A long prompt's start (the chat template's, say) and end (the query and what follows)."""
+    if len(prompt) <= SHOWN_HEAD + SHOWN_TAIL + 5:
+        return prompt
+    return prompt[:SHOWN_HEAD] + " ... " + prompt[-SHOWN_TAIL:]
 
 
 def wrong_answers(
-    store: Store, *, model_id: int, dataset_id: int, count: int = SAMPLES_SHOWN
+    store: Store,
+    *,
+    model_id: int,
+    dataset_id: int,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+    count: int = SAMPLES_SHOWN,
 ) -> list[str]:
-    """A handful of prompts the model got wrong and what it answered: `'... is' -> ' 7' (want 12)`
-    (under --chat the user turn's text, then the answer prefix if any)."""
+    """A handful of prompts the model got wrong and what it answered: `'... is' -> ' 7' (want 12)`.
+
+    With the model's `tokenizer`, each prompt as the model saw it (chat template, worked
+    examples and answer prefix included; shortened); without, the prompt as stored."""
     with store.connect(read_only=True) as conn:
         rows = catalog.wrong_answers(
             conn=conn, model_id=model_id, dataset_id=dataset_id, count=count
         )
-    return [f"{_tail(prompt)!r} -> {text!r} (want {total})" for prompt, text, total in rows]
+    seen = {}
+    if tokenizer is not None and rows:
+        from addpatch.experiment.datasets import load_pairs
+
+        _, ids, pairs = load_pairs(store, dataset_id)
+        by_id = dict(zip(ids, pairs, strict=True))
+        for example, is_cf, *_ in rows:
+            pair = by_id[example]
+            inp = pair.counterfactual if is_cf else pair.base
+            seen[(example, is_cf)] = model_prompt(tokenizer, inp).text
+    return [
+        f"{shortened(seen.get((example, is_cf), prompt))!r} -> {text!r} (want {total})"
+        for example, is_cf, prompt, text, total in rows
+    ]
 
 
-def low_keep_rate_hint(store: Store, *, model_id: int, dataset_id: int) -> str:
-    """What the model answered on a few pairs it got wrong, and the options that help."""
-    samples = wrong_answers(store, model_id=model_id, dataset_id=dataset_id)
+def low_keep_rate_hint(
+    store: Store,
+    *,
+    model_id: int,
+    dataset_id: int,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+) -> str:
+    """What the model answered on a few pairs it got wrong (each prompt as the model saw it,
+    given its `tokenizer`), and the options that help."""
+    samples = wrong_answers(store, model_id=model_id, dataset_id=dataset_id, tokenizer=tokenizer)
     return "\n".join(["It answered, e.g.:", *(f"  {s}" for s in samples), HELPFUL_OPTIONS])
 
 
-def filter_summary(store: Store, *, model_id: int, dataset_id: int, total: int) -> FilterSummary:
-    """How many pairs the model kept; NothingToDo when it kept none (naming what it answered)."""
+def filter_summary(
+    store: Store,
+    *,
+    model_id: int,
+    dataset_id: int,
+    total: int,
+    tokenizer: PreTrainedTokenizerBase | None = None,
+) -> FilterSummary:
+    """How many pairs the model kept; NothingToDo when it kept none (naming what it answered,
+    each prompt as the model saw it given its `tokenizer`)."""
     with store.connect(read_only=True) as conn:
         kept = catalog.kept_example_ids(conn=conn, model_id=model_id, dataset_id=dataset_id)
     summary = FilterSummary(total=total, kept=len(kept))
     if summary.kept == 0:
-        samples = wrong_answers(store, model_id=model_id, dataset_id=dataset_id)
+        samples = wrong_answers(
+            store, model_id=model_id, dataset_id=dataset_id, tokenizer=tokenizer
+        )
         raise NothingToDo(
             f"the model answered none of the {total} pairs correctly on both prompts, so there is "
             f"nothing to patch; it answered {'; '.join(samples)}; use a model that can add, or "
@@ -156,4 +198,6 @@ def filter_dataset(
     if not done:
         results = answer_pairs(engine, task, ids, pairs, batch_size=batch_size, progress=progress)
         store_filter(store, model_id=model_id, dataset_id=dataset_id, results=results)
-    return filter_summary(store, model_id=model_id, dataset_id=dataset_id, total=len(ids))
+    return filter_summary(
+        store, model_id=model_id, dataset_id=dataset_id, total=len(ids), tokenizer=engine.tokenizer
+    )

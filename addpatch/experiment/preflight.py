@@ -31,6 +31,7 @@ from addpatch.models.loading import (
     pick_device,
     pick_dtype,
     resolve_model,
+    weights_mismatch,
 )
 from addpatch.task.addition import AdditionTask
 
@@ -294,13 +295,8 @@ def check_weights_match_config(
         first = f"{missing[0]} is not in the weights"
     else:
         first = f"{unexpected[0]} is in the weights but not in the model config.json builds"
-    counts = (
-        f"of the {len(expected)} tensors config.json builds {len(mismatched)} differ in shape "
-        f"and {len(missing)} are missing, {len(unexpected)} unexpected"
-    )
-    raise BadInput(
-        f"{resolved.name}: the weights do not match config.json ({first}; {counts}); point "
-        "--model (--models) at a directory whose config.json and weights belong together"
+    raise weights_mismatch(
+        resolved, first, len(mismatched), len(missing), len(unexpected), len(expected)
     )
 
 

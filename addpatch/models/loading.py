@@ -225,43 +225,75 @@ def load_model(
     dtype: torch.dtype,
     trust_remote_code: bool = False,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The model and its tokenizer; BadInput (the preflight's one line) when its weights and
+    config.json disagree, for a caller that did not run the preflight."""
     hf_logging.disable_progress_bar()  # addpatch draws its own progress; keep stderr for errors
     tokenizer = load_tokenizer(resolved, trust_remote_code)
-    # with output_loading_info it returns (model, loading info)
-    model, info = cast(
-        "tuple[PreTrainedModel, dict[str, Any]]",
-        AutoModelForCausalLM.from_pretrained(
-            resolved.path,
-            dtype=dtype,
-            use_safetensors=True,
-            trust_remote_code=trust_remote_code,
-            output_loading_info=True,
-        ),
-    )
-    check_loading_info(resolved, info)
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # a mismatch is reported below, not as transformers' table
+    try:
+        # with output_loading_info it returns (model, loading info); mismatched sizes are listed
+        # there (and refused below) instead of raised as a RuntimeError
+        model, info = cast(
+            "tuple[PreTrainedModel, dict[str, Any]]",
+            AutoModelForCausalLM.from_pretrained(
+                resolved.path,
+                dtype=dtype,
+                use_safetensors=True,
+                trust_remote_code=trust_remote_code,
+                output_loading_info=True,
+                ignore_mismatched_sizes=True,
+            ),
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    check_loading_info(resolved, info, order=list(model.state_dict()))
     # typed as a Module: transformers' `to` (functools.wraps of Module.to) confuses mypy's binding
     cast(torch.nn.Module, model).to(device).eval()
     return model, tokenizer
 
 
-def check_loading_info(resolved: ResolvedModel, info: dict[str, Any]) -> None:
+def _shape(shape: Any) -> str:
+    return "[" + ", ".join(str(int(n)) for n in shape) + "]"
+
+
+def weights_mismatch(
+    resolved: ResolvedModel, first: str, mismatched: int, missing: int, unexpected: int, of: int
+) -> BadInput:
+    """The one-line error for a checkpoint whose tensors are not those its config.json builds
+    (the preflight's, from the safetensors headers, and loading's): `first` names one tensor."""
+    counts = (
+        f"of the {of} tensors config.json builds {mismatched} differ in shape "
+        f"and {missing} are missing, {unexpected} unexpected"
+    )
+    return BadInput(
+        f"{resolved.name}: the weights do not match config.json ({first}; {counts}); point "
+        "--model (--models) at a directory whose config.json and weights belong together"
+    )
+
+
+def check_loading_info(
+    resolved: ResolvedModel, info: dict[str, Any], order: list[str] | None = None
+) -> None:
     """Refuse a checkpoint whose weights and config disagree: every parameter the config builds
-    must be loaded and every weight in the checkpoint used (else results would be stored from
-    randomly initialized layers)."""
-    problems = {
-        "parameters the config needs are not in the weights": sorted(info.get("missing_keys", ())),
-        "weights the config does not use": sorted(info.get("unexpected_keys", ())),
-        "weights of another shape than the config's": sorted(
-            str(k[0]) if isinstance(k, tuple) else str(k) for k in info.get("mismatched_keys", ())
-        ),
-    }
-    for what, keys in problems.items():
-        if keys:
-            shown = ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
-            raise BadInput(
-                f"{resolved.name}: its config.json and weights disagree ({what}: {shown}); "
-                "fix config.json (e.g. num_hidden_layers) or the checkpoint"
-            )
+    must be loaded, every weight in the checkpoint used, each in the config's shape (else
+    results would be stored from randomly initialized layers). `order`: the model's tensor
+    names, to name the first that differs in shape."""
+    missing = sorted(info.get("missing_keys", ()))
+    unexpected = sorted(info.get("unexpected_keys", ()))
+    shapes = {str(k[0]): (k[1], k[2]) for k in info.get("mismatched_keys", ()) if len(k) == 3}
+    if not (missing or unexpected or shapes):
+        return
+    if shapes:
+        key = next((k for k in order or [] if k in shapes), min(shapes))
+        weights, config = shapes[key]
+        first = f"{key} is {_shape(weights)} in the weights, {_shape(config)} by config.json"
+    elif missing:
+        first = f"{missing[0]} is not in the weights"
+    else:
+        first = f"{unexpected[0]} is in the weights but not in the model config.json builds"
+    of = len(order) if order is not None else len(shapes) + len(missing)
+    raise weights_mismatch(resolved, first, len(shapes), len(missing), len(unexpected), of)
 
 
 def causal_lm_class_name(config: PretrainedConfig) -> str:

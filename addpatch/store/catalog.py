@@ -263,11 +263,13 @@ def kept_example_ids(
 
 def wrong_answers(
     *, conn: duckdb.DuckDBPyConnection, model_id: int, dataset_id: int, count: int
-) -> list[tuple[str, str, int]]:
-    """Up to `count` (prompt, answer text, wanted sum) the model got wrong, by example id (the
-    prompt under --chat: the user turn's text, then the answer prefix if any)."""
+) -> list[tuple[int, bool, str, str, int]]:
+    """Up to `count` (example id, whether the wrong prompt is the counterfactual, prompt,
+    answer text, wanted sum) the model got wrong, by example id (the prompt as stored; under
+    --chat the user turn's text, then the answer prefix if any)."""
     rows = conn.execute(
-        "SELECT CASE WHEN f.base_correct THEN e.cf_prompt ELSE e.base_prompt END "
+        "SELECT f.example_id, f.base_correct, "
+        "CASE WHEN f.base_correct THEN e.cf_prompt ELSE e.base_prompt END "
         "|| CASE WHEN d.chat THEN coalesce(d.answer_prefix, '') ELSE '' END, "
         "CASE WHEN f.base_correct THEN f.cf_text ELSE f.base_text END, "
         "CASE WHEN f.base_correct THEN e.cf_sum ELSE e.base_sum END "
@@ -278,7 +280,10 @@ def wrong_answers(
         "ORDER BY f.example_id LIMIT ?",
         [model_id, dataset_id, count],
     ).fetchall()
-    return [(str(prompt), str(text), int(total)) for prompt, text, total in rows]
+    return [
+        (int(example), bool(is_cf), str(prompt), str(text), int(total))
+        for example, is_cf, prompt, text, total in rows
+    ]
 
 
 # -- labels ------------------------------------------------------------------------------------

@@ -411,7 +411,11 @@ def _submit_patching(
     if spec.filtered:
         try:
             summary = filter_summary(
-                store, model_id=combo.model_id, dataset_id=combo.dataset_id, total=result.total
+                store,
+                model_id=combo.model_id,
+                dataset_id=combo.dataset_id,
+                total=result.total,
+                tokenizer=combo.tokenizer,
             )
         except NothingToDo as reason:
             result.skipped_reason = str(reason)

@@ -68,7 +68,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    for name, _ in EXAMPLE_COLUMNS:
-        op.drop_column("examples", name)
-    for name, _ in DATASET_COLUMNS:
-        op.drop_column("datasets", name)
+    from addpatch.store.drop_columns import drop_columns
+
+    # DuckDB cannot ALTER a table that other tables reference: rebuilt, rows kept
+    drop_columns(op.get_bind(), "examples", [name for name, _ in EXAMPLE_COLUMNS])
+    drop_columns(op.get_bind(), "datasets", [name for name, _ in DATASET_COLUMNS])

@@ -25,4 +25,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_column("datasets", "answer_prefix")
+    from addpatch.store.drop_columns import drop_columns
+
+    # DuckDB cannot ALTER a table that other tables reference: rebuilt, rows kept
+    drop_columns(op.get_bind(), "datasets", ["answer_prefix"])

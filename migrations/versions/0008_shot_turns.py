@@ -26,4 +26,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.drop_column("datasets", "shot_turns")
+    from addpatch.store.drop_columns import drop_columns
+
+    # DuckDB cannot ALTER a table that other tables reference: rebuilt, rows kept
+    drop_columns(op.get_bind(), "datasets", ["shot_turns"])
