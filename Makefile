@@ -41,8 +41,9 @@ $(NOTEBOOKS_STAMP): $(STAMP)
 
 setup: $(STAMP)
 
+# root (a container) must say so to JupyterLab
 notebooks: $(NOTEBOOKS_STAMP)
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
 
 demo: $(STAMP)
 	$(BIN)/addpatch run
