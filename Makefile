@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 RAY_STAMP := $(VENV)/.installed-ray
 GGUF_STAMP := $(VENV)/.installed-gguf
 NOTEBOOKS_STAMP := $(VENV)/.installed-notebooks
-SOURCES := addpatch cli tests migrations benchmarks
+SOURCES := addpatch cli tests migrations benchmarks notebooks
 
 .PHONY: demo test setup lint chromium real-parts notebooks
 
