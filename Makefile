@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 RAY_STAMP := $(VENV)/.installed-ray
 GGUF_STAMP := $(VENV)/.installed-gguf
 NOTEBOOKS_STAMP := $(VENV)/.installed-notebooks
-SOURCES := addpatch cli tests migrations benchmarks
+SOURCES := addpatch cli tests migrations benchmarks notebooks
 
 .PHONY: demo test setup lint chromium real-parts notebooks
 
@@ -41,8 +41,9 @@ $(NOTEBOOKS_STAMP): $(STAMP)
 
 setup: $(STAMP)
 
+# root (a container) must say so to JupyterLab
 notebooks: $(NOTEBOOKS_STAMP)
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab $(if $(filter 0,$(shell id -u)),--allow-root) notebooks/
 
 demo: $(STAMP)
 	$(BIN)/addpatch run

@@ -23,20 +23,31 @@ CARRIES = "03_counterfactuals_and_carry_variables.ipynb"
 CELL_TIMEOUT_S = 180
 
 
-def execute(name: str, tmp_path: Path) -> nbformat.NotebookNode:
-    """Run notebook `name` top to bottom in a new kernel started in `tmp_path/work`."""
+def execute(
+    name: str, tmp_path: Path, passes: tuple[dict[str, str], ...] = ({},)
+) -> list[nbformat.NotebookNode]:
+    """Run notebook `name` top to bottom in one new kernel started in `tmp_path/work`, once per
+    pass: each pass sets its environment variables and starts from an empty namespace
+    (`%reset -f`; the modules imported stay imported, so a second pass does not pay for PyTorch
+    again). Returns each pass's notebook with its outputs."""
     workdir = tmp_path / "work"
     workdir.mkdir()
-    notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
+    notebooks = [nbformat.read(NOTEBOOKS / name, as_version=4) for _ in passes]
     client = NotebookClient(
-        notebook,
+        notebooks[0],
         timeout=CELL_TIMEOUT_S,
         kernel_name="python3",
         resources={"metadata": {"path": str(workdir)}},
         extra_arguments=["--InteractiveShell.colors=nocolor"],  # plain tracebacks in failures
     )
-    client.execute()
-    return notebook
+    with client.setup_kernel():
+        for notebook, env in zip(notebooks, passes, strict=True):
+            start = f"%reset -f\nimport os\nos.environ.update({env!r})"
+            notebook.cells.insert(0, nbformat.v4.new_code_cell(start))
+            client.nb = notebook  # execute_cell puts each executed cell back into client.nb
+            for index, cell in enumerate(notebook.cells):
+                client.execute_cell(cell, index)
+    return notebooks
 
 
 def shown(notebook: nbformat.NotebookNode) -> str:
@@ -89,7 +100,7 @@ def test_the_carries_notebook_ends_with_the_section_reserved_for_trained_subspac
 
 class TestTaskNotebook:
     def test_runs_and_shows_labels_and_generators(self, tmp_path):
-        notebook = execute(TASK, tmp_path)
+        [notebook] = execute(TASK, tmp_path)
         text = shown(notebook)
         # the seed's worked pair 70 + 58 <- 74 + 85: digit_0_1 -> 132, joint -> 125
         assert "'digit_0_1': (' 132', 132)" in text
@@ -102,10 +113,12 @@ class TestTaskNotebook:
 
 
 class TestPositionsNotebook:
-    def test_runs_on_the_shipped_and_real_tokenizers(self, tmp_path):
-        notebook = execute(POSITIONS, tmp_path)
-        text = shown(notebook)
-        # `make test` fetches the real tokenizers before the suite (tests/real_parts.py)
+    def test_runs_with_the_real_tokenizers_and_skips_those_absent(self, tmp_path):
+        absent = tmp_path / "no-parts"
+        # `make test` fetches the real tokenizers before the suite (tests/real_parts.py); the
+        # second pass points the notebook at a folder without them
+        present, skipped = execute(POSITIONS, tmp_path, ({}, {"ADDPATCH_TEST_PARTS": str(absent)}))
+        text = shown(present)
         assert "['tiny-adder-digits', 'tiny-adder-chunks', 'Llama-3.1', 'Gemma-3', 'Qwen3']" in text
         assert "skipped" not in text
         assert "123|4" in text  # chunks of three on Llama-3.1 and the chunked tiny tokenizer
@@ -114,19 +127,17 @@ class TestPositionsNotebook:
         assert "chat template (before)" in text and "answer prefix" in text
         assert "--chat needs a tokenizer with a chat template" in text
 
-    def test_skips_a_real_tokenizer_whose_files_are_absent(self, tmp_path, monkeypatch):
-        monkeypatch.setenv("ADDPATCH_TEST_PARTS", str(tmp_path / "no-parts"))
-        notebook = execute(POSITIONS, tmp_path)
-        text = shown(notebook)
+        text = shown(skipped)
         for name in ("Llama-3.1", "Gemma-3", "Qwen3"):
-            assert f"skipped {name}: no tokenizer.json in {tmp_path / 'no-parts'}" in text
+            assert f"skipped {name}: no tokenizer.json in {absent}" in text
         assert "['tiny-adder-digits', 'tiny-adder-chunks']" in text
         assert "skipped: no real tokenizer with a chat template is in the cache" in text
+        assert "123|4" in text and "1|2|3|4" in text  # the shipped tokenizers still shown
 
 
 class TestCarriesNotebook:
     def test_runs_scores_and_draws_from_a_scratch_store(self, tmp_path, isolated_store):
-        notebook = execute(CARRIES, tmp_path)
+        [notebook] = execute(CARRIES, tmp_path)
         text = shown(notebook)
         assert "run 1 complete" in text and "run 2 complete" in text
         assert "share_differ" in text  # the distinguishability query

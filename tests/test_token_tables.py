@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
 
 from addpatch.engine.positions import layout_input
 from addpatch.engine.token_tables import number_tokens, part_of, positions_table
@@ -26,14 +28,29 @@ def test_number_tokens_on_the_shipped_tokenizers(grouping, expected):
     assert table.rows() == expected
 
 
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("llama3_1", [(5, "5", 1, "1"), (42, "42", 1, "2"), (1234, "123|4", 2, "3+1")]),
+        ("cl100k", [(5, "5", 1, "1"), (42, "42", 1, "2"), (1234, "123|4", 2, "3+1")]),
+        ("qwen3", [(5, "5", 1, "1"), (42, "4|2", 2, "1+1"), (1234, "1|2|3|4", 4, "1+1+1+1")]),
+        ("gemma3", [(5, "5", 1, "1"), (42, "4|2", 2, "1+1"), (1234, "1|2|3|4", 4, "1+1+1+1")]),
+    ],
+)
+def test_number_tokens_on_the_real_tokenizers(name, expected):
+    assert (
+        number_tokens(real_tokenizer(name), [5, 42, 1234], template="x {num0} y").rows() == expected
+    )
+
+
 def test_number_tokens_show_a_space_glued_to_the_number():
-    # cl100k (OLMo-2's family) keeps the space with a word but not with a number; Llama-3.1
-    # neither; the tokens are shown as the report shows them, a space as '·'
-    table = number_tokens(real_tokenizer("llama3_1"), [56789], template="Add{num0}")
-    assert table.rows() == [(56789, "567|89", 2, "3+2")]
-    spaced = number_tokens(real_tokenizer("cl100k"), [5], template="x {num0} y")
-    assert spaced["tokens"][0] in ("5", "·5")
-    assert spaced["digits_per_token"][0] == "1"
+    """A BPE token ` 23` (GPT-2 style) belongs to the addend and is shown with its space."""
+    vocab = {"<bos>": 0, "<unk>": 1, "x": 2, " 23": 3, " 4": 4, "5": 5, " y": 6}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex(r" 23| ?\d| ?[a-z]+"), behavior="isolated")
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, unk_token="<unk>")
+    table = number_tokens(tokenizer, [23, 45], template="x {num0} y")
+    assert table.rows() == [(23, "·23", 1, "2"), (45, "·4|5", 2, "1+1")]
 
 
 def test_number_tokens_refuse_bad_input():
