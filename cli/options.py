@@ -10,6 +10,7 @@ import typer
 from addpatch.settings import DEFAULT_STORE, STORE_ENV
 
 if TYPE_CHECKING:
+    from addpatch.das.plan import DasOptions
     from addpatch.task.addition import AdditionTask
 
 StoreOption = Annotated[
@@ -87,14 +88,33 @@ def split_targets(targets: str | None) -> list[str] | None:
     return chosen
 
 
-def parse_ks(text: str) -> tuple[int, ...]:
-    """`--k 1,4,16` -> (1, 4, 16); the library checks the values."""
-    try:
-        return tuple(int(part) for part in text.split(",") if part.strip())
-    except ValueError:
-        from addpatch.errors import BadInput
+KOption = Annotated[str, typer.Option("--k", help="DAS: subspace ranks to train, e.g. 1,4,16.")]
+EpochsOption = Annotated[int, typer.Option(help="DAS: passes over the train pairs.")]
+LrOption = Annotated[float, typer.Option(help="DAS: Adam learning rate.")]
+TestShareOption = Annotated[
+    float, typer.Option(help="DAS: share of the dataset's pairs held out for testing.")
+]
+ControlOption = Annotated[
+    bool,
+    typer.Option(
+        help="DAS: also train every cell on shuffled labels (what a subspace of that rank fits "
+        "without the variable)."
+    ),
+]
 
-        raise BadInput(f"cannot read --k {text!r}; give ranks like 1,4,16") from None
+
+def das_options(k: str, epochs: int, lr: float, test_share: float, control: bool) -> DasOptions:
+    """The DAS options as given (`--k 1,4,16` -> (1, 4, 16)); the library checks the values."""
+    from addpatch.das.plan import DasOptions
+    from addpatch.errors import BadInput
+
+    try:
+        ks = tuple(int(part) for part in k.split(",") if part.strip())
+    except ValueError:
+        raise BadInput(f"cannot read --k {k!r}; give ranks like 1,4,16") from None
+    return DasOptions(
+        ks=ks, learning_rate=lr, epochs=epochs, test_share=test_share, control=control
+    )
 
 
 TemplateOption = Annotated[

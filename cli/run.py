@@ -17,14 +17,18 @@ from cli.options import (
     BatchOption,
     ChatOption,
     ComponentsOption,
+    ControlOption,
     DeviceOption,
     DigitsOption,
     DtypeOption,
+    EpochsOption,
     HeadsPositionOption,
     InformativeOption,
     InterventionsOnlyOption,
     KindOption,
+    KOption,
     LayersOption,
+    LrOption,
     MethodOption,
     ModelOption,
     NoFilterOption,
@@ -38,7 +42,8 @@ from cli.options import (
     SuffixOption,
     TargetsOption,
     TemplateOption,
-    parse_ks,
+    TestShareOption,
+    das_options,
     split_targets,
 )
 from cli.output import best_cells_view, console, errors, print_frame, progress_bars
@@ -77,21 +82,11 @@ def run(
     trust_remote_code: Annotated[
         bool, typer.Option(help="Allow the model's own Python code (off by default).")
     ] = False,
-    k: Annotated[
-        str, typer.Option("--k", help="DAS: subspace ranks to train, e.g. 1,4,16.")
-    ] = "1,4,16",
-    epochs: Annotated[int, typer.Option(help="DAS: passes over the train pairs.")] = 4,
-    lr: Annotated[float, typer.Option(help="DAS: Adam learning rate.")] = 1e-2,
-    test_share: Annotated[
-        float, typer.Option(help="DAS: share of the dataset's pairs held out for testing.")
-    ] = 0.2,
-    control: Annotated[
-        bool,
-        typer.Option(
-            help="DAS: also train every cell on shuffled labels (what a subspace of that rank "
-            "fits without the variable)."
-        ),
-    ] = False,
+    k: KOption = "1,4,16",
+    epochs: EpochsOption = 4,
+    lr: LrOption = 1e-2,
+    test_share: TestShareOption = 0.2,
+    control: ControlOption = False,
     store: StoreOption = STORE_DEFAULT,
 ) -> None:
     """Run everything: pairs, filter, patching, SQL scores and the report.
@@ -114,7 +109,6 @@ def run(
         addpatch run --method das --targets C_1 --k 1,4 --layers 1 --positions last,a1.d1+last
         addpatch run --method attribution --components resid,heads --screen 20
     """
-    from addpatch.das.plan import DasOptions
     from addpatch.engine.components import parse_components
     from addpatch.pipeline import RunSpec, run_experiment
 
@@ -147,9 +141,7 @@ def run(
         heads_position=heads_position,
         report_dir=report_dir,
         method=method,
-        das=DasOptions(
-            ks=parse_ks(k), learning_rate=lr, epochs=epochs, test_share=test_share, control=control
-        ),
+        das=das_options(k, epochs, lr, test_share, control),
         screen=screen,
     )
     with progress_bars() as progress:

@@ -17,11 +17,15 @@ from cli.options import (
     BatchOption,
     ChatOption,
     ComponentsOption,
+    ControlOption,
     DeviceOption,
     DtypeOption,
+    EpochsOption,
     InterventionsOnlyOption,
     KindOption,
+    KOption,
     LayersOption,
+    LrOption,
     MethodOption,
     NoFilterOption,
     PositionsOption,
@@ -34,6 +38,8 @@ from cli.options import (
     SuffixOption,
     TargetsOption,
     TemplateOption,
+    TestShareOption,
+    das_options,
     split_targets,
 )
 from cli.output import best_cells_view, console, errors, print_frame
@@ -75,6 +81,11 @@ def sweep(
     components: ComponentsOption = "resid",
     method: MethodOption = "patch",
     screen: ScreenOption = None,
+    k: KOption = "1,4,16",
+    epochs: EpochsOption = 4,
+    lr: LrOption = 1e-2,
+    test_share: TestShareOption = 0.2,
+    control: ControlOption = False,
     targets: TargetsOption = None,
     template: TemplateOption = None,
     prefix: PrefixOption = "",
@@ -113,6 +124,7 @@ def sweep(
         addpatch sweep --models ~/models/Qwen3-0.6B --digits 1 --chat --answer-prefix 'The sum is'
         addpatch sweep --models tiny-adder-digits --digits 2,3 --interventions-only
         addpatch sweep --models tiny-adder-digits --digits 2,3 --method attribution --screen 20
+        addpatch sweep --digits 2,3 --method das --targets C_1 --k 4 --layers 1 --positions last
     """
     from addpatch.engine.components import parse_components
     from addpatch.engine.positions import resolve_position_set
@@ -152,6 +164,7 @@ def sweep(
         answer_prefix=answer_prefix,
         filtered=not no_filter,
         method=method,
+        das=das_options(k, epochs, lr, test_share, control),
     )
     check_method(method, screen)
     if ray is not None and not _RAY_ADDRESS.fullmatch(ray):

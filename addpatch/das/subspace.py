@@ -36,7 +36,7 @@ class TrainableSubspace(nn.Module):
 
     def basis(self) -> torch.Tensor:
         """(k, d) float32, orthonormal rows."""
-        q, _ = torch.linalg.qr(self.weight, mode="reduced")  # (d, k), orthonormal columns
+        q: torch.Tensor = torch.linalg.qr(self.weight, mode="reduced")[0]  # (d, k)
         return q.T
 
 

@@ -212,6 +212,9 @@ def downgrade() -> None:
     spec.loader.exec_module(previous)
     op.execute(previous.EMPTY_OUTPUTS_VIEW)
     op.execute(previous.IIA_CELLS)
+    from addpatch.store.drop_columns import drop_columns
+
     op.drop_table("dataset_splits")
     op.drop_table("subspaces")
-    op.drop_column("runs", "method")
+    # DuckDB cannot ALTER a table that other tables reference: rebuilt, rows kept
+    drop_columns(op.get_bind(), "runs", ["method"])
