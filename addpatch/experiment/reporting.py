@@ -18,6 +18,7 @@ from addpatch.scoring import scores
 from addpatch.store import catalog, runs
 from addpatch.store.read_check import check_outputs, check_outputs_on
 from addpatch.store.store import Store
+from addpatch.store.subspaces import run_subspaces
 from addpatch.task.addition import AdditionTask
 from addpatch.task.labels import default_targets, resolve_target
 
@@ -54,6 +55,8 @@ def runs_info(store: Store, run_ids: list[int]) -> list[dict[str, Any]]:
                 "interventions_per_s": summary.interventions_per_s,
             }
         )
+        with store.connect(read_only=True) as conn:
+            trained = run_subspaces(conn=conn, run_id=summary.run_id)
         info.append(
             {
                 "run_id": summary.run_id,
@@ -62,6 +65,7 @@ def runs_info(store: Store, run_ids: list[int]) -> list[dict[str, Any]]:
                 "examples": summary.num_examples,
                 "keep_rate": float(keep or 0.0),
                 "provenance": provenance,
+                "subspaces": trained,  # a DAS run's trained subspaces (none for others)
             }
         )
     return info

@@ -383,8 +383,42 @@ def _run_section(run: Mapping[str, Any]) -> str:
     return (
         f'<section class="run" id="run-{int(run["run_id"])}">'
         f"<h3>Run {int(run['run_id'])}: {escape(str(run['model']))}, {digits} digits</h3>"
-        f'<table>{head}</table><h4>Provenance</h4><table class="provenance">{prov}</table>'
+        f"<table>{head}</table>{_subspace_table(run.get('subspaces') or [])}"
+        f'<h4>Provenance</h4><table class="provenance">{prov}</table>'
         "</section>"
+    )
+
+
+def _subspace_table(subspaces: Sequence[Mapping[str, Any]]) -> str:
+    """A DAS run's subspaces: where, trained for what, rank, train vs held-out IIA, loss."""
+    if not subspaces:
+        return ""
+    columns = [
+        ("target", "trained for"),
+        ("control", "control"),
+        ("k", "k"),
+        ("layer", "layer"),
+        ("unit", "position"),
+        ("train_iia", "train IIA"),
+        ("test_iia", "test IIA"),
+        ("final_train_loss", "final loss"),
+    ]
+    head = "".join(f"<th>{title}</th>" for _, title in columns)
+    rows = "".join(
+        "<tr>"
+        + "".join(
+            _cell(f"{s[key]:.3f}" if isinstance(s[key], float) else _show(s[key] or "—"))
+            for key, _ in columns
+        )
+        + "</tr>"
+        for s in subspaces
+    )
+    return (
+        '<h4>Trained subspaces</h4><p class="note">Train IIA: the label\'s tokens are the '
+        "argmax at every step on the train pairs (teacher-forced); test IIA: greedy answers "
+        "of the held-out pairs. A <em>shuffled</em> control was trained on other pairs' "
+        "labels: what a subspace of that rank fits without the variable.</p>"
+        f'<table class="subspaces"><tr>{head}</tr>{rows}</table>'
     )
 
 

@@ -2,13 +2,15 @@
 
 A DAS run scores every subspace against every labelled target; a heatmap for target T shows,
 per cell, the held-out IIA of the subspace trained for T (not a control) at the rank k that
-scores best there (the `k` column says which). Full-vector runs pass through unchanged.
+scores best there (the `k` column says which), in a panel named `<model> · DAS (best k)`.
+Full-vector runs pass through unchanged.
 """
 
 from __future__ import annotations
 
 import polars as pl
 
+DAS_PANEL = " · DAS (best k)"
 CELL = ["run_id", "target", "layer", "position", "component", "head"]
 
 
@@ -23,5 +25,6 @@ def best_rank_per_cell(scored: pl.DataFrame) -> pl.DataFrame:
         scored.filter(own)
         .sort(["iia", "k"], descending=[True, False], nulls_last=True)
         .unique(subset=CELL, keep="first", maintain_order=True)
+        .with_columns((pl.col("model") + DAS_PANEL).alias("model"))  # its heatmap panel's name
     )
     return pl.concat([patch, best.select(patch.columns)]) if patch.height else best
