@@ -306,3 +306,77 @@ def test_a_planted_direction_is_recovered():
         )
     assert held_out >= 0.95 > chance  # test IIA of the trained direction, above a random one
     assert abs(float(trained.basis[0] @ u)) > 0.95  # aligned with the planted direction
+
+
+DAS_ARGS = [
+    "run",
+    "--size", "40",
+    "--layers", "1",
+    "--positions", "last,a1.d1+last",
+    "--method", "das",
+    "--targets", "C_1",
+    "--k", "1,2",
+    "--epochs", "2",
+    "--interventions-only",
+    "--threads", "1",
+]  # fmt: skip
+
+
+def _das_rows(store) -> tuple[list[tuple], dict[int, torch.Tensor]]:
+    conn = duckdb.connect(str(store / "catalog.duckdb"), read_only=True)
+    conn.execute("SET file_search_path = ?", [str(store)])
+    try:
+        rows = conn.execute(
+            "SELECT subspace_id, k, example_id, layer, position, token_ids, text, answer "
+            "FROM patched_outputs ORDER BY subspace_id, example_id"
+        ).fetchall()
+        paths = conn.execute("SELECT subspace_id, path FROM subspaces").fetchall()
+    finally:
+        conn.close()
+    return rows, {i: load_file(store / path)["basis"] for i, path in paths}
+
+
+def test_killed_das_training_resumes_to_the_uninterrupted_result(tmp_path):
+    import os
+    import random
+    import signal
+    import time
+
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from tests.test_interrupted_runs import ForkServer, _alive, _batch_files
+
+    reference = tmp_path / "reference"
+    done = CliRunner().invoke(app, [*DAS_ARGS, "--store", str(reference)])
+    assert done.exit_code == 0, done.output
+    expected_rows, expected_bases = _das_rows(reference)
+    assert len(expected_bases) == 4 and expected_rows
+
+    store = tmp_path / "killed"
+    rng = random.Random(3)
+    kills = 0
+    server = ForkServer()
+    try:
+        for _ in range(2):  # each time: once one more cell is stored, while the next one trains
+            pid = server.start([*DAS_ARGS, "--store", str(store)])
+            before = _batch_files(store) if (store / "outputs").exists() else 0
+            deadline = time.monotonic() + 300
+            while _alive(pid) and _batch_files(store) <= before:
+                assert time.monotonic() < deadline, "the run stored no cell in 300 s"
+                time.sleep(0.01)
+            time.sleep(rng.uniform(0.05, 0.3))
+            if _alive(pid):
+                os.killpg(pid, signal.SIGKILL)
+                kills += 1
+            server.wait()
+    finally:
+        server.close()
+    assert kills == 2
+    final = CliRunner().invoke(app, [*DAS_ARGS, "--store", str(store)])
+    assert final.exit_code == 0, final.output
+    assert "of 4 subspaces to train" in final.output and "4 of 4" not in final.output
+    rows, bases = _das_rows(store)
+    assert rows == expected_rows
+    assert bases.keys() == expected_bases.keys()
+    assert all(torch.equal(bases[i], expected_bases[i]) for i in bases)
