@@ -91,11 +91,11 @@ def test_stored_without_outputs(name):
     assert notebook.metadata.kernelspec.name == "python3"
 
 
-def test_the_carries_notebook_ends_with_the_section_reserved_for_trained_subspaces():
+def test_the_carries_notebook_ends_with_trained_subspaces():
     notebook = nbformat.read(NOTEBOOKS / CARRIES, as_version=4)
-    last = notebook.cells[-1]
-    assert last.cell_type == "markdown"
-    assert last.source.splitlines()[2].startswith("## Trained subspaces (DAS): reserved")
+    headings = [c.source.splitlines()[2] for c in notebook.cells if c.source.startswith("---")]
+    assert headings[-1].startswith("## Trained subspaces (DAS)")
+    assert 'method="das"' in notebook.cells[-3].source
 
 
 class TestTaskNotebook:
@@ -142,6 +142,8 @@ class TestCarriesNotebook:
         assert "run 1 complete" in text and "run 2 complete" in text
         assert "share_differ" in text  # the distinguishability query
         assert "O_1 at layer 0, position 11 (' is')" in text  # the drill-down's cell
+        assert "run 3 complete" in text and "subspaces to train" in text  # the DAS run
+        assert "shuffled" in text and "subspaces/model=1/run=3/subspace-00000" in text
         charts = chart_outputs(notebook)
         assert len(charts) == 4
         for chart in charts:
