@@ -112,6 +112,8 @@ def das_options(k: str, epochs: int, lr: float, test_share: float, control: bool
         ks = tuple(int(part) for part in k.split(",") if part.strip())
     except ValueError:
         raise BadInput(f"cannot read --k {k!r}; give ranks like 1,4,16") from None
+    if not ks:
+        raise BadInput("--k is empty; give the ranks to train, like 1,4,16")
     return DasOptions(
         ks=ks, learning_rate=lr, epochs=epochs, test_share=test_share, control=control
     )
