@@ -236,3 +236,28 @@ def test_estimate_equals_exact_patching_where_the_metric_is_linear():
                 handle.remove()
         assert patched != pytest.approx(base)
         assert estimates[pair.example_id] == pytest.approx(patched - base, rel=1e-4, abs=1e-5)
+
+
+def test_rank_agreement_counts_null_heads_and_breaks_ties_alike():
+    import polars as pl
+
+    from addpatch.report.attribution import agreement
+
+    cells = pl.DataFrame(
+        {
+            "layer": [0, 0, 1, 1, 2],
+            "head": [None] * 5,
+            "position_name": ["a", "b", "a", "b", "a"],
+            "mean_estimate": [5.0, 4.0, 0.1, 0.0, -1.0],
+            "iia": [1.0, 0.0, 0.5, 0.0, 0.0],  # two cells moved: the top-2 lists
+        }
+    )
+    rho, overlap = agreement(cells)
+    assert overlap == 0.5  # (0, a) in both top-2 lists; (1, a) is 3rd by estimate
+    ranks_est, ranks_iia = (
+        [5.0, 4.0, 3.0, 2.0, 1.0],
+        [5.0, 2.0, 4.0, 2.0, 2.0],
+    )  # ties share their mean rank
+    expected = pl.DataFrame({"x": ranks_est, "y": ranks_iia}).select(pl.corr("x", "y")).item()
+    assert rho == pytest.approx(expected)
+    assert agreement(cells.with_columns(pl.lit(0.0).alias("iia")))[1] is None

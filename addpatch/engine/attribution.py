@@ -42,8 +42,8 @@ from addpatch.task.templates import DIGITS, parse_answer
 # why an (example, target) has no metric
 SAME_ANSWER = "label equals the base answer"
 NO_BASE_NUMBER = "base answer holds no number"
-SHORTER_LABEL = "label ends inside a token of the base answer"
-LONGER_LABEL = "label continues past the base answer"
+SHORTER_LABEL = "label runs out of digits at the base answer token where they differ"
+LONGER_LABEL = "base answer is a prefix of the label"
 NO_TOKEN = "no single token spells the label's digits"
 NOT_SPELLED = "base answer tokens do not spell its number"
 
