@@ -261,3 +261,26 @@ def test_rank_agreement_counts_null_heads_and_breaks_ties_alike():
     expected = pl.DataFrame({"x": ranks_est, "y": ranks_iia}).select(pl.corr("x", "y")).item()
     assert rho == pytest.approx(expected)
     assert agreement(cells.with_columns(pl.lit(0.0).alias("iia")))[1] is None
+
+
+def test_patching_only_some_cells_gives_their_rows_of_the_whole_grid():
+    model, tokenizer = tiny_model("llama", "digits", seed=3)
+    engine = PatchEngine(model, tokenizer)
+    pairs = _pairs(tokenizer, _mixed_numbers(5, 3))
+    layers = list(range(-1, engine.num_layers))
+
+    def rows(only=None):
+        tables = engine.sweep(pairs, layers, POSITIONS, 4, components=COMPONENTS, only=only)
+        return [r for t in tables for r in t.to_pylist()]
+
+    every = rows()
+    only = {("resid", -1, 0, None), ("heads", 1, 4, 2), ("mlp", 0, 2, None), ("attn", 1, 1, None)}
+    chosen = rows(only)
+    key = lambda r: (r["component"], r["layer"], r["position"], r["head"])  # noqa: E731
+    assert {key(r) for r in chosen} == only
+    expected = {(key(r), r["example_id"]): r for r in every if key(r) in only}
+    assert len(chosen) == len(expected)
+    for row in chosen:  # the same answers; log-probs to float tolerance (other batch shapes)
+        want = expected[(key(row), row["example_id"])]
+        assert row["token_ids"] == want["token_ids"] and row["top_ids"] == want["top_ids"]
+        assert row["top_logprobs"] == pytest.approx(want["top_logprobs"], abs=1e-4)

@@ -182,3 +182,28 @@ def test_bad_input_is_one_error_line_and_the_store_unchanged(tmp_path, args, mes
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], lines
     assert store_snapshot(store) == before
+
+
+def test_report_command_writes_the_attribution_report(screened):
+    store, result = screened
+    assert result.exit_code == 0, result.output
+    out = store.parent / "again"
+    done = _invoke("report", "--run-id", "1", "--out", str(out), store=store)
+    assert done.exit_code == 0, done.output
+    assert "attribution run 1" in done.output
+    assert (out / "attribution.html").exists() and list(out.glob("attribution_*.png"))
+
+
+def test_a_damaged_batch_is_recomputed_and_nothing_else(screened):
+    """Runs last in this module: it damages the shared store's second batch file."""
+    store, result = screened
+    assert result.exit_code == 0, result.output
+    estimates = "SELECT * FROM attribution_estimates ORDER BY ALL"
+    before = _sql(store, estimates)
+    (path,) = _sql(store, "SELECT path FROM attribution_files WHERE batch_index = 1")[0]
+    (store / path).write_bytes(b"not parquet")
+    again = _invoke(*RUN, *ATTRIBUTION, "--screen", str(SCREEN), store=store)
+    assert again.exit_code == 0, again.output
+    assert "run 1, 1 of 2 batches to patch" in again.output
+    assert "run 2, 0 of 2 batches to patch" in again.output  # the same cells screened in
+    assert _sql(store, estimates) == before
