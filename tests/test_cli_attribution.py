@@ -160,6 +160,15 @@ def test_ranking_query_runs_unchanged_in_the_duckdb_shell(screened):
         assert part["mean_estimate"].to_list() == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.fixture(scope="module")
+def base_store(tmp_path_factory) -> Path:
+    """A store holding one exact run, copied by each bad-input test."""
+    store = tmp_path_factory.mktemp("base") / "store"
+    first = _invoke("run", "--size", "4", "--interventions-only", store=store)
+    assert first.exit_code == 0, first.output
+    return store
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -172,10 +181,9 @@ def test_ranking_query_runs_unchanged_in_the_duckdb_shell(screened):
         ),
     ],
 )
-def test_bad_input_is_one_error_line_and_the_store_unchanged(tmp_path, args, message):
+def test_bad_input_is_one_error_line_and_the_store_unchanged(base_store, tmp_path, args, message):
     store = tmp_path / "store"
-    first = _invoke("run", "--size", "4", "--interventions-only", store=store)
-    assert first.exit_code == 0, first.output
+    shutil.copytree(base_store, store)
     before = store_snapshot(store)
     result = _invoke("run", "--size", "8", *args, store=store)
     assert result.exit_code == 1
