@@ -284,3 +284,36 @@ def test_patching_only_some_cells_gives_their_rows_of_the_whole_grid():
         want = expected[(key(row), row["example_id"])]
         assert row["token_ids"] == want["token_ids"] and row["top_ids"] == want["top_ids"]
         assert row["top_logprobs"] == pytest.approx(want["top_logprobs"], abs=1e-4)
+
+
+def test_a_batch_out_of_memory_is_scored_in_halves(monkeypatch):
+    from addpatch.experiment import attribution as steps
+
+    model, tokenizer = tiny_model("llama", "digits", seed=5)
+    engine = PatchEngine(model, tokenizer)
+    pairs = _pairs(tokenizer, _mixed_numbers(2, 3))
+    labels = {"t": {0: 67, 1: 1244, 2: 91}}
+    answers = {0: " 57", 1: " 1234", 2: " 90"}
+    real = steps.attribute
+
+    def attribute(engine, batch, labels, *args, **kwargs):  # "out of memory" above 1 example
+        if len(batch) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        kwargs["answers"] = [_answer(tokenizer, answers[p.example_id]) for p in batch]
+        return real(engine, batch, labels, *args, **kwargs)
+
+    monkeypatch.setattr(steps, "attribute", attribute)
+    tables, halvings, smallest = steps._attribute_halving_on_oom(
+        engine, pairs, labels, [0], ["last"], 4, ("resid",)
+    )
+    assert (halvings, smallest) == (2, 1)  # 3 -> 1 + 2 -> 1 + 1 + 1
+    whole = real(
+        engine, pairs, labels, [0], ["last"], 4,
+        answers=[_answer(tokenizer, answers[i]) for i in range(3)],
+    )  # fmt: skip
+    rows = sorted((r["example_id"], r["component"] or "", r["estimate"] or 0.0)
+                  for t in tables for r in t.to_pylist())  # fmt: skip
+    expected = sorted((r["example_id"], r["component"] or "", r["estimate"] or 0.0)
+                      for r in whole.to_pylist())  # fmt: skip
+    assert [r[:2] for r in rows] == [r[:2] for r in expected]
+    assert [r[2] for r in rows] == pytest.approx([r[2] for r in expected], abs=1e-4)
