@@ -200,6 +200,9 @@ def test_report_command_writes_the_attribution_report(screened):
     assert done.exit_code == 0, done.output
     assert "attribution run 1" in done.output
     assert (out / "attribution.html").exists() and list(out.glob("attribution_*.png"))
+    status = _invoke("store", "status", store=store)
+    assert status.exit_code == 0, status.output
+    assert "attribution" in status.stdout and "2/2" in status.stdout  # its batches counted
 
 
 def test_a_damaged_batch_is_recomputed_and_nothing_else(screened):
