@@ -167,6 +167,9 @@ def report(
     output_dir_check(out)
     opened = Store.open(store)
     runs = _runs(opened, run_id)
+    runs = _attribution_reports(opened, runs, out if run_id is not None else None)
+    if not runs:  # attribution runs only: their reports are written
+        return
     name = f"run-{runs[0]}" if len(runs) == 1 else "all-runs"
     if informative:
         name += "-informative"
@@ -183,6 +186,23 @@ def report(
     console.print(
         f"Report: {files.html.resolve()}  (+ {len(files.pngs)} PNG, {len(files.svgs)} SVG)"
     )
+
+
+def _attribution_reports(opened: Store, runs: list[int], out: Path | None) -> list[int]:
+    """Write the estimate-vs-exact report of each attribution run among `runs` (they have no
+    patched outputs to draw heatmaps of); the other runs, for the heatmap report."""
+    from addpatch.experiment.attribution import run_methods
+    from addpatch.report.attribution import attribution_report
+
+    methods = run_methods(opened, runs)
+    for run in runs:
+        if methods[run] == "attribution":
+            files = attribution_report(opened, run, out or opened.root / "reports" / f"run-{run}")
+            console.print(
+                f"Report: {files.html.resolve()}  (attribution run {run}: "
+                f"{len(files.pngs)} estimate-vs-exact PNG)"
+            )
+    return [run for run in runs if methods[run] != "attribution"]
 
 
 def query(

@@ -192,7 +192,9 @@ def sweep(
             results = run_sweep(opened, spec, executor, echo=console.print, checked=checked)
             _check_some_run(results)  # warns about skipped combinations
             if method == "attribution":
-                files = _attribution(opened, spec, results, executor, screen, checked)
+                files = _attribution(
+                    opened, spec, results, executor, screen, checked, not interventions_only
+                )
             else:
                 files = None if interventions_only else _report(opened, spec, results, report_dir)
     finally:
@@ -218,8 +220,10 @@ def _attribution(
     executor: Executor,
     screen: int | None,
     checked: tuple[str, str],
-) -> ReportFiles:
-    """Screen each attribution run (--screen), print its best cells, write its report."""
+    write_reports: bool,
+) -> ReportFiles | None:
+    """Screen each attribution run (--screen), print its best cells, write its report (unless
+    --interventions-only)."""
     import polars as pl
 
     from addpatch.experiment.attribution import ranked_cells
@@ -235,14 +239,14 @@ def _attribution(
             run_screen(opened, spec, result, screen, executor, console.print, checked=checked)
         best = ranked_cells(opened, result.run_id, top=1)
         frames.append(best.with_columns(pl.lit(result.model).alias("model")))
-        out_dir = opened.root / "reports" / f"run-{result.run_id}"
-        files = attribution_report(opened, result.run_id, out_dir)
+        if write_reports:
+            out_dir = opened.root / "reports" / f"run-{result.run_id}"
+            files = attribution_report(opened, result.run_id, out_dir)
     columns = ["run_id", "model", "target", "component", "head", "layer", "position_name"]
     print_frame(
         pl.concat(frames).select([*columns, "mean_estimate", "n"]),
         title="Best cell per variable, component and run (attribution: mean estimate)",
     )
-    assert files is not None
     return files
 
 

@@ -236,3 +236,84 @@ def test_estimate_equals_exact_patching_where_the_metric_is_linear():
                 handle.remove()
         assert patched != pytest.approx(base)
         assert estimates[pair.example_id] == pytest.approx(patched - base, rel=1e-4, abs=1e-5)
+
+
+def test_rank_agreement_counts_null_heads_and_breaks_ties_alike():
+    import polars as pl
+
+    from addpatch.report.attribution import agreement
+
+    cells = pl.DataFrame(
+        {
+            "layer": [0, 0, 1, 1, 2],
+            "head": [None] * 5,
+            "position_name": ["a", "b", "a", "b", "a"],
+            "mean_estimate": [5.0, 4.0, 0.1, 0.0, -1.0],
+            "iia": [1.0, 0.0, 0.5, 0.0, 0.0],  # two cells moved: the top-2 lists
+        }
+    )
+    rho, overlap = agreement(cells)
+    assert overlap == 0.5  # (0, a) in both top-2 lists; (1, a) is 3rd by estimate
+    ranks_est, ranks_iia = (
+        [5.0, 4.0, 3.0, 2.0, 1.0],
+        [5.0, 2.0, 4.0, 2.0, 2.0],
+    )  # ties share their mean rank
+    expected = pl.DataFrame({"x": ranks_est, "y": ranks_iia}).select(pl.corr("x", "y")).item()
+    assert rho == pytest.approx(expected)
+    assert agreement(cells.with_columns(pl.lit(0.0).alias("iia")))[1] is None
+
+
+def test_patching_only_some_cells_gives_their_rows_of_the_whole_grid():
+    model, tokenizer = tiny_model("llama", "digits", seed=3)
+    engine = PatchEngine(model, tokenizer)
+    pairs = _pairs(tokenizer, _mixed_numbers(5, 3))
+    layers = list(range(-1, engine.num_layers))
+
+    def rows(only=None):
+        tables = engine.sweep(pairs, layers, POSITIONS, 4, components=COMPONENTS, only=only)
+        return [r for t in tables for r in t.to_pylist()]
+
+    every = rows()
+    only = {("resid", -1, 0, None), ("heads", 1, 4, 2), ("mlp", 0, 2, None), ("attn", 1, 1, None)}
+    chosen = rows(only)
+    key = lambda r: (r["component"], r["layer"], r["position"], r["head"])  # noqa: E731
+    assert {key(r) for r in chosen} == only
+    expected = {(key(r), r["example_id"]): r for r in every if key(r) in only}
+    assert len(chosen) == len(expected)
+    for row in chosen:  # the same answers; log-probs to float tolerance (other batch shapes)
+        want = expected[(key(row), row["example_id"])]
+        assert row["token_ids"] == want["token_ids"] and row["top_ids"] == want["top_ids"]
+        assert row["top_logprobs"] == pytest.approx(want["top_logprobs"], abs=1e-4)
+
+
+def test_a_batch_out_of_memory_is_scored_in_halves(monkeypatch):
+    from addpatch.experiment import attribution as steps
+
+    model, tokenizer = tiny_model("llama", "digits", seed=5)
+    engine = PatchEngine(model, tokenizer)
+    pairs = _pairs(tokenizer, _mixed_numbers(2, 3))
+    labels = {"t": {0: 67, 1: 1244, 2: 91}}
+    answers = {0: " 57", 1: " 1234", 2: " 90"}
+    real = steps.attribute
+
+    def attribute(engine, batch, labels, *args, **kwargs):  # "out of memory" above 1 example
+        if len(batch) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        kwargs["answers"] = [_answer(tokenizer, answers[p.example_id]) for p in batch]
+        return real(engine, batch, labels, *args, **kwargs)
+
+    monkeypatch.setattr(steps, "attribute", attribute)
+    tables, halvings, smallest = steps._attribute_halving_on_oom(
+        engine, pairs, labels, [0], ["last"], 4, ("resid",)
+    )
+    assert (halvings, smallest) == (2, 1)  # 3 -> 1 + 2 -> 1 + 1 + 1
+    whole = real(
+        engine, pairs, labels, [0], ["last"], 4,
+        answers=[_answer(tokenizer, answers[i]) for i in range(3)],
+    )  # fmt: skip
+    rows = sorted((r["example_id"], r["component"] or "", r["estimate"] or 0.0)
+                  for t in tables for r in t.to_pylist())  # fmt: skip
+    expected = sorted((r["example_id"], r["component"] or "", r["estimate"] or 0.0)
+                      for r in whole.to_pylist())  # fmt: skip
+    assert [r[:2] for r in rows] == [r[:2] for r in expected]
+    assert [r[2] for r in rows] == pytest.approx([r[2] for r in expected], abs=1e-4)

@@ -160,6 +160,15 @@ def test_ranking_query_runs_unchanged_in_the_duckdb_shell(screened):
         assert part["mean_estimate"].to_list() == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.fixture(scope="module")
+def base_store(tmp_path_factory) -> Path:
+    """A store holding one exact run, copied by each bad-input test."""
+    store = tmp_path_factory.mktemp("base") / "store"
+    first = _invoke("run", "--size", "4", "--interventions-only", store=store)
+    assert first.exit_code == 0, first.output
+    return store
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -172,13 +181,40 @@ def test_ranking_query_runs_unchanged_in_the_duckdb_shell(screened):
         ),
     ],
 )
-def test_bad_input_is_one_error_line_and_the_store_unchanged(tmp_path, args, message):
+def test_bad_input_is_one_error_line_and_the_store_unchanged(base_store, tmp_path, args, message):
     store = tmp_path / "store"
-    first = _invoke("run", "--size", "4", "--interventions-only", store=store)
-    assert first.exit_code == 0, first.output
+    shutil.copytree(base_store, store)
     before = store_snapshot(store)
     result = _invoke("run", "--size", "8", *args, store=store)
     assert result.exit_code == 1
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error: ") and message in lines[0], lines
     assert store_snapshot(store) == before
+
+
+def test_report_command_writes_the_attribution_report(screened):
+    store, result = screened
+    assert result.exit_code == 0, result.output
+    out = store.parent / "again"
+    done = _invoke("report", "--run-id", "1", "--out", str(out), store=store)
+    assert done.exit_code == 0, done.output
+    assert "attribution run 1" in done.output
+    assert (out / "attribution.html").exists() and list(out.glob("attribution_*.png"))
+    status = _invoke("store", "status", store=store)
+    assert status.exit_code == 0, status.output
+    assert "attribution" in status.stdout and "2/2" in status.stdout  # its batches counted
+
+
+def test_a_damaged_batch_is_recomputed_and_nothing_else(screened):
+    """Runs last in this module: it damages the shared store's second batch file."""
+    store, result = screened
+    assert result.exit_code == 0, result.output
+    estimates = "SELECT * FROM attribution_estimates ORDER BY ALL"
+    before = _sql(store, estimates)
+    (path,) = _sql(store, "SELECT path FROM attribution_files WHERE batch_index = 1")[0]
+    (store / path).write_bytes(b"not parquet")
+    again = _invoke(*RUN, *ATTRIBUTION, "--screen", str(SCREEN), store=store)
+    assert again.exit_code == 0, again.output
+    assert "run 1, 1 of 2 batches to patch" in again.output
+    assert "run 2, 0 of 2 batches to patch" in again.output  # the same cells screened in
+    assert _sql(store, estimates) == before

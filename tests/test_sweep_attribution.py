@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
+import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -25,18 +26,24 @@ def _sql(store: Path, sql: str) -> list[tuple]:
 
 
 ESTIMATES = (
-    "SELECT r.id, d.num_digits, e.example_id, e.target, e.component, e.layer, e.position, "
+    "SELECT d.num_digits, e.example_id, e.target, e.component, e.layer, e.position, "
     "e.head, round(e.estimate, 4) FROM attribution_estimates e JOIN runs r ON r.id = e.run_id "
     "JOIN datasets d ON d.id = r.dataset_id ORDER BY ALL"
 )
 
 
-def test_local_sweep_scores_and_screens_every_width(tmp_path):
-    store = tmp_path / "store"
+@pytest.fixture(scope="module")
+def local_sweep(tmp_path_factory) -> Path:
+    store = tmp_path_factory.mktemp("sweep") / "store"
     done = CliRunner().invoke(
         app, [*SWEEP, "--digits", "2,3", "--screen", "2", "--store", str(store)]
     )
     assert done.exit_code == 0, done.output
+    return store
+
+
+def test_local_sweep_scores_and_screens_every_width(local_sweep):
+    store = local_sweep
     runs = _sql(store, "SELECT id, json_extract_string(provenance_json, '$.method') FROM runs")
     assert sorted(runs) == [(1, "attribution"), (2, "attribution"), (3, "patch"), (4, "patch")]
     # each exact run patched the union of its own attribution run's 2 best cells per target
@@ -57,11 +64,13 @@ def test_local_sweep_scores_and_screens_every_width(tmp_path):
         assert (store / "reports" / f"run-{run}" / "attribution.html").exists()
 
 
-def test_ray_sweep_stores_the_estimates_of_the_local_sweep(tmp_path):
-    local, ray = tmp_path / "local", tmp_path / "ray"
-    first = CliRunner().invoke(app, [*SWEEP, "--digits", "2", "--store", str(local)])
-    assert first.exit_code == 0, first.output
-    done = CliRunner().invoke(app, [*SWEEP, "--digits", "2", "--store", str(ray), "--ray"])
+def test_ray_sweep_stores_the_estimates_of_the_local_sweep(local_sweep, tmp_path):
+    """The 2-digit attribution run on Ray (no screen, no report): the local sweep's estimates."""
+    ray = tmp_path / "ray"
+    done = CliRunner().invoke(
+        app, [*SWEEP, "--digits", "2", "--store", str(ray), "--ray", "--interventions-only"]
+    )
     assert done.exit_code == 0, done.output
+    assert not (ray / "reports").exists()
     rows = _sql(ray, ESTIMATES)
-    assert rows and rows == _sql(local, ESTIMATES)
+    assert rows and rows == [r for r in _sql(local_sweep, ESTIMATES) if r[0] == 2]

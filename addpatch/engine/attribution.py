@@ -35,15 +35,16 @@ from transformers import PreTrainedTokenizerBase
 from addpatch.engine.components import ComponentRecorder
 from addpatch.engine.forward import left_pad, position_ids_from, run_layers
 from addpatch.engine.kv_cache import KVCache
-from addpatch.engine.patching import PatchEngine, PromptPair, _recorded_parts
+from addpatch.engine.patching import PatchEngine, PromptPair, _recorded_parts, _Run
+from addpatch.engine.positions import PromptLayout
 from addpatch.store.attribution_schema import ATTRIBUTION_SCHEMA
 from addpatch.task.templates import DIGITS, parse_answer
 
 # why an (example, target) has no metric
 SAME_ANSWER = "label equals the base answer"
 NO_BASE_NUMBER = "base answer holds no number"
-SHORTER_LABEL = "label ends inside a token of the base answer"
-LONGER_LABEL = "label continues past the base answer"
+SHORTER_LABEL = "label runs out of digits at the base answer token where they differ"
+LONGER_LABEL = "base answer is a prefix of the label"
 NO_TOKEN = "no single token spells the label's digits"
 NOT_SPELLED = "base answer tokens do not spell its number"
 
@@ -167,9 +168,6 @@ def attribute(
                 [distinct[r][k].base_token for r in rows],
             )
         )
-    with torch.enable_grad():
-        activations = _BaseActivations(engine, ids, attention, record)
-        gradients = activations.gradients(slots)  # per slot: name -> (batch, T, width)
     base_at = {
         name: [_padded(p.base, name, pads[r]) for r, p in enumerate(pairs)] for name in positions
     }
@@ -177,57 +175,109 @@ def attribute(
         name: [_padded(p.counterfactual, name, counterfactual.pad[r]) for r, p in enumerate(pairs)]
         for name in positions
     }
+    with torch.enable_grad():
+        activations = _BaseActivations(engine, ids, attention, record)
+        cells = []
+        for component in components:
+            component_layers = layers if component == "resid" else [x for x in layers if x >= 0]
+            for layer in component_layers:
+                cf_values = _counterfactual_values(counterfactual, component, layer)
+                for position_index, name in enumerate(positions):
+                    cell = _Cell.at(
+                        engine, pairs, activations, cf_values, component, layer,
+                        position_index, name, base_at[name], cf_at[name],
+                    )  # fmt: skip
+                    if cell is not None:
+                        cells.append(cell)
+        for index, slot in enumerate(slots):  # one backward each; only (R, heads) per cell kept
+            gradient = activations.gradient(slot, retain=index < len(slots) - 1)
+            for cell in cells:
+                cell.add_slot(gradient[cell.key])
+            del gradient
     # per target and example: the slot of its metric (-1: none)
     slot_of = {
         target: torch.tensor(
-            [distinct[r].index(m) if m is not None else -1 for r, m in enumerate(per_example)],
-            device=engine.device,
+            [distinct[r].index(m) if m is not None else -1 for r, m in enumerate(per_example)]
         )
         for target, per_example in metrics.items()
     }
     example_ids = torch.tensor([p.example_id for p in pairs])
     tables = [pa.table(columns, schema=ATTRIBUTION_SCHEMA)]
-    for component in components:
-        component_layers = layers if component == "resid" else [x for x in layers if x >= 0]
-        heads = engine.num_heads if component == "heads" else 1
-        for layer in component_layers:
-            key = (component, layer)
-            base_values = activations.values[key]  # (batch, T, width)
-            cf_values = _counterfactual_values(counterfactual, component, layer)
-            for position_index, name in enumerate(positions):
-                rows = [
-                    r
-                    for r in range(len(pairs))
-                    if base_at[name][r] is not None and cf_at[name][r] is not None
-                ]
-                if not rows:
-                    continue
-                index = torch.tensor(rows, device=engine.device)
-                b = torch.tensor([base_at[name][r] for r in rows], device=engine.device)
-                c = torch.tensor([cf_at[name][r] for r in rows], device=engine.device)
-                diff = cf_values[index, c].float() - base_values[index, b].detach().float()
-                per_slot = torch.stack(
-                    [_dot(diff, g[key][index, b].float(), component, heads) for g in gradients]
-                )  # (slots, R, heads or 1)
-                unchanged = torch.tensor([_unchanged(pairs[r], name) for r in rows])
-                per_slot[:, unchanged.to(per_slot.device)] = 0.0  # exact patching: base answer
-                for target in metrics:
-                    slot = slot_of[target][index]  # (R,)
-                    has = (slot >= 0).cpu()
-                    if not bool(has.any()):
-                        continue
-                    chosen = per_slot[slot.clamp(min=0), torch.arange(len(rows))]  # (R, heads)
-                    tables.append(
-                        _estimate_table(
-                            example_ids[torch.tensor(rows)][has],
-                            target,
-                            layer,
-                            position_index,
-                            component,
-                            chosen[has.to(chosen.device)].cpu(),
-                        )
-                    )
+    for cell in cells:
+        per_slot = torch.stack(cell.per_slot).cpu()  # (slots, R, heads or 1)
+        per_slot[:, cell.unchanged] = 0.0  # exact patching answers these with the base answer
+        for target in metrics:
+            slot_index = slot_of[target][cell.rows]  # (R,)
+            has = slot_index >= 0
+            if not bool(has.any()):
+                continue
+            chosen = per_slot[slot_index.clamp(min=0), torch.arange(len(cell.rows))]  # (R, heads)
+            tables.append(
+                _estimate_table(
+                    example_ids[cell.rows][has],
+                    target,
+                    cell.key[1],
+                    cell.position,
+                    cell.key[0],
+                    chosen[has],
+                )
+            )
     return pa.concat_tables(tables)
+
+
+@dataclass
+class _Cell:
+    """One (component, layer, position) cell of a batch: the rows that have the position, the
+    change a patch makes there (R, width), and its estimate per slot (R, heads or 1) each."""
+
+    key: tuple[str, int]  # (component, layer)
+    position: int
+    rows: torch.Tensor  # (R,) batch rows, on the CPU
+    unchanged: torch.Tensor  # (R,) bool: the same prefix in both prompts (estimate 0)
+    base_at: torch.Tensor  # (R,) padded index of the position in the teacher-forced base
+    change: torch.Tensor  # (R, width) a_cf - a_base, float32
+    heads: int  # heads for `heads` (the estimate per head), else 1
+    per_slot: list[torch.Tensor]
+
+    @classmethod
+    def at(
+        cls,
+        engine: PatchEngine,
+        pairs: list[PromptPair],
+        activations: _BaseActivations,
+        cf_values: torch.Tensor,  # (batch, T_cf, width)
+        component: str,
+        layer: int,
+        position: int,
+        name: str,
+        base_at: list[int | None],
+        cf_at: list[int | None],
+    ) -> _Cell | None:
+        rows = [r for r in range(len(pairs)) if base_at[r] is not None and cf_at[r] is not None]
+        if not rows:
+            return None
+        device = engine.device
+        index = torch.tensor(rows, device=device)
+        b = torch.tensor([base_at[r] for r in rows], device=device)
+        c = torch.tensor([cf_at[r] for r in rows], device=device)
+        base_values = activations.values[(component, layer)]  # (batch, T, width)
+        change = cf_values[index, c].float() - base_values[index, b].detach().float()
+        return cls(
+            (component, layer),
+            position,
+            torch.tensor(rows),
+            torch.tensor([_unchanged(pairs[r], name) for r in rows]),
+            b,
+            change,
+            engine.num_heads if component == "heads" else 1,
+            [],
+        )
+
+    def add_slot(self, gradient: torch.Tensor) -> None:
+        """gradient: (batch, T, width) of one slot's metric -> this cell's (R, heads) estimates."""
+        at = gradient[self.rows.to(gradient.device), self.base_at].float()  # (R, width)
+        product = self.change * at
+        self.per_slot.append(product.reshape(product.shape[0], self.heads, -1).sum(-1))
 
 
 def _estimate_table(
@@ -295,53 +345,37 @@ class _BaseActivations:
                     if part is not None:
                         self.values[(kind, layer)] = part
 
-    def gradients(self, slots: list[_Slot]) -> list[dict[tuple[str, int], torch.Tensor]]:
-        """Per slot, d(sum of its examples' metrics)/d(every kept activation)."""
+    def gradient(self, slot: _Slot, retain: bool) -> dict[tuple[str, int], torch.Tensor]:
+        """d(sum of the slot's examples' metrics)/d(every kept activation), each (batch, T, width);
+        `retain`: keep the graph for another slot's backward."""
         keys = list(self.values)
         inputs = [self.values[k] for k in keys]
-        out = []
-        for index, slot in enumerate(slots):
-            rows = torch.tensor(slot.rows, device=self.last.device)
-            at = torch.tensor(slot.at, device=self.last.device)
-            logits = self.stack.logits(self.last[rows, at][:, None])[:, 0].float()  # (n, vocab)
-            pick = torch.arange(len(slot.rows), device=logits.device)
-            label = torch.tensor(slot.label_tokens, device=logits.device)
-            base = torch.tensor(slot.base_tokens, device=logits.device)
-            metric = (logits[pick, label] - logits[pick, base]).sum()
-            grads = torch.autograd.grad(
-                metric, inputs, retain_graph=index < len(slots) - 1, allow_unused=True
-            )
-            out.append(
-                {
-                    k: (g if g is not None else torch.zeros_like(v))
-                    for k, v, g in zip(keys, inputs, grads, strict=True)
-                }
-            )
-        return out
+        rows = torch.tensor(slot.rows, device=self.last.device)
+        at = torch.tensor(slot.at, device=self.last.device)
+        logits = self.stack.logits(self.last[rows, at][:, None])[:, 0].float()  # (n, vocab)
+        pick = torch.arange(len(slot.rows), device=logits.device)
+        label = torch.tensor(slot.label_tokens, device=logits.device)
+        base = torch.tensor(slot.base_tokens, device=logits.device)
+        metric = (logits[pick, label] - logits[pick, base]).sum()
+        grads = torch.autograd.grad(metric, inputs, retain_graph=retain, allow_unused=True)
+        return {
+            k: g if g is not None else torch.zeros_like(v)
+            for k, v, g in zip(keys, inputs, grads, strict=True)
+        }
 
 
-def _counterfactual_values(run: object, component: str, layer: int) -> torch.Tensor:
+def _counterfactual_values(run: _Run, component: str, layer: int) -> torch.Tensor:
     """The counterfactual run's (batch, T, width) activation of a component at a layer."""
     if component == "resid":
-        hidden: list[torch.Tensor] = run.hidden  # type: ignore[attr-defined]
-        return hidden[layer + 1]
-    parts = run.parts  # type: ignore[attr-defined]
-    assert parts is not None
-    recorded: torch.Tensor | None = getattr(parts, component)[layer]
+        return run.hidden[layer + 1]
+    assert run.parts is not None
+    recorded: torch.Tensor | None = getattr(run.parts, component)[layer]
     assert recorded is not None
     return recorded
 
 
-def _dot(diff: torch.Tensor, grad: torch.Tensor, component: str, heads: int) -> torch.Tensor:
-    """(R, width) x (R, width) -> (R, heads) per head for `heads`, else (R, 1)."""
-    product = diff * grad
-    if component == "heads":
-        return product.reshape(product.shape[0], heads, -1).sum(-1)
-    return product.sum(-1, keepdim=True)
-
-
-def _padded(layout: object, name: str, pad: int) -> int | None:
-    index: int | None = layout.index(name)  # type: ignore[attr-defined]
+def _padded(layout: PromptLayout, name: str, pad: int) -> int | None:
+    index = layout.index(name)
     return None if index is None else pad + index
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 import torch
 
 from addpatch.engine.attribution import attribute
@@ -24,7 +25,7 @@ from addpatch.experiment.interventions import OutputFile, RunPlan, open_run
 from addpatch.experiment.labels import ensure_labels
 from addpatch.queries import get_query, run_query
 from addpatch.store import attribution_reads as reads
-from addpatch.store import runs
+from addpatch.store import catalog, runs
 from addpatch.store.attribution_reads import labels_of
 from addpatch.store.attributions import (
     METHOD,
@@ -201,15 +202,46 @@ def attribute_batch_to_file(
     max_new_tokens: int,
     components: tuple[str, ...] | list[str],
 ) -> OutputFile:
-    """Score every cell of one batch and write it as the batch's Parquet file (not registered)."""
-    table = attribute(
-        engine, batch, labels, layers, positions, max_new_tokens, components=components
+    """Score every cell of one batch and write it as the batch's Parquet file (not registered).
+    When the device runs out of memory, the batch is scored in halves (down to one example)."""
+    tables, halvings, smallest = _attribute_halving_on_oom(
+        engine, batch, labels, layers, positions, max_new_tokens, components
     )
     relpath = attribution_relpath(model_id, run_id, batch_index)
-    rows, sha = write_attribution_file(root, relpath, run_id, table)
+    rows, sha = write_attribution_file(root, relpath, run_id, pa.concat_tables(tables))
+    return OutputFile(batch_index, relpath, rows, sha, halvings, smallest if halvings else 0)
+
+
+def _attribute_halving_on_oom(
+    engine: PatchEngine,
+    batch: list[PromptPair],
+    labels: dict[str, dict[int, int]],
+    layers: list[int],
+    positions: list[str],
+    max_new_tokens: int,
+    components: tuple[str, ...] | list[str],
+) -> tuple[list[pa.Table], int, int]:
+    """The batch's tables, the halvings made and the smallest piece scored."""
+    try:
+        table = attribute(
+            engine, batch, labels, layers, positions, max_new_tokens, components=components
+        )
+        return [table], 0, len(batch)
+    except torch.OutOfMemoryError:
+        if len(batch) == 1:
+            raise
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    return OutputFile(batch_index, relpath, rows, sha)
+    middle = len(batch) // 2
+    tables, halvings, smallest = [], 1, len(batch)
+    for half in (batch[:middle], batch[middle:]):
+        part, more, least = _attribute_halving_on_oom(
+            engine, half, labels, layers, positions, max_new_tokens, components
+        )
+        tables += part
+        halvings += more
+        smallest = min(smallest, least)
+    return tables, halvings, smallest
 
 
 def register_attribution(store: Store, run_id: int, output: OutputFile) -> None:
@@ -222,6 +254,16 @@ def register_attribution(store: Store, run_id: int, output: OutputFile) -> None:
             rows=output.rows,
             sha256=output.sha256,
         )
+        if output.halvings:  # the batch ran out of memory and was split: say so in provenance
+            catalog.record_oom_retry(
+                conn=conn,
+                run_id=run_id,
+                retry={
+                    "batch": output.batch_index,
+                    "halvings": output.halvings,
+                    "smallest_batch": output.smallest,
+                },
+            )
 
 
 def ranked_cells(store: Store, run_id: int, *, top: int | None = None) -> pl.DataFrame:

@@ -42,8 +42,13 @@ def store_status(store: Store) -> StoreStatus:
             ).pl(),
             "Runs": conn.execute(
                 """SELECT r.id, m.name AS model, d.name AS dataset, r.status, r.num_examples AS examples,
-                          (SELECT count(*) FROM output_files f WHERE f.run_id = r.id) || '/' || r.num_batches AS batches,
-                          (SELECT coalesce(sum(rows), 0) FROM output_files f WHERE f.run_id = r.id) AS output_rows,
+                          coalesce(json_extract_string(r.provenance_json, '$.method'), 'patch') AS method,
+                          (SELECT count(*) FROM output_files f WHERE f.run_id = r.id)
+                          + (SELECT count(*) FROM attribution_files f WHERE f.run_id = r.id)
+                          || '/' || r.num_batches AS batches,
+                          (SELECT coalesce(sum(rows), 0) FROM output_files f WHERE f.run_id = r.id)
+                          + (SELECT coalesce(sum(rows), 0) FROM attribution_files f WHERE f.run_id = r.id)
+                          AS output_rows,
                           CASE WHEN coalesce(json_extract(r.provenance_json, '$.filtered')::BOOLEAN, true)
                                THEN 'kept' ELSE 'all (--no-filter)' END AS pairs,
                           r.wall_time_s, r.interventions_per_s
