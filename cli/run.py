@@ -157,7 +157,13 @@ def run(
         errors.print(outcome.keep_rate_hint)
     console.print(f"Patched: {result.highlighted}")
     cells = len(result.layers) * len(result.positions)
-    if result.batches_run and result.components == ("resid",):
+    if result.batches_run and spec.method == "das":
+        console.print(
+            f"DAS run {outcome.run_id}: {result.batches_run} subspaces trained and evaluated on "
+            f"{result.examples} held-out examples each = {result.interventions:,} patched "
+            f"outputs in {result.wall_time_s:.1f} s"
+        )
+    elif result.batches_run and result.components == ("resid",):
         console.print(
             f"Run {outcome.run_id}: {result.examples} examples x {len(result.layers)} layers x "
             f"{len(result.positions)} positions = {result.examples * cells:,} interventions, "

@@ -230,7 +230,7 @@ def open_run(
                     "digit_tokens": plan.digit_tokens,
                     "filtered": plan.filtered,
                     "components": list(plan.components),
-                    **({} if das is None else {"das": das.config["das"]}),
+                    **({} if das is None else {"method": "das", "das": das.config["das"]}),
                 },
                 digit_tokens=plan.digit_tokens,
                 method=None if das is None else "das",

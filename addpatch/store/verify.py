@@ -59,8 +59,13 @@ def _expected_rows(store: Store) -> dict[tuple[int, int], int]:
         ).fetchall()
     expected = {}
     for run_id, examples, batch_size, batches, layers_json, positions, provenance, screened in runs:
-        if json.loads(provenance).get("components", ["resid"]) != ["resid"] or screened:
+        record = json.loads(provenance)
+        if record.get("components", ["resid"]) != ["resid"] or screened:
             continue  # cells per example depend on the heads, or on the screen: not checked
+        if record.get("method") == "das":  # a file per subspace: its held-out examples
+            for index in range(int(batches)):
+                expected[(int(run_id), index)] = int(examples)
+            continue
         cells = len(json.loads(layers_json)) * int(positions)
         for index in range(int(batches)):
             in_batch = min(batch_size, examples - index * batch_size)
@@ -118,8 +123,9 @@ def _verify(store: Store, *, repair: bool, check_hashes: bool) -> Verification:
 
 
 def _files_with_duplicates(store: Store, paths: list[str]) -> list[str]:
-    """Registered files holding a (run, example, layer, position, component, head) that is
-    stored more than once (files written before components have neither: NULL)."""
+    """Registered files holding a (run, example, layer, position, component, head, subspace)
+    that is stored more than once (files written before components have neither: NULL; a
+    full-vector run's files have no subspace: NULL)."""
     if not paths:
         return []
     with store.connect(read_only=True) as conn:
@@ -129,10 +135,11 @@ def _files_with_duplicates(store: Store, paths: list[str]) -> list[str]:
             "  SELECT list(filename) AS files FROM ("
             "    (SELECT NULL::INTEGER AS run_id, NULL::BIGINT AS example_id,"
             "      NULL::SMALLINT AS layer, NULL::SMALLINT AS position, NULL::VARCHAR AS component,"
-            "      NULL::SMALLINT AS head, NULL::VARCHAR AS filename LIMIT 0)"
+            "      NULL::SMALLINT AS head, NULL::INTEGER AS subspace_id,"
+            "      NULL::VARCHAR AS filename LIMIT 0)"
             "    UNION ALL BY NAME"
             "    (SELECT * FROM read_parquet(?, filename = true, union_by_name = true)))"
-            "  GROUP BY run_id, example_id, layer, position, component, head"
+            "  GROUP BY run_id, example_id, layer, position, component, head, subspace_id"
             "  HAVING count(*) > 1)",
             [[str(store.root.resolve() / p) for p in paths]],
         ).fetchall()
