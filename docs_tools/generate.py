@@ -1,11 +1,12 @@
-"""Write the generated reference pages: `docs/cli.md` (every command's `--help`) and
-`docs/queries.md` (every query in `queries/` with its parameters).
+"""Write the generated reference pages: `docs/cli.md` (every command's `--help`),
+`docs/queries.md` (every query in `queries/` with its parameters) and `docs/schema.md` (the
+catalog's tables and the patched outputs' Parquet columns).
 
     python -m docs_tools.generate           # rewrite both pages
     python -m docs_tools.generate --check   # exit 1 if a page is stale (what the test checks)
 
-Both pages are made from the code, so they say what this version of addpatch does; edit the
-help texts in `cli/` and the headers of `queries/*.sql`, never the pages.
+The pages are made from the code, so they say what this version of addpatch does; edit the
+help texts in `cli/`, the headers of `queries/*.sql` and `addpatch/store/`, never the pages.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import typer.main
 from typer.testing import CliRunner
 
 from addpatch.queries import available_queries
+from addpatch.store.output_schema import OUTPUT_COLUMNS
+from addpatch.store.schema import Base
 from cli.main import app
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
@@ -87,9 +90,50 @@ def query_reference() -> str:
     return "\n".join(lines)
 
 
+def schema_reference() -> str:
+    """The catalog's tables (from the SQLAlchemy models) and the Parquet columns of outputs."""
+    lines = [
+        "# Store schema",
+        "",
+        _NOTICE,
+        "",
+        "The tables of `catalog.duckdb` at the current schema revision, as",
+        "`addpatch/store/schema.py` declares them (alembic migrations in `migrations/` create",
+        "them; `addpatch store upgrade` brings an older store here), then the columns of the",
+        "patched outputs' Parquet files, which the view `patched_outputs` reads. See",
+        "[The store and SQL](store.md).",
+        "",
+    ]
+    docs = {str(m.class_.__tablename__): m.class_.__doc__ or "" for m in Base.registry.mappers}
+    for name, table in sorted(Base.metadata.tables.items()):
+        doc = " ".join(docs.get(name, "").split())
+        lines += [f"## `{name}`", "", doc, "", "| column | type | null |", "|---|---|---|"]
+        for column in table.columns:
+            key = " (key)" if column.primary_key else ""
+            null = "yes" if column.nullable and not column.primary_key else "no"
+            lines.append(f"| `{column.name}`{key} | `{column.type}` | {null} |")
+        lines.append("")
+    lines += [
+        "## `patched_outputs` (Parquet)",
+        "",
+        "One row per example and patched cell; one file per batch under",
+        "`outputs/model=M/run=R/`.",
+        "",
+        "| column | type |",
+        "|---|---|",
+    ]
+    lines += [f"| `{name}` | `{kind}` |" for name, kind in OUTPUT_COLUMNS]
+    lines.append("")
+    return "\n".join(lines)
+
+
 def pages() -> dict[Path, str]:
     """Each generated page's path and its current text."""
-    return {DOCS / "cli.md": cli_reference(), DOCS / "queries.md": query_reference()}
+    return {
+        DOCS / "cli.md": cli_reference(),
+        DOCS / "queries.md": query_reference(),
+        DOCS / "schema.md": schema_reference(),
+    }
 
 
 def stale_pages() -> list[Path]:

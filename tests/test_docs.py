@@ -10,6 +10,7 @@ copied for the next page, and its output is compared on each page.
 from __future__ import annotations
 
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -165,3 +166,14 @@ def test_console_blocks_are_read_with_their_markers(tmp_path, monkeypatch):
     assert long.long and long.note == "measured 2026-12-06 on a laptop"
     assert shell.commands[0].statements == ("SELECT 1;",)
     assert shell.commands[0].expected == ("│ 1 │",)
+
+
+def test_readme_links_point_at_files_that_exist():
+    """mkdocs checks the links between docs pages; README.md lies outside the site, so its links
+    into docs/ are checked here."""
+    readme = examples.ROOT / "README.md"
+    targets = re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", readme.read_text(encoding="utf-8"))
+    local = [target for target in targets if "://" not in target]
+    assert local, "README.md links nowhere"
+    missing = [target for target in local if not (examples.ROOT / target).exists()]
+    assert not missing, f"README.md links to missing files: {missing}"
