@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from addpatch.caches import CACHE_ENV
 from cli.main import app
 from docs_tools import examples
 from docs_tools.generate import REGENERATE, stale_pages
@@ -88,6 +89,8 @@ def test_console_examples_print_what_the_page_shows(page, tmp_path_factory, monk
     monkeypatch.chdir(scratch)
     monkeypatch.setenv("ADDPATCH_STORE", str(store))
     monkeypatch.setenv("COLUMNS", "200")
+    # one cache for every page (the reports' Vega bundle is built once), not one per test
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path_factory.getbasetemp() / "docs-cache"))
     history: tuple[str, ...] = ()
     for block in examples.console_blocks(page):
         if block.long:
