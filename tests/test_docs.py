@@ -9,6 +9,8 @@ copied for the next page, and its output is compared on each page.
 
 from __future__ import annotations
 
+import ast
+import importlib
 import os
 import re
 import shlex
@@ -180,3 +182,24 @@ def test_readme_links_point_at_files_that_exist():
     assert local, "README.md links nowhere"
     missing = [target for target in local if not (examples.ROOT / target).exists()]
     assert not missing, f"README.md links to missing files: {missing}"
+
+
+def _python_blocks(page: Path) -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", page.read_text(encoding="utf-8"), re.M | re.S)
+
+
+def test_python_examples_compile_and_name_what_the_library_has():
+    """The Python examples are not run (they need a store of their own), but each compiles and
+    every name it imports exists: a renamed function or module fails here."""
+    checked = 0
+    for page in examples.pages():
+        for number, code in enumerate(_python_blocks(page), 1):
+            where = f"{page.relative_to(examples.ROOT)}, python block {number}"
+            tree = ast.parse(code, filename=where)
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and node.module:
+                    module = importlib.import_module(node.module)
+                    for alias in node.names:
+                        assert hasattr(module, alias.name), f"{where}: {node.module}.{alias.name}"
+                        checked += 1
+    assert checked, "no Python example imports anything"
