@@ -200,6 +200,14 @@ def test_a_lost_cell_is_trained_again_with_the_same_result(tmp_path):
     assert _rows(store, "SELECT example_id, text FROM patched_outputs ORDER BY 1") == answers
 
 
+@pytest.fixture(scope="module")
+def store_with_spec_dataset(tmp_path_factory):
+    """A store holding SPEC's dataset and a full-vector run on it (copied by each test)."""
+    root = tmp_path_factory.mktemp("das") / "store"
+    run_experiment(root, RunSpec(size=48, layers="1", positions="last", interventions_only=True))
+    return root
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
@@ -212,12 +220,14 @@ def test_a_lost_cell_is_trained_again_with_the_same_result(tmp_path):
         ({"components": ("resid", "attn")}, "residual stream"),
     ],
 )
-def test_bad_das_input_is_one_error_and_leaves_the_store(tmp_path, changes, message):
+def test_bad_das_input_is_one_error_and_leaves_the_store(
+    tmp_path, store_with_spec_dataset, changes, message
+):
+    import shutil
     from dataclasses import replace
 
     root = tmp_path / "store"
-    # a store holding SPEC's dataset and a run on it
-    run_experiment(root, RunSpec(size=48, layers="1", positions="last", interventions_only=True))
+    shutil.copytree(store_with_spec_dataset, root)
     before = store_snapshot(root)
     with pytest.raises(BadInput, match=message) as error:
         run_experiment(root, replace(SPEC, **changes))

@@ -27,7 +27,7 @@ from transformers import PreTrainedModel
 from addpatch.das.examples import DasExample, epoch_order, fixed_batches, unit_indices
 from addpatch.das.subspace import TrainableSubspace, interchange
 from addpatch.engine.architecture import DecoderStack, find_decoder
-from addpatch.engine.forward import additive_mask, left_pad, position_ids_from, run_layers
+from addpatch.engine.forward import additive_mask, left_pad, position_ids_from
 from addpatch.engine.kv_cache import KVCache
 
 IGNORE = -100  # label id cross-entropy skips (right padding of the answers)
@@ -125,31 +125,48 @@ class _FrozenPart:
     masks: dict[int | None, torch.Tensor]
 
 
-def _stream_after(
-    stack: DecoderStack, ids: torch.Tensor, attention: torch.Tensor, layer: int
-) -> tuple[list[torch.Tensor], KVCache]:
-    """Every layer's output up to `layer` (index 0: embeddings), and the KV cache, of a full
-    no-grad forward."""
-    cache = KVCache(stack.num_layers)
-    hidden = stack.embed(ids, position_ids_from(attention))
-    _, outputs = run_layers(stack, hidden, attention, 0, 0, cache, keep_hidden=True)
-    return [hidden, *outputs], cache
+def _run_span(
+    stack: DecoderStack,
+    hidden: torch.Tensor,  # (B, q, d) entering layer `first`
+    attention: torch.Tensor,  # (B, q): these columns only, from column 0
+    first: int,
+    stop: int,
+    cache: KVCache,
+) -> torch.Tensor:
+    """Layers first..stop-1 over columns 0..q-1 (no earlier columns), writing their keys and
+    values into `cache`; the stream after layer stop-1 (B, q, d)."""
+    positions = position_ids_from(attention)
+    rotary = stack.position_embeddings(hidden, positions)
+    masks: dict[int | None, torch.Tensor] = {}
+    for index in range(first, stop):
+        window = stack.sliding_windows[index]
+        if window not in masks:
+            masks[window] = additive_mask(attention, 0, window, hidden.dtype)
+        hidden = stack.run_layer(index, hidden, masks[window], positions, rotary[index], cache)
+    return hidden
 
 
 @torch.no_grad()
 def _freeze(stack: DecoderStack, sequences: _Sequences, layer: int) -> _FrozenPart:
-    hidden, cache = _stream_after(stack, sequences.ids, sequences.attention, layer)
-    cf_hidden, _ = _stream_after(stack, sequences.cf_ids, sequences.cf_attention, layer)
+    """Only what the steps need: layers up to L over every column of the base (and of the
+    counterfactual, for its unit vectors), and the layers above L over the columns before the
+    unit only, for their keys and values."""
+    attention = sequences.attention
+    hidden = stack.embed(sequences.ids, position_ids_from(attention))
+    hidden = _run_span(stack, hidden, attention, 0, layer + 1, KVCache(stack.num_layers))
+    cf_hidden = stack.embed(sequences.cf_ids, position_ids_from(sequences.cf_attention))
+    cf_hidden = _run_span(
+        stack, cf_hidden, sequences.cf_attention, 0, layer + 1, KVCache(stack.num_layers)
+    )
     start = int(sequences.base_at.min())
     rows = torch.arange(sequences.ids.shape[0], device=sequences.ids.device)[:, None]
-    source = cf_hidden[layer + 1][rows, sequences.cf_at]  # (B, n, d)
+    source = cf_hidden[rows, sequences.cf_at]  # (B, n, d)
     prefix = KVCache(stack.num_layers)
-    for index in range(layer + 1, stack.num_layers):
-        keys, values = cache.keys[index], cache.values[index]
-        assert keys is not None and values is not None
-        prefix.keys[index] = keys[:, :, :start]
-        prefix.values[index] = values[:, :, :start]
-    stream = hidden[layer + 1][:, start:]
+    if start > 0:  # the columns before the unit, through the layers above L
+        _run_span(
+            stack, hidden[:, :start], attention[:, :start], layer + 1, stack.num_layers, prefix
+        )
+    stream = hidden[:, start:]
     positions = position_ids_from(sequences.attention)[:, start:]
     masks: dict[int | None, torch.Tensor] = {}
     for index in range(layer + 1, stack.num_layers):
