@@ -22,7 +22,13 @@ from cli.options import (
     TargetsOption,
     split_targets,
 )
-from cli.output import best_cells_view, console, print_frame, write_frame
+from cli.output import (
+    best_cells_view,
+    console,
+    print_frame,
+    without_unused_method_columns,
+    write_frame,
+)
 
 FormatOption = Annotated[str, typer.Option("--format", "-f", help="table, csv, json or parquet.")]
 OutputOption = Annotated[str | None, typer.Option("--output", "-o", help="Write to this file.")]
@@ -108,9 +114,10 @@ def score(
     ]
     import polars as pl
 
-    frame = pl.concat(frames)
+    frame = without_unused_method_columns(pl.concat(frames))
     components = ["component", "head"] if set(frame.get_column("component")) != {"resid"} else []
     columns = ["run_id", "model", "target", *components, "layer", "position", "position_label"]
+    columns += ["k"] if "k" in frame.columns else []  # a DAS run's: the subspace's rank
     columns += ["iia", "iia_low", "iia_high", "baseline", "n"]
     if logprob:
         from addpatch.probabilities import label_logprobs
@@ -239,7 +246,7 @@ def query(
     opened = Store.open(store)
     with opened.connect(read_only=True) as conn:
         frame = run_query(conn, chosen, params)
-    write_frame(frame, fmt, output)
+    write_frame(without_unused_method_columns(frame), fmt, output)
 
 
 def sql(

@@ -52,6 +52,17 @@ def progress_bars() -> Iterator[ProgressCallback]:
         yield update
 
 
+METHOD_COLUMNS = ("method", "subspace_id", "k", "trained_for", "control")
+
+
+def without_unused_method_columns(frame: pl.DataFrame) -> pl.DataFrame:
+    """Drop the trained-subspace columns (`method`, `k`, ...) from a result of full-vector
+    cells only: what such a store printed before DAS existed. Kept when any row is DAS's."""
+    if "method" not in frame.columns or set(frame.get_column("method").to_list()) - {"patch"}:
+        return frame
+    return frame.drop([c for c in METHOD_COLUMNS if c in frame.columns])
+
+
 def print_frame(frame: pl.DataFrame, title: str | None = None, float_digits: int = 3) -> None:
     table = Table(title=title, show_lines=False)
     for column in frame.columns:

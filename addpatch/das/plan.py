@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,22 +64,36 @@ class DasOptions:
         }
 
 
+MAX_EPOCHS = 10_000
+MAX_RANK = 1_000_000
+
+
+def check_numbers(options: DasOptions) -> None:
+    """BadInput for DAS numbers no run could use (checked whatever the method, as every
+    option's value is)."""
+    if not options.ks or any(not 1 <= k <= MAX_RANK for k in options.ks):
+        raise BadInput(f"--k needs ranks of at least 1 (e.g. --k 1,4,16), got {list(options.ks)}")
+    if not 1 <= options.epochs <= MAX_EPOCHS:
+        raise BadInput(f"--epochs must be between 1 and {MAX_EPOCHS:,}, got {options.epochs}")
+    if not 1 <= options.batch_size <= MAX_EPOCHS:
+        raise BadInput(f"the DAS batch size must be at least 1, got {options.batch_size}")
+    if not (math.isfinite(options.learning_rate) and 0 < options.learning_rate <= 10):
+        raise BadInput(f"--lr must be a positive rate such as 0.01, got {options.learning_rate}")
+    check_test_share(options.test_share)
+
+
 def check_options(
     options: DasOptions, targets: list[str] | None, components: tuple[str, ...]
 ) -> None:
     """BadInput for DAS settings that are wrong before any model is loaded."""
+    check_numbers(options)
     if not targets:
         raise BadInput(
             "--method das trains a subspace for a target variable: name it with --targets "
             "(e.g. --targets C_1,C_2)"
         )
-    if not options.ks or any(k < 1 for k in options.ks):
-        raise BadInput(f"--k needs ranks of at least 1 (e.g. --k 1,4,16), got {list(options.ks)}")
     if tuple(components) != ("resid",):
         raise BadInput("--method das trains subspaces of the residual stream: drop --components")
-    if options.epochs < 1 or options.batch_size < 1 or not options.learning_rate > 0:
-        raise BadInput("--epochs, --das-batch-size and --lr must be positive")
-    check_test_share(options.test_share)
 
 
 def check_ranks(options: DasOptions, width: int) -> None:

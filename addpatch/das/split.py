@@ -35,7 +35,7 @@ def split_name(seed: int, test_share: float) -> str:
 
 
 def check_test_share(test_share: float) -> None:
-    if not 0 < test_share < 1:
+    if not 0 < test_share < 1:  # NaN fails too
         raise BadInput(f"--test-share must be between 0 and 1 (e.g. 0.2), got {test_share}")
 
 

@@ -18,7 +18,14 @@ import torch
 from transformers import AutoConfig, PreTrainedTokenizerBase
 
 from addpatch.das.cells import DasShard
-from addpatch.das.plan import DasOptions, DasPlan, check_options, check_ranks, plan_das
+from addpatch.das.plan import (
+    DasOptions,
+    DasPlan,
+    check_numbers,
+    check_options,
+    check_ranks,
+    plan_das,
+)
 from addpatch.engine.patching import PromptPair
 from addpatch.errors import BadInput, NothingToDo
 from addpatch.experiment import attribution
@@ -172,6 +179,7 @@ def validate_sweep(spec: SweepSpec, *, numbers_checked: bool = False) -> None:
 
     `numbers_checked`: the caller checked size, seed, batch size and batches per task already
     (`addpatch run` checks them first, with --threads)."""
+    check_numbers(spec.das)  # every option's value is checked, whatever the method
     if spec.method == "das":
         check_options(spec.das, spec.targets, tuple(spec.components))
     if not spec.models or not spec.digits:
