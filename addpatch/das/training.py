@@ -21,7 +21,6 @@ from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from transformers import PreTrainedModel
 
 from addpatch.das.examples import DasExample, epoch_order, fixed_batches, unit_indices
@@ -29,6 +28,7 @@ from addpatch.das.subspace import TrainableSubspace, interchange
 from addpatch.engine.architecture import DecoderStack, find_decoder
 from addpatch.engine.forward import additive_mask, left_pad, position_ids_from
 from addpatch.engine.kv_cache import KVCache
+from addpatch.engine.naive import hook_point, register_hook
 
 IGNORE = -100  # label id cross-entropy skips (right padding of the answers)
 
@@ -260,10 +260,13 @@ def _targets(prepared: Any) -> torch.Tensor:
     return cast(torch.Tensor, sequences.targets)
 
 
-def _frozen_model(model: PreTrainedModel) -> None:
+def _frozen(model: PreTrainedModel) -> tuple[DecoderStack, torch.device, int]:
+    """The model frozen (eval, no gradients); its decoder stack, device and stream width."""
     model.eval()
     for parameter in model.parameters():
         parameter.requires_grad_(False)
+    device = next(model.parameters()).device
+    return find_decoder(model), device, int(model.config.get_text_config().hidden_size)
 
 
 def train_subspace(
@@ -275,10 +278,7 @@ def train_subspace(
     settings: TrainSettings,
 ) -> TrainedSubspace:
     """Train R at (layer, unit) on the residual stream, running only what R can change."""
-    _frozen_model(model)
-    stack = find_decoder(model)
-    device = next(model.parameters()).device
-    width = int(model.config.get_text_config().hidden_size)
+    stack, device, width = _frozen(model)
 
     def prepare(batch: list[DasExample]) -> _FrozenPart:
         return _freeze(stack, _lay_out(batch, unit, pad_id, device), layer)
@@ -294,28 +294,8 @@ def _hook_stream(
     stack: DecoderStack, layer: int, fn: Callable[[torch.Tensor], torch.Tensor | None]
 ) -> torch.utils.hooks.RemovableHandle:
     """Pass the residual stream after `layer` (-1: the embeddings, the first layer's input) to
-    `fn`, putting what it returns in its place."""
-    if layer == -1:
-
-        def pre_hook(
-            module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
-        ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
-            hidden = args[0] if args else kwargs["hidden_states"]
-            new = fn(hidden)
-            if new is None:
-                return None
-            return ((new, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": new})
-
-        return stack.layers[0].register_forward_pre_hook(pre_hook, with_kwargs=True)
-
-    def post_hook(module: nn.Module, args: tuple[Any, ...], output: Any) -> Any:
-        hidden = output[0] if isinstance(output, tuple) else output
-        new = fn(hidden)
-        if new is None:
-            return None
-        return (new, *output[1:]) if isinstance(output, tuple) else new
-
-    return stack.layers[layer].register_forward_hook(post_hook)
+    `fn`, putting what it returns in its place (the naive loop's hooks)."""
+    return register_hook(*hook_point(stack, layer, "resid"), fn)
 
 
 def _plain_answer_logits(
@@ -374,10 +354,7 @@ def train_plain(
 ) -> TrainedSubspace:
     """The reference loop: the same batches, steps and subspace as `train_subspace`, with both
     prompts run through the whole model at every step (as pyvene and causalab train)."""
-    _frozen_model(model)
-    stack = find_decoder(model)
-    device = next(model.parameters()).device
-    width = int(model.config.get_text_config().hidden_size)
+    stack, device, width = _frozen(model)
 
     def prepare(batch: list[DasExample]) -> _Sequences:
         return _lay_out(batch, unit, pad_id, device)

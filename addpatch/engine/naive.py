@@ -92,7 +92,7 @@ def _hooked_module(layer: nn.Module, component: str) -> tuple[nn.Module, bool]:
     raise ValueError(f"no {component} in {type(layer).__name__}")
 
 
-def _hook_point(stack: DecoderStack, layer: int, component: str) -> tuple[nn.Module, bool]:
+def hook_point(stack: DecoderStack, layer: int, component: str) -> tuple[nn.Module, bool]:
     """The module hooked for (layer, component), and whether the hook reads its input: the
     residual stream after layer L is layer L's output, the embeddings (-1) the first layer's
     input."""
@@ -101,7 +101,7 @@ def _hook_point(stack: DecoderStack, layer: int, component: str) -> tuple[nn.Mod
     return _hooked_module(stack.layers[layer], component)
 
 
-def _register(
+def register_hook(
     module: nn.Module, reads_input: bool, fn: Callable[[torch.Tensor], torch.Tensor | None]
 ) -> RemovableHandle:
     """A hook on `module` that passes the hidden states (its input or output) to `fn` and, when
@@ -143,7 +143,9 @@ def counterfactual_run(
 
         return keep
 
-    handles = [_register(*_hook_point(stack, layer, component), keeper(layer)) for layer in layers]
+    handles = [
+        register_hook(*hook_point(stack, layer, component), keeper(layer)) for layer in layers
+    ]
     try:
         # positions count from each prompt's first real token, as `generate` counts them for
         # the base run (absolute position embeddings, GPT-2's, see the padding otherwise)
@@ -236,7 +238,7 @@ def naive_patch_batch(
         hidden[rows, base_at] = patched
         return hidden
 
-    handle = _register(*_hook_point(stack, layer, component), patch)
+    handle = register_hook(*hook_point(stack, layer, component), patch)
     try:
         # transformers types generate's `self` as a private protocol that no model class meets
         out = cast(GenerationMixin, model).generate(  # type: ignore[misc]

@@ -412,17 +412,32 @@ def register_output_file(
     from addpatch.store.outputs_view import refresh_outputs_view
 
     with transaction(conn):
-        _insert(
-            conn,
-            OutputFile,
-            {
-                "id": _next_id(conn, "output_files"),
-                "run_id": run_id,
-                "batch_index": batch_index,
-                "path": path,
-                "rows": rows,
-                "sha256": sha256,
-                "created_at": _now(),
-            },
+        insert_output_file(
+            conn, run_id=run_id, batch_index=batch_index, path=path, rows=rows, sha256=sha256
         )
         refresh_outputs_view(conn)
+
+
+def insert_output_file(
+    conn: duckdb.DuckDBPyConnection,
+    *,
+    run_id: int,
+    batch_index: int,
+    path: str,
+    rows: int,
+    sha256: str,
+) -> None:
+    """The `output_files` row of a file (the caller holds the transaction, refreshes the view)."""
+    _insert(
+        conn,
+        OutputFile,
+        {
+            "id": _next_id(conn, "output_files"),
+            "run_id": run_id,
+            "batch_index": batch_index,
+            "path": path,
+            "rows": rows,
+            "sha256": sha256,
+            "created_at": _now(),
+        },
+    )

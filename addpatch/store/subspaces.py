@@ -6,8 +6,8 @@ from typing import Any
 
 import duckdb
 
-from addpatch.store.catalog import _insert, _now, transaction
-from addpatch.store.schema import DatasetSplit, OutputFile, Subspace
+from addpatch.store.catalog import _insert, _now, insert_output_file, transaction
+from addpatch.store.schema import DatasetSplit, Subspace
 
 
 def read_split(
@@ -53,22 +53,11 @@ def register_subspace(
     record: dict[str, Any],
 ) -> None:
     """The cell's output file and its subspace, in one transaction: both or neither."""
-    from addpatch.store.catalog import _next_id
     from addpatch.store.outputs_view import refresh_outputs_view
 
     with transaction(conn):
-        _insert(
-            conn,
-            OutputFile,
-            {
-                "id": _next_id(conn, "output_files"),
-                "run_id": run_id,
-                "batch_index": subspace_id,
-                "path": output_path,
-                "rows": rows,
-                "sha256": sha256,
-                "created_at": _now(),
-            },
+        insert_output_file(
+            conn, run_id=run_id, batch_index=subspace_id, path=output_path, rows=rows, sha256=sha256
         )
         _insert(
             conn,
@@ -76,16 +65,6 @@ def register_subspace(
             {**record, "run_id": run_id, "subspace_id": subspace_id, "created_at": _now()},
         )
         refresh_outputs_view(conn)
-
-
-def unregister_subspaces(
-    *, conn: duckdb.DuckDBPyConnection, run_id: int, subspace_ids: list[int]
-) -> None:
-    """Forget subspaces whose output files were unregistered (damaged): they are retrained."""
-    for subspace_id in subspace_ids:
-        conn.execute(
-            "DELETE FROM subspaces WHERE run_id = ? AND subspace_id = ?", [run_id, subspace_id]
-        )
 
 
 def run_subspaces(*, conn: duckdb.DuckDBPyConnection, run_id: int) -> list[dict[str, Any]]:
