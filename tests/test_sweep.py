@@ -299,3 +299,41 @@ def test_bad_sweep_input_is_one_line_and_writes_nothing(args, message, tmp_path,
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("Error:") and message in lines[0]
     assert not store.exists()
+
+
+def test_ray_das_sweep_trains_the_subspaces_of_the_local_sweep(tmp_path):
+    """`sweep --method das --ray`: the cells are trained by Ray's workers and the store holds
+    exactly the subspaces and held-out outputs of the same sweep run locally."""
+    import duckdb
+    import torch
+    from safetensors.torch import load_file
+
+    args = [
+        "sweep", "--models", RAY_MODEL, "--digits", "2", "--size", "40", "--layers", "1",
+        "--positions", "last,a1.d1+last", "--method", "das", "--targets", "C_1", "--k", "1,2",
+        "--epochs", "1", "--interventions-only",
+    ]  # fmt: skip
+
+    def stored(root):
+        conn = duckdb.connect(str(root / "catalog.duckdb"), read_only=True)
+        conn.execute("SET file_search_path = ?", [str(root)])
+        try:
+            rows = conn.execute(
+                "SELECT subspace_id, k, trained_for, example_id, position, text FROM "
+                "patched_outputs ORDER BY ALL"
+            ).fetchall()
+            paths = conn.execute("SELECT subspace_id, path FROM subspaces ORDER BY 1").fetchall()
+        finally:
+            conn.close()
+        return rows, [load_file(root / p)["basis"] for _, p in paths]
+
+    local, ray = tmp_path / "local", tmp_path / "ray"
+    done = CliRunner().invoke(app, [*args, "--store", str(local)])
+    assert done.exit_code == 0, done.output
+    done = CliRunner().invoke(app, [*args, "--store", str(ray), "--ray"])
+    assert done.exit_code == 0, done.output
+    assert "4 of 4 subspaces to train" in done.output
+    local_rows, local_bases = stored(local)
+    ray_rows, ray_bases = stored(ray)
+    assert ray_rows == local_rows and len({r[0] for r in ray_rows}) == 4
+    assert all(torch.allclose(a, b, atol=1e-4) for a, b in zip(ray_bases, local_bases, strict=True))
