@@ -46,6 +46,7 @@ _FIELDS = [
     "localized",
     "iia_text",
     "is_best",
+    "k",
 ]
 TEXT_MARK = "values"
 """Vega mark name of the IIA written in each cell; class ``values_marks``."""
@@ -68,6 +69,7 @@ _TOOLTIP = [
     alt.Tooltip("iia_high:Q", title="95% interval to", format=".3f"),
     alt.Tooltip("baseline:Q", title="Baseline", format=".3f"),
     alt.Tooltip("n:Q", title="Examples (n)", format=",d"),
+    alt.Tooltip("k:Q", title="Subspace rank k (DAS)"),
 ]
 
 
@@ -80,6 +82,8 @@ def heatmap_rows(labelled: pl.DataFrame) -> list[dict[str, Any]]:
     labelled = with_intervals(labelled)
     if "baseline" not in labelled.columns:
         labelled = labelled.with_columns(pl.lit(None, pl.Float64).alias("baseline"))
+    if "k" not in labelled.columns:  # full-vector cells have no rank
+        labelled = labelled.with_columns(pl.lit(None, pl.Int64).alias("k"))
     best = (
         localized_best_cells(labelled)
         .select("run_id", "layer", "position")

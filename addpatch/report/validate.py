@@ -28,6 +28,7 @@ OPTIONAL_SCORE_COLUMNS: tuple[str, ...] = (
     "iia_low",  # 95% Wilson interval of iia; computed from hits (or iia x n) when absent
     "iia_high",
     "position_name",  # the run's name of the position (a0.d1, last, a unit a1.d0+last)
+    "k",  # a DAS cell's rank (its best subspace's; addpatch.report.subspaces)
 )
 RUN_KEYS: tuple[str, ...] = ("run_id", "model", "num_digits", "keep_rate", "examples", "provenance")
 
