@@ -41,6 +41,19 @@ def list_models() -> None:
             f"{family}  one checkpoint per width ({widths} digits): "
             f"--model {family} picks the one for --digits"
         )
+    from addpatch.models.adapters import adapter_card, built_model_dir, is_built, shipped_adapters
+
+    for name in shipped_adapters():
+        card = adapter_card(name)
+        accuracy = ", ".join(
+            f"{d}-digit {a:.1%}" for d, a in card.get("accuracy_by_digits", {}).items()
+        )
+        folder = built_model_dir(name)
+        where = folder if is_built(folder, name) else f"not built: addpatch model build {name}"
+        console.print(
+            f"{name}  {card.get('kind', 'adapter')} on {card.get('base_source_file', '?')}\n"
+            f"  accuracy: {accuracy or 'unknown'}\n  {where}"
+        )
 
 
 @app.command("train-tiny")

