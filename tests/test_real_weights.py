@@ -16,8 +16,9 @@ from typer.testing import CliRunner
 from addpatch.engine.patching import PromptPair
 from addpatch.engine.positions import layout_prompt, render_with_spans
 from addpatch.models.loading import ResolvedModel, load_tokenizer
+from addpatch.models.smollm2_wheel import GGUF_SHA256 as SMOLLM2_GGUF_SHA256
 from cli.main import app, main
-from tests.real_parts import SMOLLM2_GGUF_SHA256, smollm2_checkpoint, smollm2_gguf
+from tests.real_parts import smollm2_checkpoint, smollm2_gguf
 from tests.test_engine import _compare_all_cells
 
 

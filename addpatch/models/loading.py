@@ -95,10 +95,28 @@ def _from_hf_cache(model_id: str) -> ResolvedModel | None:
     return ResolvedModel(model_id, folder, folder.name)
 
 
+def _built_from_adapter(spec: str) -> ResolvedModel | None:
+    """A shipped adapter's name: the checkpoint `addpatch model build NAME` wrote."""
+    from addpatch.models.adapters import built_model_dir, is_built, shipped_adapters
+
+    if spec not in shipped_adapters():
+        return None
+    folder = built_model_dir(spec)
+    if not is_built(folder, spec):
+        raise ModelNotFound(
+            f"{spec} is a shipped adapter merged into its base on this machine once (again after "
+            f"an update of the adapter); run `addpatch model build {spec}` (it writes {folder})"
+        )
+    return ResolvedModel(spec, folder, None)
+
+
 def resolve_model(spec: str) -> ResolvedModel:
     shipped = shipped_models()
     if spec in shipped:
         return ResolvedModel(spec, shipped[spec], None)
+    built = _built_from_adapter(spec)
+    if built is not None:
+        return built
     path = Path(spec).expanduser()
     if path.exists():
         if not (path / "config.json").exists():
@@ -125,7 +143,9 @@ def resolve_model(spec: str) -> ResolvedModel:
             + ", ".join(shipped_families()[spec].values())
             + ") or give --digits to a command that picks it"
         )
-    names = ", ".join([*shipped, *shipped_families()]) or "none"
+    from addpatch.models.adapters import shipped_adapters
+
+    names = ", ".join([*shipped, *shipped_families(), *shipped_adapters()]) or "none"
     raise ModelNotFound(
         f"model {spec!r} is not a shipped model ({names}), a local directory, or a Hugging Face id "
         "in the local cache; pass a local path, or download it first where there is internet "

@@ -1,7 +1,8 @@
-"""Resumable training: the whole state of a tiny-adder run at an evaluation step, no pickles.
+"""Resumable training: the whole state of a training run at a checkpoint step, no pickles.
 
 `OUT/checkpoint/` holds the weights (`model.safetensors`), AdamW's moments (`optimizer.safetensors`)
 and `state.json` (step, data RNG state, accuracy history, wall time so far, config, device).
+A fine-tune (`trainable_only`) keeps only the weights it trains: a LoRA adapter's, not the base's.
 A run resumed from it continues bit-identically to one that never stopped (same machine and
 thread count), so a schedule longer than one sitting can be trained over several.
 """
@@ -23,7 +24,7 @@ from addpatch.errors import BadInput
 CHECKPOINT = "checkpoint"
 
 if TYPE_CHECKING:
-    from addpatch.models.train_tiny import TrainConfig
+    from _typeshed import DataclassInstance as TrainConfig  # any frozen training config
 
 
 @dataclass
@@ -46,13 +47,17 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     rng: random.Random,
     state: TrainingState,
+    trainable_only: bool = False,
 ) -> None:
     """Write the checkpoint to a new folder, then swap it in (a kill leaves the old one whole)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     fresh, final, old = (out_dir / f"{CHECKPOINT}{s}" for s in (".tmp", "", ".old"))
     shutil.rmtree(fresh, ignore_errors=True)
     fresh.mkdir()
-    save_model(model, str(fresh / "model.safetensors"))
+    if trainable_only:
+        save_file(_trainable(model), str(fresh / "model.safetensors"))
+    else:
+        save_model(model, str(fresh / "model.safetensors"))
     moments = {
         f"{index}.{name}": value.detach().to("cpu").contiguous()
         for index, entry in optimizer.state_dict()["state"].items()
@@ -87,6 +92,7 @@ def load_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     rng: random.Random,
+    trainable_only: bool = False,
 ) -> TrainingState | None:
     """Restore model, optimizer and data RNG from OUT/checkpoint; None when there is none."""
     folder = out_dir / CHECKPOINT
@@ -103,7 +109,10 @@ def load_checkpoint(
             f"the checkpoint in {out_dir} was trained on {saved['device']}; resume it with "
             f"--device {saved['device']} (runs on other devices give other weights)"
         )
-    load_model(model, str(folder / "model.safetensors"), device=str(device))
+    if trainable_only:
+        _load_trainable(model, load_file(str(folder / "model.safetensors"), device=str(device)))
+    else:
+        load_model(model, str(folder / "model.safetensors"), device=str(device))
     moments = load_file(str(folder / "optimizer.safetensors"), device=str(device))
     template = optimizer.state_dict()
     entries: dict[int, dict[str, torch.Tensor]] = {}
@@ -118,6 +127,27 @@ def load_checkpoint(
         for entry in saved["history"]
     ]
     return TrainingState(saved["step"], history, saved["wall_time_s"])
+
+
+def _trainable(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {
+        name: p.detach().to("cpu").contiguous()
+        for name, p in model.named_parameters()
+        if p.requires_grad
+    }
+
+
+def _load_trainable(model: torch.nn.Module, saved: dict[str, torch.Tensor]) -> None:
+    expected = {name for name, p in model.named_parameters() if p.requires_grad}
+    if set(saved) != expected:
+        raise BadInput(
+            "the checkpoint's trained weights are not this model's; delete the checkpoint folder "
+            "to start over"
+        )
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in saved:
+                p.copy_(saved[name])
 
 
 def remove_checkpoint(out_dir: Path) -> None:

@@ -154,12 +154,24 @@ def greedy_accuracy(
     return correct / len(pairs)
 
 
+def warmup_cosine_rate(
+    step: int, *, peak: float, warmup_steps: int, steps: int, final_fraction: float
+) -> float:
+    """Linear warm-up to `peak`, then cosine decay to `final_fraction` of it at `steps`."""
+    if step < warmup_steps:
+        return peak * (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, steps - warmup_steps)
+    return peak * (final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
 def _learning_rate(config: TrainConfig, step: int) -> float:
-    if step < config.warmup_steps:
-        return config.learning_rate * (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
-    floor = config.final_lr_fraction
-    return config.learning_rate * (floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress)))
+    return warmup_cosine_rate(
+        step,
+        peak=config.learning_rate,
+        warmup_steps=config.warmup_steps,
+        steps=config.steps,
+        final_fraction=config.final_lr_fraction,
+    )
 
 
 def build_model(config: TrainConfig, tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
