@@ -320,13 +320,13 @@ def test_a_planted_direction_is_recovered():
 
 DAS_ARGS = [
     "run",
-    "--size", "40",
+    "--size", "80",
     "--layers", "1",
     "--positions", "last,a1.d1+last",
     "--method", "das",
     "--targets", "C_1",
     "--k", "1,2",
-    "--epochs", "2",
+    "--epochs", "6",
     "--interventions-only",
     "--threads", "1",
 ]  # fmt: skip
@@ -375,7 +375,7 @@ def test_killed_das_training_resumes_to_the_uninterrupted_result(tmp_path):
             while _alive(pid) and _batch_files(store) <= before:
                 assert time.monotonic() < deadline, "the run stored no cell in 300 s"
                 time.sleep(0.01)
-            time.sleep(rng.uniform(0.05, 0.3))
+            time.sleep(rng.uniform(0.0, 0.02))  # the next cell has just started training
             if _alive(pid):
                 os.killpg(pid, signal.SIGKILL)
                 kills += 1
