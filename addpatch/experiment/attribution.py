@@ -16,16 +16,21 @@ from typing import Any
 
 import polars as pl
 import pyarrow as pa
-import torch
 
 from addpatch.engine.attribution import attribute
 from addpatch.engine.patching import PatchEngine, PromptPair
 from addpatch.errors import BadInput
-from addpatch.experiment.interventions import OutputFile, RunPlan, open_run
+from addpatch.experiment.interventions import (
+    OutputFile,
+    RunPlan,
+    halving_on_oom,
+    open_run,
+    register_output,
+)
 from addpatch.experiment.labels import ensure_labels
 from addpatch.queries import get_query, run_query
 from addpatch.store import attribution_reads as reads
-from addpatch.store import catalog, runs
+from addpatch.store import runs
 from addpatch.store.attribution_reads import labels_of
 from addpatch.store.attributions import (
     METHOD,
@@ -221,49 +226,19 @@ def _attribute_halving_on_oom(
     max_new_tokens: int,
     components: tuple[str, ...] | list[str],
 ) -> tuple[list[pa.Table], int, int]:
-    """The batch's tables, the halvings made and the smallest piece scored."""
-    try:
-        table = attribute(
-            engine, batch, labels, layers, positions, max_new_tokens, components=components
-        )
-        return [table], 0, len(batch)
-    except torch.OutOfMemoryError:
-        if len(batch) == 1:
-            raise
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    middle = len(batch) // 2
-    tables, halvings, smallest = [], 1, len(batch)
-    for half in (batch[:middle], batch[middle:]):
-        part, more, least = _attribute_halving_on_oom(
-            engine, half, labels, layers, positions, max_new_tokens, components
-        )
-        tables += part
-        halvings += more
-        smallest = min(smallest, least)
-    return tables, halvings, smallest
+    """The batch's tables, the halvings made and the smallest piece scored (`halving_on_oom`)."""
+    return halving_on_oom(
+        batch,
+        lambda pairs: [
+            attribute(
+                engine, pairs, labels, layers, positions, max_new_tokens, components=components
+            )
+        ],
+    )
 
 
 def register_attribution(store: Store, run_id: int, output: OutputFile) -> None:
-    with store.writer(), store.connect() as conn:
-        register_attribution_file(
-            conn=conn,
-            run_id=run_id,
-            batch_index=output.batch_index,
-            path=output.relpath,
-            rows=output.rows,
-            sha256=output.sha256,
-        )
-        if output.halvings:  # the batch ran out of memory and was split: say so in provenance
-            catalog.record_oom_retry(
-                conn=conn,
-                run_id=run_id,
-                retry={
-                    "batch": output.batch_index,
-                    "halvings": output.halvings,
-                    "smallest_batch": output.smallest,
-                },
-            )
+    register_output(store, run_id, output, register_attribution_file)
 
 
 def ranked_cells(store: Store, run_id: int, *, top: int | None = None) -> pl.DataFrame:

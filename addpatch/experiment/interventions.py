@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+import duckdb
 import pyarrow as pa
 import torch
 from transformers import PreTrainedTokenizerBase
@@ -259,6 +261,31 @@ def _is_out_of_memory(error: BaseException) -> bool:
     return isinstance(error, torch.OutOfMemoryError)
 
 
+def halving_on_oom(
+    batch: list[PromptPair], run: Callable[[list[PromptPair]], list[pa.Table]]
+) -> tuple[list[pa.Table], int, int]:
+    """`run(batch)`'s tables; when the device runs out of memory, the batch is split in halves
+    (again and again, down to single examples) and each half runs on its own.
+
+    Returns the tables, the number of halvings and the size of the smallest piece run.
+    """
+    try:
+        return run(batch), 0, len(batch)
+    except Exception as error:
+        if not _is_out_of_memory(error) or len(batch) == 1:
+            raise
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    middle = len(batch) // 2
+    tables, halvings, smallest = [], 1, len(batch)
+    for half in (batch[:middle], batch[middle:]):
+        part, more, least = halving_on_oom(half, run)
+        tables += part
+        halvings += more
+        smallest = min(smallest, least)
+    return tables, halvings, smallest
+
+
 def sweep_halving_on_oom(
     engine: PatchEngine,
     batch: list[PromptPair],
@@ -268,31 +295,14 @@ def sweep_halving_on_oom(
     components: tuple[str, ...] | list[str],
     only: AbstractSet[tuple[str, int, int, int | None]] | None = None,
 ) -> tuple[list[pa.Table], int, int]:
-    """The batch's output tables; when the device runs out of memory, the batch is split in
-    halves (again and again, down to single examples) and each half runs on its own.
-
-    Returns the tables, the number of halvings and the size of the smallest piece run.
-    """
-    try:
-        tables = list(
-            engine.sweep(batch, layers, positions, max_new_tokens, components=components, only=only)
-        )
-        return tables, 0, len(batch)
-    except Exception as error:
-        if not _is_out_of_memory(error) or len(batch) == 1:
-            raise
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    middle = len(batch) // 2
-    tables, halvings, smallest = [], 1, len(batch)
-    for half in (batch[:middle], batch[middle:]):
-        part, more, least = sweep_halving_on_oom(
-            engine, half, layers, positions, max_new_tokens, components, only
-        )
-        tables += part
-        halvings += more
-        smallest = min(smallest, least)
-    return tables, halvings, smallest
+    """The batch's output tables, patched in halves when the device runs out of memory
+    (`halving_on_oom`): the tables, the number of halvings, the smallest piece run."""
+    return halving_on_oom(
+        batch,
+        lambda pairs: list(
+            engine.sweep(pairs, layers, positions, max_new_tokens, components=components, only=only)
+        ),
+    )
 
 
 def patch_batch_to_file(
@@ -322,9 +332,29 @@ def patch_batch_to_file(
     return OutputFile(batch_index, relpath, rows, sha, halvings, smallest if halvings else 0)
 
 
-def register_output(store: Store, run_id: int, output: OutputFile) -> None:
+class FileRegistrar(Protocol):
+    def __call__(
+        self,
+        *,
+        conn: duckdb.DuckDBPyConnection,
+        run_id: int,
+        batch_index: int,
+        path: str,
+        rows: int,
+        sha256: str,
+    ) -> None: ...
+
+
+def register_output(
+    store: Store,
+    run_id: int,
+    output: OutputFile,
+    register_file: FileRegistrar = catalog.register_output_file,
+) -> None:
+    """Register a batch's file (patched outputs, or with `register_file` another kind) and,
+    when the batch ran out of memory and was split, say so in the run's provenance."""
     with store.writer(), store.connect() as conn:
-        catalog.register_output_file(
+        register_file(
             conn=conn,
             run_id=run_id,
             batch_index=output.batch_index,
@@ -332,7 +362,7 @@ def register_output(store: Store, run_id: int, output: OutputFile) -> None:
             rows=output.rows,
             sha256=output.sha256,
         )
-        if output.halvings:  # the batch ran out of memory and was split: say so in provenance
+        if output.halvings:
             catalog.record_oom_retry(
                 conn=conn,
                 run_id=run_id,
