@@ -34,7 +34,7 @@ from addpatch.models.train_checkpoint import (
     remove_checkpoint,
     save_checkpoint,
 )
-from addpatch.models.train_tiny import warmup_cosine_rate
+from addpatch.models.train_tiny import answer_batch, warmup_cosine_rate
 from addpatch.models.weights import sha256_file
 from addpatch.task.templates import TWO_ADDEND_TEMPLATE, answer_text, parse_answer, render_prompt
 
@@ -126,25 +126,8 @@ def training_problems(config: AdapterConfig, rng: random.Random) -> list[tuple[i
 def _training_batch(
     config: AdapterConfig, rng: random.Random, tokenizer: PreTrainedTokenizerBase
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded prompt+answer ids, attention mask, and labels (-100 off the answer);
-    each [batch, longest row]."""
-    rows: list[list[int]] = []
-    answer_starts: list[int] = []
-    for a, b in training_problems(config, rng):
-        prompt_ids = tokenizer(render_prompt(TWO_ADDEND_TEMPLATE, [a, b]))["input_ids"]
-        answer_ids = tokenizer(answer_text(a + b), add_special_tokens=False)["input_ids"]
-        rows.append(prompt_ids + answer_ids + [tokenizer.eos_token_id])
-        answer_starts.append(len(prompt_ids))
-    width = max(len(r) for r in rows)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    ids = torch.full((len(rows), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    labels = torch.full((len(rows), width), -100, dtype=torch.long)
-    for i, (row, start) in enumerate(zip(rows, answer_starts, strict=True)):
-        ids[i, : len(row)] = torch.tensor(row)
-        mask[i, : len(row)] = 1
-        labels[i, start : len(row)] = torch.tensor(row[start:])
-    return ids, mask, labels
+    """One batch of training problems, as `answer_batch` lays them out."""
+    return answer_batch(tokenizer, training_problems(config, rng))
 
 
 def greedy_answers(

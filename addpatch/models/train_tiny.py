@@ -21,7 +21,12 @@ from typing import Any, Literal, get_args
 
 import torch
 import transformers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerBase,
+    PreTrainedTokenizerFast,
+)
 from transformers.utils import logging as hf_logging
 
 from addpatch.errors import BadInput
@@ -102,20 +107,31 @@ def _training_batch(
     tokenizer: PreTrainedTokenizerFast,
     excluded: set[tuple[int, int]],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded prompt+answer ids, attention mask, and labels (-100 off the answer)."""
-    rows: list[list[int]] = []
-    answer_starts: list[int] = []
-    while len(rows) < config.batch_size:
+    """One batch of problems drawn outside `excluded`, as `answer_batch` lays them out."""
+    problems: list[tuple[int, int]] = []
+    while len(problems) < config.batch_size:
         a = _random_addend(rng, rng.choice(config.train_widths))
         b = _random_addend(rng, rng.choice(config.train_widths))
-        if (a, b) in excluded:
-            continue
+        if (a, b) not in excluded:
+            problems.append((a, b))
+    return answer_batch(tokenizer, problems)
+
+
+def answer_batch(
+    tokenizer: PreTrainedTokenizerBase, problems: list[tuple[int, int]]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Right-padded prompt+answer ids, attention mask, and labels (-100 off the answer: a
+    space, the sum, EOS), each (batch, longest row), for `A + B` problems."""
+    rows: list[list[int]] = []
+    answer_starts: list[int] = []
+    for a, b in problems:
         prompt_ids = tokenizer(render_prompt(TWO_ADDEND_TEMPLATE, [a, b]))["input_ids"]
         answer_ids = tokenizer(answer_text(a + b), add_special_tokens=False)["input_ids"]
         rows.append(prompt_ids + answer_ids + [tokenizer.eos_token_id])
         answer_starts.append(len(prompt_ids))
     width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     labels = torch.full((len(rows), width), -100, dtype=torch.long)
     for i, (row, start) in enumerate(zip(rows, answer_starts, strict=True)):
