@@ -337,7 +337,7 @@ def _das_rows(store) -> tuple[list[tuple], dict[int, torch.Tensor]]:
     conn.execute("SET file_search_path = ?", [str(store)])
     try:
         rows = conn.execute(
-            "SELECT subspace_id, k, example_id, layer, position, token_ids, text, answer "
+            "SELECT subspace_id, k, trained_for, example_id, layer, position, token_ids, text, answer "
             "FROM patched_outputs ORDER BY subspace_id, example_id"
         ).fetchall()
         paths = conn.execute("SELECT subspace_id, path FROM subspaces").fetchall()
