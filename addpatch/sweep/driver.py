@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, PreTrainedTokenizerBase
 
-from addpatch.das.cells import DasShard
+from addpatch.das.cells import DasCellOutput, DasShard
 from addpatch.das.plan import (
     DasOptions,
     DasPlan,
@@ -32,6 +32,7 @@ from addpatch.experiment import attribution
 from addpatch.experiment.datasets import create_dataset, load_pairs
 from addpatch.experiment.filtering import KEEP_RATE_WARNING, filter_summary, store_filter
 from addpatch.experiment.interventions import (
+    OutputFile,
     RunPlan,
     finish,
     open_run,
@@ -255,26 +256,7 @@ def run_sweep(
         ticket = executor.next_done(list(tickets))
         combo, kind = tickets.pop(ticket)
         value = executor.result(ticket)
-        if kind == "das":
-            assert combo.result.run_id is not None
-            for cell in value:
-                if cell.batch_index not in combo.registered:
-                    with store.writer(), store.connect() as conn:
-                        register_subspace(
-                            conn=conn,
-                            run_id=combo.result.run_id,
-                            subspace_id=cell.batch_index,
-                            output_path=cell.relpath,
-                            rows=cell.rows,
-                            sha256=cell.sha256,
-                            record=cell.subspace,
-                        )
-                    combo.registered.add(cell.batch_index)
-                    combo.result.batches_run += 1
-                    combo.result.interventions += cell.rows
-                    _report_progress(combo, progress)
-            _finish_if_complete(store, combo, echo)
-        elif kind == "answers":
+        if kind == "answers":
             store_filter(store, model_id=combo.model_id, dataset_id=combo.dataset_id, results=value)
             combo.result.total = value.num_rows
             _submit_patching(store, spec, executor, combo, tickets, echo, progress)
@@ -282,10 +264,7 @@ def run_sweep(
             assert combo.result.run_id is not None  # patching is submitted once the run is open
             for output in value:
                 if output.batch_index not in combo.registered:
-                    if kind == "attribution":
-                        attribution.register_attribution(store, combo.result.run_id, output)
-                    else:
-                        register_output(store, combo.result.run_id, output)
+                    _register(store, kind, combo.result.run_id, output)
                     combo.registered.add(output.batch_index)
                     combo.result.batches_run += 1
                     combo.result.interventions += output.rows
@@ -300,6 +279,26 @@ def run_sweep(
         targets = spec.targets or defaults[run_id]
         combo.result.targets = ensure_labels(store, combo.dataset_id, targets)
     return [c.result for c in combos]
+
+
+def _register(store: Store, kind: str, run_id: int, output: OutputFile | DasCellOutput) -> None:
+    """Register what a task wrote: a batch of patched outputs or of attribution estimates, or
+    a DAS cell (its outputs and its subspace, together)."""
+    if isinstance(output, DasCellOutput):
+        with store.writer(), store.connect() as conn:
+            register_subspace(
+                conn=conn,
+                run_id=run_id,
+                subspace_id=output.batch_index,
+                output_path=output.relpath,
+                rows=output.rows,
+                sha256=output.sha256,
+                record=output.subspace,
+            )
+    elif kind == "attribution":
+        attribution.register_attribution(store, run_id, output)
+    else:
+        register_output(store, run_id, output)
 
 
 def _width_of(checkpoint: str, trust_remote_code: bool) -> int:
