@@ -11,7 +11,6 @@ a retried cell replaces its files (their paths depend only on model, run and cel
 from __future__ import annotations
 
 import json
-import os
 import random
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,9 +23,8 @@ from safetensors.torch import save_file
 from addpatch.das.examples import make_examples
 from addpatch.das.training import TrainedSubspace, TrainSettings, train_subspace
 from addpatch.engine.patching import PatchEngine, PromptPair
-from addpatch.models.weights import sha256_file
 from addpatch.store.output_schema import METHOD_SCHEMA
-from addpatch.store.outputs import output_relpath, write_output_file
+from addpatch.store.outputs import output_relpath, write_atomically, write_output_file
 
 SHUFFLED = "shuffled"  # the control: each train pair gets the label of another
 
@@ -82,16 +80,8 @@ def shuffled_labels(labels: dict[int, int], ids: list[int], seed: int) -> dict[i
 
 def _save_basis(root: Path, relpath: str, basis: torch.Tensor, meta: dict[str, str]) -> str:
     """Write the basis (k, d) float32 atomically; its sha256."""
-    final = root / relpath
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = root / "tmp"
-    tmp_dir.mkdir(exist_ok=True)
-    tmp = tmp_dir / f"{final.name}.{os.getpid()}.tmp"
-    save_file({"basis": basis.contiguous().cpu()}, str(tmp), metadata=meta)
-    with tmp.open("rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, final)
-    return sha256_file(final)
+    tensors = {"basis": basis.contiguous().cpu()}
+    return write_atomically(root, relpath, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
 def evaluate(

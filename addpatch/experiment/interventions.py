@@ -349,12 +349,13 @@ def register_output(
     store: Store,
     run_id: int,
     output: OutputFile,
-    register_file: FileRegistrar = catalog.register_output_file,
+    register_file: FileRegistrar | None = None,
 ) -> None:
     """Register a batch's file (patched outputs, or with `register_file` another kind) and,
     when the batch ran out of memory and was split, say so in the run's provenance."""
+    register = register_file or catalog.register_output_file  # looked up when called
     with store.writer(), store.connect() as conn:
-        register_file(
+        register(
             conn=conn,
             run_id=run_id,
             batch_index=output.batch_index,

@@ -1,8 +1,9 @@
-"""Writing patched outputs as Parquet files that appear atomically."""
+"""Writing patched outputs as Parquet files (and other store files) that appear atomically."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow as pa
@@ -22,13 +23,22 @@ def write_output_file(root: Path, relpath: str, run_id: int, table: pa.Table) ->
     table = table.add_column(
         0, RUN_ID_FIELD, pa.array([run_id] * table.num_rows, RUN_ID_FIELD.type)
     )
+    sha = write_atomically(
+        root, relpath, lambda tmp: pq.write_table(table, tmp, compression="zstd")
+    )
+    return table.num_rows, sha
+
+
+def write_atomically(root: Path, relpath: str, write: Callable[[Path], None]) -> str:
+    """`write` a file under the store's tmp/, sync it, then rename it to root/relpath (it
+    appears whole or not at all, replacing an earlier copy); its sha256."""
     final = root / relpath
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = root / "tmp"
     tmp_dir.mkdir(exist_ok=True)
     tmp = tmp_dir / f"{final.name}.{os.getpid()}.tmp"
-    pq.write_table(table, tmp, compression="zstd")
+    write(tmp)
     with tmp.open("rb") as handle:
         os.fsync(handle.fileno())
     os.replace(tmp, final)
-    return table.num_rows, sha256_file(final)
+    return sha256_file(final)
