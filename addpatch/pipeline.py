@@ -21,7 +21,7 @@ import torch
 from addpatch.das.plan import DasOptions
 from addpatch.engine.positions import resolve_position_set
 from addpatch.errors import BadInput, NothingToDo
-from addpatch.experiment.attribution import check_method
+from addpatch.experiment.attribution import check_method, validation_size
 from addpatch.experiment.filtering import low_keep_rate_hint
 from addpatch.experiment.progress import Progress, no_progress
 from addpatch.experiment.reporting import report_runs
@@ -32,6 +32,7 @@ from addpatch.report.build import ReportFiles
 from addpatch.report.components import check_heads_position
 from addpatch.scoring import best_cells
 from addpatch.settings import DEFAULT_MODEL
+from addpatch.store.attributions import METHOD
 from addpatch.store.store import Store
 from addpatch.sweep.driver import (
     CombinationResult,
@@ -79,6 +80,7 @@ class RunSpec:
     method: str = "patch"  # patch: full vectors; das: trained subspaces (needs targets)
     das: DasOptions = field(default_factory=DasOptions)
     screen: int | None = None  # with attribution: then patch exactly the N best cells per target
+    validate: int | None = None  # with attribution: cells per component patched exactly at random
 
     def as_sweep(self) -> SweepSpec:
         sweep = SweepSpec(
@@ -118,7 +120,9 @@ class RunOutcome:
     best: pl.DataFrame = field(default_factory=pl.DataFrame)  # empty with interventions_only
     report: ReportFiles | None = None
     keep_rate_hint: str = ""  # with a low keep rate: what the model answered, what may help
-    screen: CombinationResult | None = None  # --screen N: the exact run of the screened cells
+    screen: CombinationResult | None = None  # the exact run of the screened / sampled cells
+    screened: bool = False  # --screen N: `screen` holds each target's N best cells
+    agreement: pl.DataFrame = field(default_factory=pl.DataFrame)  # attribution vs exact
 
     @property
     def run_id(self) -> int:
@@ -139,7 +143,7 @@ def _validated(spec: RunSpec, executor: LocalExecutor) -> tuple[SweepSpec, str, 
     )
     output_dir_check(spec.report_dir)
     check_heads_position(spec.heads_position)
-    check_method(spec.method, spec.screen)
+    check_method(spec.method, spec.screen, spec.validate)
     if spec.heads_position is not None and "heads" not in spec.components:
         raise BadInput("--heads-position places the heads heatmaps: add --components heads")
     sweep = spec.as_sweep()
@@ -151,10 +155,10 @@ def _validated(spec: RunSpec, executor: LocalExecutor) -> tuple[SweepSpec, str, 
 def attribution_outcome(outcome: RunOutcome, report_dir: Path | None) -> RunOutcome:
     """The best cells by mean estimate (by exact IIA with --screen) and the attribution report."""
     from addpatch.experiment.attribution import ranked_cells
-    from addpatch.report.attribution import attribution_report
+    from addpatch.report.attribution import agreement_table, attribution_report
 
     run_id = outcome.run_id
-    if outcome.screen is not None and outcome.screen.run_id is not None:
+    if outcome.screened and outcome.screen is not None and outcome.screen.run_id is not None:
         outcome.best = best_cells(
             outcome.store,
             run_id=outcome.screen.run_id,
@@ -165,6 +169,7 @@ def attribution_outcome(outcome: RunOutcome, report_dir: Path | None) -> RunOutc
         outcome.best = ranked_cells(outcome.store, run_id, top=1)
     out_dir = report_dir or outcome.store.root / "reports" / f"run-{run_id}"
     outcome.report = attribution_report(outcome.store, run_id, out_dir)
+    outcome.agreement = agreement_table(outcome.store, run_id)
     return outcome
 
 
@@ -203,13 +208,22 @@ def run_experiment(
                 opened, sweep, executor, echo=echo, progress=progress, checked=(device, dtype)
             )
             screened = None
-            if spec.screen is not None and result.run_id is not None:
+            sample = validation_size(spec.screen, spec.validate) if spec.method == METHOD else 0
+            if (spec.screen is not None or sample) and result.run_id is not None:
                 screened = run_screen(
-                    opened, sweep, result, spec.screen, executor, echo, progress, (device, dtype)
+                    opened,
+                    sweep,
+                    result,
+                    spec.screen,
+                    executor,
+                    echo,
+                    progress,
+                    (device, dtype),
+                    sample=sample,
                 )
     if result.run_id is None:
         raise NothingToDo(result.skipped_reason)
-    outcome = RunOutcome(opened, result, screen=screened)
+    outcome = RunOutcome(opened, result, screen=screened, screened=spec.screen is not None)
     if result.low_keep_rate:
         outcome.keep_rate_hint = low_keep_rate_hint(
             opened,

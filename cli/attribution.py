@@ -30,7 +30,12 @@ def print_attribution(outcome: RunOutcome, started: float) -> None:
         title="Examples without a metric (label = base answer, or as attribution_metrics says)",
     )
     screen = outcome.screen
-    if screen is not None and screen.run_id is not None:
+    if screen is not None and screen.run_id is not None and not outcome.screened:
+        console.print(
+            f"Validation: run {screen.run_id} patched a random sample of cells exactly "
+            f"({screen.interventions:,} interventions this time)"
+        )
+    if screen is not None and screen.run_id is not None and outcome.screened:
         console.print(
             f"Screen: run {screen.run_id} patched the screened cells exactly "
             f"({screen.interventions:,} interventions this time)"
@@ -41,11 +46,16 @@ def print_attribution(outcome: RunOutcome, started: float) -> None:
             title=f"Best screened cell per variable (run {screen.run_id}, exact IIA over "
             "informative examples)",
         )
-    elif outcome.best.height:
+    if not outcome.screened and outcome.best.height:
         columns = ["target", "component", "head", "layer", "position_name", "mean_estimate", "n"]
         print_frame(
             outcome.best.select(columns),
             title=f"Best cell per variable and component (run {outcome.run_id}, mean estimate)",
+        )
+    if outcome.agreement.height:
+        print_frame(
+            outcome.agreement,
+            title="Estimate vs exact IIA per variable and component (cells with both)",
         )
     console.print(f"Store:  {outcome.store.root.resolve()}")
     if outcome.report is not None:

@@ -230,6 +230,16 @@ MethodOption = Annotated[
         "docs/das.md). Example: --method attribution",
     ),
 ]
+ValidateOption = Annotated[
+    int | None,
+    typer.Option(
+        "--validate",
+        help="With --method attribution: also patch exactly N cells per component drawn at "
+        "random (seeded by --seed; all of a component with fewer), so the report can plot the "
+        "estimates against exact IIA; 0: none. Default: 64 without --screen, 0 with it. "
+        "Example: --method attribution --validate 128",
+    ),
+]
 ScreenOption = Annotated[
     int | None,
     typer.Option(

@@ -43,6 +43,7 @@ from cli.options import (
     TargetsOption,
     TemplateOption,
     TestShareOption,
+    ValidateOption,
     das_options,
     split_targets,
 )
@@ -61,6 +62,7 @@ def run(
     components: ComponentsOption = "resid",
     method: MethodOption = "patch",
     screen: ScreenOption = None,
+    validate: ValidateOption = None,
     heads_position: HeadsPositionOption = None,
     targets: TargetsOption = None,
     template: TemplateOption = None,
@@ -143,6 +145,7 @@ def run(
         method=method,
         das=das_options(k, epochs, lr, test_share, control),
         screen=screen,
+        validate=validate,
     )
     with progress_bars() as progress:
         outcome = run_experiment(store, spec, echo=console.print, progress=progress)

@@ -39,6 +39,7 @@ from cli.options import (
     TargetsOption,
     TemplateOption,
     TestShareOption,
+    ValidateOption,
     das_options,
     split_targets,
 )
@@ -81,6 +82,7 @@ def sweep(
     components: ComponentsOption = "resid",
     method: MethodOption = "patch",
     screen: ScreenOption = None,
+    validate: ValidateOption = None,
     k: KOption = "1,4,16",
     epochs: EpochsOption = 4,
     lr: LrOption = 1e-2,
@@ -166,7 +168,7 @@ def sweep(
         method=method,
         das=das_options(k, epochs, lr, test_share, control),
     )
-    check_method(method, screen)
+    check_method(method, screen, validate)
     if ray is not None and not _RAY_ADDRESS.fullmatch(ray):
         raise BadInput(
             f"cannot read --ray {ray!r}; give no value (a local instance), auto, HOST:PORT or "
@@ -193,7 +195,13 @@ def sweep(
             _check_some_run(results)  # warns about skipped combinations
             if method == "attribution":
                 files = _attribution(
-                    opened, spec, results, executor, screen, checked, not interventions_only
+                    opened,
+                    spec,
+                    results,
+                    executor,
+                    (screen, validate),
+                    checked,
+                    not interventions_only,
                 )
             else:
                 files = None if interventions_only else _report(opened, spec, results, report_dir)
@@ -218,15 +226,15 @@ def _attribution(
     spec: SweepSpec,
     results: list[CombinationResult],
     executor: Executor,
-    screen: int | None,
+    exact: tuple[int | None, int | None],  # --screen, --validate
     checked: tuple[str, str],
     write_reports: bool,
 ) -> ReportFiles | None:
-    """Screen each attribution run (--screen), print its best cells, write its report (unless
-    --interventions-only)."""
+    """Screen each attribution run (--screen) and patch its validation sample (--validate),
+    print its best cells, write its report (unless --interventions-only)."""
     import polars as pl
 
-    from addpatch.experiment.attribution import ranked_cells
+    from addpatch.experiment.attribution import ranked_cells, validation_size
     from addpatch.report.attribution import attribution_report
     from addpatch.sweep.screen import run_screen
 
@@ -235,8 +243,18 @@ def _attribution(
     for result in results:
         if result.run_id is None:
             continue
-        if screen is not None:
-            run_screen(opened, spec, result, screen, executor, console.print, checked=checked)
+        screen, sample = exact[0], validation_size(*exact)
+        if screen is not None or sample:
+            run_screen(
+                opened,
+                spec,
+                result,
+                screen,
+                executor,
+                console.print,
+                checked=checked,
+                sample=sample,
+            )
         best = ranked_cells(opened, result.run_id, top=1)
         frames.append(best.with_columns(pl.lit(result.model).alias("model")))
         if write_reports:

@@ -1,4 +1,4 @@
-"""`addpatch run --method attribution [--screen N]` on the shipped default model."""
+"""`addpatch run --method attribution [--screen N] [--validate N]` on the shipped default model."""
 
 from __future__ import annotations
 
@@ -160,6 +160,72 @@ def test_ranking_query_runs_unchanged_in_the_duckdb_shell(screened):
         assert part["mean_estimate"].to_list() == pytest.approx(expected, rel=1e-5)
 
 
+VALIDATE = 60  # heads cells to draw (the tiny adder has 144), resid cells (it has 48: all)
+
+
+@pytest.fixture(scope="module")
+def validated(tmp_path_factory) -> tuple[Path, object]:
+    """A plain attribution run: its validation sample is patched exactly, with no screen."""
+    store = tmp_path_factory.mktemp("validated") / "store"
+    return store, _invoke(*RUN, *ATTRIBUTION, "--validate", str(VALIDATE), store=store)
+
+
+def test_plain_attribution_run_patches_a_random_sample_and_plots_it(validated):
+    store, result = validated
+    assert result.exit_code == 0, result.output
+    assert "Validation: run 2 patched a random sample of cells exactly" in result.output
+    cells = _sql(
+        store,
+        "SELECT DISTINCT component, layer, position, head FROM attribution_estimates "
+        "WHERE run_id = 1",
+    )
+    patched = _sql(
+        store,
+        "SELECT DISTINCT component, layer, position, head FROM patched_outputs WHERE run_id = 2",
+    )
+    assert set(patched) <= set(cells)
+    by_component = {c: sum(1 for p in patched if p[0] == c) for c in ("resid", "heads")}
+    resid_cells = sum(1 for c in cells if c[0] == "resid")
+    assert resid_cells < VALIDATE < sum(1 for c in cells if c[0] == "heads")
+    assert by_component == {"resid": resid_cells, "heads": VALIDATE}  # all of resid, N heads
+    assert _sql(store, "SELECT count(*) FROM screened_cells") == [(0,)]  # none screened in
+    ((config,),) = _sql(store, "SELECT provenance_json FROM runs WHERE id = 2")
+    assert f'"validation_sample": {VALIDATE}' in config
+    report = store / "reports" / "run-1"
+    page = (report / "attribution.html").read_text()
+    for target in TARGETS.split(","):
+        for component in ("resid", "heads"):
+            assert (report / f"attribution_{target}_{component}.png").stat().st_size > 0
+    assert "No cell has an exact result yet" not in page
+    assert "Estimate vs exact IIA per variable and component" in result.output
+
+
+def test_the_validation_sample_is_the_same_on_a_rerun_and_adds_no_rows(validated):
+    store, result = validated
+    assert result.exit_code == 0, result.output
+    before = {k: v for k, v in store_snapshot(store).items() if not k.startswith("reports/")}
+    again = _invoke(*RUN, *ATTRIBUTION, "--validate", str(VALIDATE), store=store)
+    assert again.exit_code == 0, again.output
+    assert "run 2, 0 of 2 batches to patch" in again.output
+    after = {k: v for k, v in store_snapshot(store).items() if not k.startswith("reports/")}
+    assert {k: v for k, v in after.items() if k.endswith(".parquet")} == {
+        k: v for k, v in before.items() if k.endswith(".parquet")
+    }
+    assert _sql(store, "SELECT count(*) FROM runs") == [(2,)]
+
+
+def test_sample_cells_draws_per_component_whatever_the_order():
+    from addpatch.experiment.attribution import sample_cells
+
+    cells = [("resid", layer, p, None) for layer in range(-1, 2) for p in range(4)]
+    cells += [("heads", layer, p, h) for layer in range(2) for p in range(4) for h in range(4)]
+    drawn = sample_cells(cells, 5, seed=3)
+    assert sum(c[0] == "resid" for c in drawn) == 5 and sum(c[0] == "heads" for c in drawn) == 5
+    assert sample_cells(list(reversed(cells)), 5, seed=3) == drawn
+    assert sample_cells(cells, 5, seed=4) != drawn
+    assert set(sample_cells(cells, 12, seed=3)) >= {c for c in cells if c[0] == "resid"}
+
+
 @pytest.fixture(scope="module")
 def base_store(tmp_path_factory) -> Path:
     """A store holding one exact run, copied by each bad-input test."""
@@ -175,6 +241,8 @@ def base_store(tmp_path_factory) -> Path:
         ([*ATTRIBUTION, "--screen", "0"], "--screen 0: screen at least 1 cell per target"),
         (["--screen", "5"], "--screen ranks cells by attribution patching first"),
         (["--method", "exact"], "unknown method 'exact'; use one of: patch, attribution"),
+        ([*ATTRIBUTION, "--validate", "-1"], "--validate -1: give a number of cells"),
+        (["--validate", "5"], "--validate checks attribution's estimates against exact patching"),
         (
             [*ATTRIBUTION, "--kind", "one_digit", "--size", "4", "--targets", "C_2"],
             "target C_2 has no informative example",

@@ -1,4 +1,5 @@
-"""`addpatch sweep --method attribution [--screen N]`, in this process and on Ray."""
+"""`addpatch sweep --method attribution [--screen N] [--validate N]`, in this process and on
+Ray."""
 
 from __future__ import annotations
 
@@ -65,7 +66,8 @@ def test_local_sweep_scores_and_screens_every_width(local_sweep):
 
 
 def test_ray_sweep_stores_the_estimates_of_the_local_sweep(local_sweep, tmp_path):
-    """The 2-digit attribution run on Ray (no screen, no report): the local sweep's estimates."""
+    """The 2-digit attribution run on Ray (no screen, no report): the local sweep's estimates,
+    and its validation sample (the default without a screen) patched exactly on Ray."""
     ray = tmp_path / "ray"
     done = CliRunner().invoke(
         app, [*SWEEP, "--digits", "2", "--store", str(ray), "--ray", "--interventions-only"]
@@ -74,3 +76,10 @@ def test_ray_sweep_stores_the_estimates_of_the_local_sweep(local_sweep, tmp_path
     assert not (ray / "reports").exists()
     rows = _sql(ray, ESTIMATES)
     assert rows and rows == [r for r in _sql(local_sweep, ESTIMATES) if r[0] == 2]
+    runs = _sql(
+        ray,
+        "SELECT id, json_extract_string(provenance_json, '$.method'), "
+        "json_extract(provenance_json, '$.validation_sample')::INT FROM runs ORDER BY id",
+    )
+    assert runs == [(1, "attribution", None), (2, "patch", 64)]
+    assert _sql(ray, "SELECT count(*) > 0 FROM patched_outputs WHERE run_id = 2") == [(True,)]

@@ -10,6 +10,7 @@ and `SweepSpec.screen` makes a patch run exact on the screened cells only.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,12 +50,25 @@ from addpatch.task.generators import generate_pairs
 from addpatch.task.labels import default_targets, label_many
 
 METHODS = ("patch", "attribution", "das")  # `--method`; patch: exact interchange interventions
+DEFAULT_VALIDATE = 64  # cells per component patched exactly at random, when there is no screen
 
 
-def check_method(method: str, screen: int | None) -> None:
-    """BadInput for an unknown method, or a screen without attribution's prerequisites."""
+def check_method(method: str, screen: int | None, validate: int | None = None) -> None:
+    """BadInput for an unknown method, or a screen or validation sample without attribution's
+    prerequisites."""
     if method not in METHODS:
         raise BadInput(f"unknown method {method!r}; use one of: {', '.join(METHODS)}")
+    if validate is not None:
+        if validate < 0:
+            raise BadInput(
+                f"--validate {validate}: give a number of cells per component, 0 for none "
+                "(e.g. --validate 64)"
+            )
+        if method != "attribution":
+            raise BadInput(
+                "--validate checks attribution's estimates against exact patching: add "
+                "--method attribution"
+            )
     if screen is None:
         return
     if screen < 1:
@@ -63,6 +77,15 @@ def check_method(method: str, screen: int | None) -> None:
         raise BadInput(
             "--screen ranks cells by attribution patching first: add --method attribution"
         )
+
+
+def validation_size(screen: int | None, validate: int | None) -> int:
+    """Cells per component an attribution run patches exactly at random to check its estimates:
+    `validate` when given, else `DEFAULT_VALIDATE` without a screen and none with one (the
+    screen's cells are checked already, and `--screen N` patches those cells and no others)."""
+    if validate is not None:
+        return validate
+    return 0 if screen is not None else DEFAULT_VALIDATE
 
 
 def check_informative(
@@ -94,14 +117,18 @@ class AttributionPlan(RunPlan):
 
 @dataclass(frozen=True)
 class ScreenSelection:
-    """The cells an attribution run ranked best: (target, cell, rank, mean estimate) each."""
+    """The cells to patch exactly after an attribution run: those it ranked best (target, cell,
+    rank, mean estimate each; --screen N) and a seeded random sample of `sample_size` cells per
+    component (all of a component with fewer) to check the estimates against (--validate N)."""
 
     attribution_run_id: int
     ranked: tuple[tuple[str, Cell, int, float], ...]
+    sampled: tuple[Cell, ...] = ()
+    sample_size: int = 0
 
     @property
     def cells(self) -> frozenset[Cell]:
-        return frozenset(cell for _, cell, _, _ in self.ranked)
+        return frozenset(cell for _, cell, _, _ in self.ranked) | frozenset(self.sampled)
 
 
 @dataclass(frozen=True)
@@ -113,12 +140,19 @@ class ScreenPlan(RunPlan):
     @property
     def config(self) -> dict[str, Any]:
         assert self.screen is not None
-        cells = sorted(self.screen.cells, key=lambda c: (c[0], c[1], c[2], c[3] or -1))
+        cells = sorted(self.screen.cells, key=_cell_order)
+        sample = {"validation_sample": self.screen.sample_size} if self.screen.sample_size else {}
         return {
             **super().config,
             "screened_from": self.screen.attribution_run_id,
             "cells": [list(c) for c in cells],
+            **sample,
         }
+
+
+def _cell_order(cell: Cell) -> tuple[str, int, int, int]:
+    component, layer, position, head = cell
+    return component, layer, position, -1 if head is None else head
 
 
 def attribution_plan(store: Store, plan: RunPlan, targets: list[str] | None) -> AttributionPlan:
@@ -170,7 +204,8 @@ def open_attribution_run(
 def open_screen_run(
     store: Store, plan: ScreenPlan, *, device: str, seed: int, provenance: dict[str, Any]
 ) -> tuple[int, str | None, set[int]]:
-    """`open_run` for the screened cells, recording which cells were screened in."""
+    """`open_run` for the screened cells, recording which cells were screened in (and, in the
+    run's provenance, the validation sample's size per component)."""
     assert plan.screen is not None
     opened = open_run(
         store,
@@ -181,6 +216,7 @@ def open_screen_run(
             **provenance,
             "method": "patch",
             "screened_from": plan.screen.attribution_run_id,
+            **({"validation_sample": plan.screen.sample_size} if plan.screen.sample_size else {}),
         },
     )
     with store.writer(), store.connect() as conn:
@@ -251,13 +287,23 @@ def ranked_cells(store: Store, run_id: int, *, top: int | None = None) -> pl.Dat
 
 
 def screen_selection(
-    store: Store, run_id: int, top: int, required: list[str] | None = None
+    store: Store,
+    run_id: int,
+    top: int | None,
+    required: list[str] | None = None,
+    *,
+    sample: int = 0,
+    seed: int = 0,
 ) -> ScreenSelection:
-    """The `top` cells of each target by mean estimate (over every component of the run), or
-    BadInput naming a `required` target that no example has a metric for."""
+    """The `top` cells of each target by mean estimate (over every component of the run; none
+    when `top` is None), and `sample` cells per component drawn at random with `seed`; or
+    BadInput naming a `required` target that no example has a metric for (with `top`)."""
     with store.connect(read_only=True) as conn:
         counts = reads.examples_without_metric(conn, run_id)
-        best = reads.best_by_estimate(conn, run_id, top)
+        best = reads.best_by_estimate(conn, run_id, top) if top is not None else []
+        sampled = sample_cells(reads.cells_of_run(conn, run_id), sample, seed) if sample else ()
+    if top is None:
+        required = None
     empty = [
         str(row["target"])
         for row in counts.iter_rows(named=True)
@@ -274,7 +320,18 @@ def screen_selection(
     for target, cell, mean in best:
         rank[target] = rank.get(target, 0) + 1
         ranked.append((target, cell, rank[target], mean))
-    return ScreenSelection(run_id, tuple(ranked))
+    return ScreenSelection(run_id, tuple(ranked), sampled, sample)
+
+
+def sample_cells(cells: list[Cell], per_component: int, seed: int) -> tuple[Cell, ...]:
+    """`per_component` cells of each component drawn at random (all of them where there are
+    fewer): the same cells for the same cells, count and seed, whatever order they come in."""
+    chosen: list[Cell] = []
+    for component in sorted({c[0] for c in cells}):
+        pool = sorted((c for c in cells if c[0] == component), key=_cell_order)
+        rng = random.Random(f"validation:{seed}:{component}")
+        chosen += pool if len(pool) <= per_component else rng.sample(pool, per_component)
+    return tuple(sorted(chosen, key=_cell_order))
 
 
 def examples_without_metric(store: Store, run_id: int) -> pl.DataFrame:

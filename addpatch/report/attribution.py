@@ -26,6 +26,8 @@ from addpatch.store.store import Store
 
 HTML_NAME = "attribution.html"
 TOP = 10
+SCREENED = "screened (a target's best)"
+UNSCREENED = "random sample or full grid"
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,7 @@ class Agreement:
     target: str
     component: str
     cells: int
+    screened: int  # of `cells`, those patched because a screen ranked them best for the target
     spearman: float | None  # None: fewer than 3 cells, or a constant column
     top_overlap: float | None  # share of the top-10 by IIA (IIA > 0) also top-10 by estimate
 
@@ -72,18 +75,57 @@ def agreements(pairs: pl.DataFrame) -> list[Agreement]:
         return out
     for (target, component), part in pairs.group_by(["target", "component"], maintain_order=True):
         rho, overlap = agreement(part)
-        out.append(Agreement(str(target), str(component), part.height, rho, overlap))
+        screened = int(part["screened"].sum())
+        out.append(Agreement(str(target), str(component), part.height, screened, rho, overlap))
     return out
 
 
+def agreement_table(store: Store, attribution_run_id: int) -> pl.DataFrame:
+    """Per target and component with exact results: cells with both, of them screened,
+    Spearman's rho and the top-10 overlap (what the report's table shows)."""
+    with store.connect(read_only=True) as conn:
+        found = agreements(estimate_vs_exact(conn, attribution_run_id))
+    schema = {
+        "target": pl.String,
+        "component": pl.String,
+        "cells": pl.Int64,
+        "screened": pl.Int64,
+        "spearman": pl.Float64,
+        f"top{TOP}_overlap": pl.Float64,
+    }
+    return pl.DataFrame(
+        [(a.target, a.component, a.cells, a.screened, a.spearman, a.top_overlap) for a in found],
+        schema=schema,
+        orient="row",
+    )
+
+
 def _scatter(part: pl.DataFrame, title: str) -> dict[str, Any]:
+    rows = part.with_columns(
+        pl.when(pl.col("screened"))
+        .then(pl.lit(SCREENED))
+        .otherwise(pl.lit(UNSCREENED))
+        .alias("patched_as")
+    )
     chart = (
-        alt.Chart(alt.InlineData(values=part.to_dicts()))
+        alt.Chart(alt.InlineData(values=rows.to_dicts()))
         .mark_circle(size=40, opacity=0.7)
         .encode(
             x=alt.X("mean_estimate:Q", title="attribution: mean estimated change of M"),
             y=alt.Y("iia:Q", title="exact patching: IIA", scale=alt.Scale(domain=[0, 1])),
-            tooltip=["layer:Q", "head:Q", "position_name:N", "mean_estimate:Q", "iia:Q"],
+            color=alt.Color(
+                "patched_as:N",
+                title="patched exactly as",
+                scale=alt.Scale(domain=[SCREENED, UNSCREENED], range=["#d62728", "#1f77b4"]),
+            ),
+            tooltip=[
+                "layer:Q",
+                "head:Q",
+                "position_name:N",
+                "mean_estimate:Q",
+                "iia:Q",
+                "patched_as:N",
+            ],
         )
         .properties(title=title, width=260, height=220)
     )
@@ -114,6 +156,7 @@ def attribution_report(store: Store, attribution_run_id: int, out_dir: Path) -> 
         blocks.append(f'<figure><img src="{escape(png.name)}" alt="{escape(stem)}"></figure>')
     rows = "".join(
         f"<tr><td>{escape(a.target)}</td><td>{a.component}</td><td>{a.cells}</td>"
+        f"<td>{a.screened}</td>"
         f"<td>{_number(a.spearman)}</td><td>{_number(a.top_overlap)}</td></tr>"
         for a in found
     )
@@ -124,8 +167,9 @@ def attribution_report(store: Store, attribution_run_id: int, out_dir: Path) -> 
     note = (
         ""
         if found
-        else "<p>No cell has an exact result yet: rerun with <code>--screen N</code>, or run "
-        "<code>addpatch run</code> with the same options and no <code>--method</code>.</p>"
+        else "<p>No cell has an exact result yet: rerun with <code>--validate N</code> (a "
+        "random sample of cells) or <code>--screen N</code>, or run <code>addpatch run</code> "
+        "with the same options and no <code>--method</code>.</p>"
     )
     html = "\n".join(
         [
@@ -138,10 +182,15 @@ def attribution_report(store: Store, attribution_run_id: int, out_dir: Path) -> 
             "<p>Each point is a cell with both an attribution estimate (mean over the "
             "examples with a metric) and an exact IIA (informative examples). Spearman's rho "
             f"ranks the two; the overlap is the share of the top {TOP} cells by IIA (those with "
-            f"IIA above 0, if fewer) that are also in the top list by estimate. Attribution is a first-order guess: it fails "
-            "where attention saturates, at MLP0 and where paths cancel (docs/attribution.md).</p>",
+            f"IIA above 0, if fewer) that are also in the top list by estimate. Cells drawn at "
+            "random (<code>--validate</code>) or a whole exact grid show how far the estimate "
+            "can be trusted across the grid; cells a screen picked are its best guesses only, "
+            "so rho among them says how well it orders the top. Attribution is a first-order "
+            "guess: it fails where attention saturates, at MLP0 and where paths cancel "
+            "(docs/attribution.md).</p>",
             note,
-            "<table><tr><th>target</th><th>component</th><th>cells</th><th>Spearman rho</th>"
+            "<table><tr><th>target</th><th>component</th><th>cells</th><th>of them screened</th>"
+            "<th>Spearman rho</th>"
             f"<th>top-{TOP} overlap</th></tr>{rows}</table>",
             *blocks,
             "<h2>Examples without a metric</h2><p>An example whose label equals its base "

@@ -56,6 +56,16 @@ def best_by_estimate(
     ]
 
 
+def cells_of_run(conn: duckdb.DuckDBPyConnection, run_id: int) -> list[Cell]:
+    """Every cell an attribution run scored: (component, layer, position, head)."""
+    rows = conn.execute(
+        "SELECT DISTINCT component, layer, position, head FROM attribution_estimates "
+        "WHERE run_id = ? ORDER BY ALL",
+        [run_id],
+    ).fetchall()
+    return [(str(c), int(layer), int(p), None if h is None else int(h)) for c, layer, p, h in rows]
+
+
 def exact_run_ids(conn: duckdb.DuckDBPyConnection, attribution_run_id: int) -> list[int]:
     """Exact (patch) runs of the attribution run's model and dataset."""
     row = conn.execute(
@@ -74,12 +84,14 @@ def exact_run_ids(conn: duckdb.DuckDBPyConnection, attribution_run_id: int) -> l
 def estimate_vs_exact(conn: duckdb.DuckDBPyConnection, attribution_run_id: int) -> pl.DataFrame:
     """Per target, component, layer, head (-1: none) and position name: the mean estimate and
     the exact IIA over informative examples, for the cells that have both (the latest exact
-    run of the model and dataset that has the cell)."""
+    run of the model and dataset that has the cell), and whether that run patched the cell
+    because a screen ranked it among the target's best (`screened`) rather than at random or as
+    part of a whole grid."""
     exact = exact_run_ids(conn, attribution_run_id)
     if not exact:
         return pl.DataFrame()
     return conn.execute(
-        """
+        f"""
         WITH est AS (
             SELECT e.target, e.component, e.layer, coalesce(e.head, -1) AS head,
                    p.name AS position_name, avg(e.estimate) AS mean_estimate, count(*) AS n_est
@@ -91,7 +103,7 @@ def estimate_vs_exact(conn: duckdb.DuckDBPyConnection, attribution_run_id: int) 
         exact AS (
             SELECT * FROM (
                 SELECT c.run_id, c.target, c.component, c.layer, coalesce(c.head, -1) AS head,
-                       p.name AS position_name, c.iia, c.n
+                       c.position, p.name AS position_name, c.iia, c.n
                 FROM iia_cells(NULL, NULL, informative := true) AS c
                 JOIN run_positions AS p ON p.run_id = c.run_id AND p.position = c.position
                 WHERE list_contains($exact, c.run_id) AND c.iia IS NOT NULL
@@ -100,9 +112,13 @@ def estimate_vs_exact(conn: duckdb.DuckDBPyConnection, attribution_run_id: int) 
                 PARTITION BY target, component, layer, head, position_name
                 ORDER BY run_id DESC) = 1
         )
-        SELECT est.*, exact.iia, exact.n AS n_exact, exact.run_id AS exact_run_id
+        SELECT est.*, exact.iia, exact.n AS n_exact, exact.run_id AS exact_run_id,
+               s.run_id IS NOT NULL AS screened
         FROM est JOIN exact USING (target, component, layer, head, position_name)
-        ORDER BY target, component, layer, head, position_name
+        LEFT JOIN screened_cells AS s ON s.run_id = exact.run_id AND s.target = exact.target
+            AND s.component = exact.component AND s.layer = exact.layer
+            AND s.position = exact.position AND s.head = exact.head
+        ORDER BY target, {COMPONENT_ORDER}, layer, head, position_name
         """,
         {"run": attribution_run_id, "exact": exact},
     ).pl()
