@@ -6,6 +6,7 @@ import polars as pl
 import pytest
 
 from addpatch.errors import BadInput
+from addpatch.experiment.labels import ensure_labels
 from addpatch.pipeline import RunSpec, run_experiment
 from addpatch.queries import get_query, run_query
 from addpatch.scoring import best_cells, cell_examples, scores
@@ -23,6 +24,9 @@ def small_run(tmp_path_factory):
     task = AdditionTask(num_addends=2, num_digits=2)
     spec = RunSpec(size=24, seed=3, layers="-1,0,1", batch_size=10, interventions_only=True)
     outcome = run_experiment(store, spec)
+    # the queries read stored labels, as in the DuckDB shell: store those of every target here
+    # (not as a side effect of whichever test scores first)
+    ensure_labels(store, outcome.result.dataset_id, TARGETS)
     return store, task, outcome.run_id
 
 
