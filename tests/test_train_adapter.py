@@ -41,7 +41,8 @@ def test_held_out_problems_are_never_drawn_for_training():
     rng = random.Random(0)
     drawn = [p for _ in range(300) for p in training_problems(TINY, rng)]
     assert not any(is_held_out(TINY, a, b) for a, b in drawn)
-    assert {len(str(a)) for a, _ in drawn} == {2, 3}  # each addend's width on its own
+    assert {len(str(a)) for a, _ in drawn} == {2, 3}  # every width of the config
+    assert all(len(str(a)) == len(str(b)) for a, b in drawn)  # both addends of the problem's
 
 
 def test_a_stopped_run_resumes_to_the_same_adapter(tmp_path):

@@ -2,7 +2,8 @@
 
 A run is fixed by its `AdapterConfig` (seed included), the base checkpoint and the torch thread
 count. The loss is on the answer tokens only (` 68` and EOS after `The sum of 23 and 45 is`, the
-rendering `addpatch run` checks), each addend's width is drawn on its own from `train_widths`, and
+rendering `addpatch run` checks), each problem's width is drawn from `train_widths` and both addends
+have it (as in the datasets `addpatch run` builds), and
 the held-out problems are a fixed share of all pairs (chosen by a hash of the pair), never drawn
 for training. The result is the adapter in peft's format (`adapter_model.safetensors` in fp16,
 `adapter_config.json`) plus `card.json` with the config, the base's sha256, the wall time and the
@@ -55,7 +56,7 @@ class AdapterConfig:
     rank: int = 16
     alpha: float = 32.0
     target_modules: tuple[str, ...] = ATTENTION + MLP
-    train_widths: tuple[int, ...] = (1, 2, 3)  # each addend's own width
+    train_widths: tuple[int, ...] = (1, 2, 3)  # one per problem, both addends
     eval_widths: tuple[int, ...] = (1, 2, 3)  # both addends of the width
     batch_size: int = 32
     learning_rate: float = 1e-3
@@ -113,11 +114,12 @@ def held_out_pairs(
 
 
 def training_problems(config: AdapterConfig, rng: random.Random) -> list[tuple[int, int]]:
-    """One batch of problems, each addend's width drawn on its own; held-out ones are redrawn."""
+    """One batch of problems, both addends of a width drawn per problem; held-out ones are
+    redrawn."""
     problems: list[tuple[int, int]] = []
     while len(problems) < config.batch_size:
-        a = _random_addend(rng, rng.choice(config.train_widths))
-        b = _random_addend(rng, rng.choice(config.train_widths))
+        width = rng.choice(config.train_widths)
+        a, b = _random_addend(rng, width), _random_addend(rng, width)
         if not is_held_out(config, a, b):
             problems.append((a, b))
     return problems
