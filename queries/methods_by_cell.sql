@@ -1,7 +1,8 @@
 -- Whole-vector patching against trained subspaces (DAS), cell by cell: for each model, dataset,
 -- target, layer and position name, the full-vector IIA and the best held-out IIA of a subspace
 -- trained for that target (its rank k), each with its 95% interval, the baseline, and whether
--- each localizes the variable (interval above the baseline). The shuffled-label control of
+-- each localizes the variable (interval above its baseline: over the whole-vector run's
+-- examples, and over the DAS run's held-out ones). The shuffled-label control of
 -- that rank (when trained) shows what a subspace of that size fits without the variable.
 -- Cells are matched by position name, so runs with different position lists still compare.
 -- param targets VARCHAR[]   only these targets, e.g. ['C_1', 'C_2'] (unset: every target)
@@ -42,7 +43,7 @@ SELECT
     t.model, d.name AS dataset, t.target, t.layer, t.position_name,
     w.patch_iia, w.patch_low, w.patch_high, w.patch_localized,
     t.das_k, t.das_iia, t.das_low, t.das_high, t.das_localized, t.das_n,
-    c.control_iia, coalesce(w.baseline, t.das_baseline) AS baseline, w.patch_run, t.das_run
+    c.control_iia, w.baseline AS patch_baseline, t.das_baseline, w.patch_run, t.das_run
 FROM trained AS t
 JOIN datasets AS d ON d.id = t.dataset_id
 LEFT JOIN whole AS w USING (model, dataset_id, target, layer, position_name)

@@ -166,12 +166,58 @@ def test_das_run_stores_subspaces_and_held_out_outputs_and_resumes(tmp_path):
             "SELECT subspace_id, k, trained_for, control, n FROM iia_cells(NULL, ['C_1'])"
         ).fetchall()
     assert len(cells) == 8 and {c[4] for c in cells} == {test_n}
+    # its baseline counts the same held-out examples as its IIA, not the whole dataset
+    baseline = _rows(
+        store,
+        "SELECT avg(CASE WHEN l.label = e.base_sum THEN 1.0 ELSE 0.0 END) FROM labels l "
+        "JOIN examples e USING (dataset_id, example_id) JOIN dataset_splits s "
+        "USING (dataset_id, example_id) WHERE l.target = 'C_1' AND s.part = 'test'",
+    )[0][0]
+    with store.connect(read_only=True) as conn:
+        baselines = conn.execute("SELECT DISTINCT baseline FROM iia_cells(NULL, ['C_1'])")
+        assert baselines.fetchall() == [(pytest.approx(float(baseline)),)]
     # the full-rank cell equals the whole-vector swap: its stored answers are the cf's labels...
     before = store_snapshot(root)
     again = run_experiment(root, SPEC)
     assert again.run_id == outcome.run_id and again.result.batches_run == 0
     assert _rows(store, "SELECT count(*) FROM subspaces") == [(8,)]
     assert store_snapshot(root) == before
+
+
+def test_methods_by_cell_pairs_whole_vector_and_das_each_with_its_own_baseline(tmp_path):
+    from addpatch.queries import get_query, run_query
+
+    root = tmp_path / "store"
+    common = dict(size=40, layers="0,1", positions="last", targets=["C_1"])
+    run_experiment(root, RunSpec(**common, interventions_only=True))  # type: ignore[arg-type]
+    das = RunSpec(
+        **common,  # type: ignore[arg-type]
+        method="das",
+        das=DasOptions(ks=(1, 2), epochs=1, batch_size=16, control=True),
+        interventions_only=True,
+    )
+    store = run_experiment(root, das).store
+    with store.connect(read_only=True) as conn:
+        got = run_query(conn, get_query("methods_by_cell"), {"targets": ["C_1"]})
+        cells = conn.execute(
+            "SELECT method, layer, k, control, iia, baseline FROM iia_cells(NULL, ['C_1'])"
+        ).fetchall()
+    assert sorted(got["layer"].to_list()) == [0, 1]
+    for row in got.iter_rows(named=True):
+        whole = [c for c in cells if c[0] == "patch" and c[1] == row["layer"]]
+        trained = [c for c in cells if c[0] == "das" and c[1] == row["layer"] and c[3] is None]
+        controls = [c for c in cells if c[0] == "das" and c[1] == row["layer"] and c[3]]
+        assert row["patch_iia"] == pytest.approx(whole[0][4])
+        assert row["das_iia"] == pytest.approx(max(c[4] for c in trained))
+        best_k = [c[2] for c in trained if c[4] == pytest.approx(row["das_iia"])]
+        assert row["das_k"] in best_k
+        assert row["control_iia"] == pytest.approx(
+            max(c[4] for c in controls if c[2] == row["das_k"])
+        )
+        # each method against its own examples' baseline: all kept pairs, the held-out ones
+        assert row["patch_baseline"] == pytest.approx(whole[0][5])
+        assert row["das_baseline"] == pytest.approx(trained[0][5])
+    assert (got["patch_baseline"] != got["das_baseline"]).all()  # these 8 held-out pairs differ
 
 
 def test_a_lost_cell_is_trained_again_with_the_same_result(tmp_path):
