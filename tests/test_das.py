@@ -4,6 +4,7 @@ against full-vector patching, the held-out split, the store's records, resume an
 from __future__ import annotations
 
 import duckdb
+import polars as pl
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -218,6 +219,24 @@ def test_methods_by_cell_pairs_whole_vector_and_das_each_with_its_own_baseline(t
         assert row["patch_baseline"] == pytest.approx(whole[0][5])
         assert row["das_baseline"] == pytest.approx(trained[0][5])
     assert (got["patch_baseline"] != got["das_baseline"]).all()  # these 8 held-out pairs differ
+    # the drill-down of a DAS cell shows the best subspace trained for the target, not a mix
+    with store.connect(read_only=True) as conn:
+        hits = conn.execute(
+            "SELECT layer, subspace_id, k, hits, n FROM iia_cells(NULL, ['C_1']) "
+            "WHERE method = 'das' AND trained_for = 'C_1' AND control IS NULL"
+        ).fetchall()
+        das_run = conn.execute("SELECT max(id) FROM runs").fetchone()[0]
+        shown = run_query(
+            conn,
+            get_query("cell_examples"),
+            {"run_id": das_run, "target": "C_1", "per_cell": 100},
+        )
+    for layer in (0, 1):
+        cell = shown.filter(pl.col("layer") == layer)
+        best = max((h for h in hits if h[0] == layer), key=lambda h: (h[3], -h[2]))
+        assert cell["subspace_id"].unique().to_list() == [best[1]]
+        assert cell.height == cell["cell_n"][0] == best[4]  # each held-out example once
+        assert cell["cell_right"][0] == best[3] == cell["correct"].sum()
 
 
 def test_a_lost_cell_is_trained_again_with_the_same_result(tmp_path):
