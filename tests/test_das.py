@@ -237,6 +237,12 @@ def test_methods_by_cell_pairs_whole_vector_and_das_each_with_its_own_baseline(t
         assert cell["subspace_id"].unique().to_list() == [best[1]]
         assert cell.height == cell["cell_n"][0] == best[4]  # each held-out example once
         assert cell["cell_right"][0] == best[3] == cell["correct"].sum()
+    # and so does its label log-prob: n counts that subspace's held-out examples once
+    from addpatch.probabilities import label_logprobs
+
+    logprob = label_logprobs(store, run_id=das_run, targets=["C_1"])
+    assert sorted(logprob["layer"].to_list()) == [0, 1]
+    assert logprob["n"].to_list() == [8, 8]
 
 
 def test_a_lost_cell_is_trained_again_with_the_same_result(tmp_path):
