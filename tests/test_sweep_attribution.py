@@ -67,11 +67,10 @@ def test_local_sweep_scores_and_screens_every_width(local_sweep):
 
 def test_ray_sweep_stores_the_estimates_of_the_local_sweep(local_sweep, tmp_path):
     """The 2-digit attribution run on Ray (no screen, no report): the local sweep's estimates,
-    and its validation sample (the default without a screen) patched exactly on Ray."""
+    and its validation sample (--validate 2: 2 cells per component) patched exactly on Ray."""
     ray = tmp_path / "ray"
-    done = CliRunner().invoke(
-        app, [*SWEEP, "--digits", "2", "--store", str(ray), "--ray", "--interventions-only"]
-    )
+    args = ["--digits", "2", "--store", str(ray), "--ray", "--interventions-only"]
+    done = CliRunner().invoke(app, [*SWEEP, *args, "--validate", "2"])
     assert done.exit_code == 0, done.output
     assert not (ray / "reports").exists()
     rows = _sql(ray, ESTIMATES)
@@ -81,5 +80,5 @@ def test_ray_sweep_stores_the_estimates_of_the_local_sweep(local_sweep, tmp_path
         "SELECT id, json_extract_string(provenance_json, '$.method'), "
         "json_extract(provenance_json, '$.validation_sample')::INT FROM runs ORDER BY id",
     )
-    assert runs == [(1, "attribution", None), (2, "patch", 64)]
+    assert runs == [(1, "attribution", None), (2, "patch", 2)]
     assert _sql(ray, "SELECT count(*) > 0 FROM patched_outputs WHERE run_id = 2") == [(True,)]
