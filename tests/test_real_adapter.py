@@ -59,7 +59,7 @@ def test_merged_checkpoint_answers_as_base_plus_unmerged_adapter():
     _, merged, tokenizer = adder()
     base = AutoModelForCausalLM.from_pretrained(smollm2_checkpoint(), dtype=torch.float32)
     unmerged = PeftModel.from_pretrained(base, str(shipped_adapters()["smollm2-adder"])).eval()
-    pairs = held_out_pairs(RECIPE, 2, size=30) + held_out_pairs(RECIPE, 3, size=30)
+    pairs = held_out_pairs(RECIPE, 2, size=12) + held_out_pairs(RECIPE, 3, size=12)
     assert greedy_answers(unmerged, tokenizer, pairs) == greedy_answers(merged, tokenizer, pairs)
     prompts = tokenizer(
         [f"The sum of {a} and {b} is" for a, b in pairs[:8]], return_tensors="pt", padding=True
