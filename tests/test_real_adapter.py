@@ -16,8 +16,9 @@ from addpatch.engine.positions import layout_prompt, render_with_spans
 from addpatch.errors import ModelNotFound
 from addpatch.models.adapter_recipes import ADAPTER_RECIPES
 from addpatch.models.adapters import shipped_adapters
+from addpatch.models.greedy_eval import greedy_accuracy, greedy_answers
 from addpatch.models.loading import ResolvedModel, load_tokenizer, resolve_model
-from addpatch.models.train_adapter import greedy_answers, held_out_pairs
+from addpatch.models.train_adapter import held_out_pairs
 from addpatch.models.weights import sha256_file
 from cli.main import app
 from tests.naive_rows import naive_answers, row_key
@@ -34,11 +35,6 @@ def adder():
     return path, model, tokenizer
 
 
-def _accuracy(model, tokenizer, pairs) -> float:
-    answers = greedy_answers(model, tokenizer, pairs)
-    return sum(x == a + b for x, (a, b) in zip(answers, pairs, strict=True)) / len(pairs)
-
-
 def test_built_model_adds_held_out_problems_with_plain_generate():
     path, model, tokenizer = adder()
     card = json.loads((path / "card.json").read_text())
@@ -48,7 +44,7 @@ def test_built_model_adds_held_out_problems_with_plain_generate():
     # held-out problems (never trained on), the first 150 of the card's 500 per width: the base
     # model gets 0/200 at 2 and at 3 digits; the adapter's card says what it reaches
     for width, floor in ((2, 0.99), (3, 0.95)):
-        found = _accuracy(model, tokenizer, held_out_pairs(RECIPE, width, size=150))
+        found = greedy_accuracy(model, tokenizer, held_out_pairs(RECIPE, width, size=150))
         assert found >= floor
         assert abs(found - card["accuracy_by_digits"][str(width)]) <= 0.03
 

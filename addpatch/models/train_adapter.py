@@ -29,6 +29,7 @@ import torch
 import transformers
 
 from addpatch.errors import BadInput
+from addpatch.models.greedy_eval import greedy_accuracy
 from addpatch.models.train_checkpoint import (
     TrainingState,
     load_checkpoint,
@@ -37,7 +38,7 @@ from addpatch.models.train_checkpoint import (
 )
 from addpatch.models.train_tiny import answer_batch, warmup_cosine_rate
 from addpatch.models.weights import sha256_file
-from addpatch.task.templates import TWO_ADDEND_TEMPLATE, answer_text, parse_answer, render_prompt
+from addpatch.task.templates import TWO_ADDEND_TEMPLATE
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -130,48 +131,6 @@ def _training_batch(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One batch of training problems, as `answer_batch` lays them out."""
     return answer_batch(tokenizer, training_problems(config, rng))
-
-
-def greedy_answers(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    pairs: list[tuple[int, int]],
-    batch_size: int = 100,
-) -> list[int | None]:
-    """The integer each problem's greedy continuation starts with (plain `generate`, left
-    padding), None where it starts with none."""
-    model.eval()
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    budget = len(tokenizer(answer_text(2 * 10**7), add_special_tokens=False)["input_ids"]) + 1
-    answers: list[int | None] = []
-    try:
-        with torch.no_grad():
-            for start in range(0, len(pairs), batch_size):
-                chunk = pairs[start : start + batch_size]
-                prompts = [render_prompt(TWO_ADDEND_TEMPLATE, [a, b]) for a, b in chunk]
-                enc = tokenizer(prompts, return_tensors="pt", padding=True).to(model.device)
-                out = model.generate(  # type: ignore[operator]  # transformers types self oddly
-                    **enc,
-                    max_new_tokens=budget,
-                    do_sample=False,
-                    pad_token_id=tokenizer.pad_token_id,
-                    eos_token_id=tokenizer.eos_token_id,
-                )
-                texts = tokenizer.batch_decode(
-                    out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True
-                )
-                answers += [parse_answer(t) for t in texts]
-    finally:
-        tokenizer.padding_side = side
-    return answers
-
-
-def greedy_accuracy(
-    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, pairs: list[tuple[int, int]]
-) -> float:
-    """Share of problems whose greedy continuation starts with the correct sum."""
-    answers = greedy_answers(model, tokenizer, pairs)
-    return sum(x == a + b for x, (a, b) in zip(answers, pairs, strict=True)) / len(pairs)
 
 
 def require_peft() -> None:

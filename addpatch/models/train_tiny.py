@@ -30,6 +30,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from addpatch.errors import BadInput
+from addpatch.models.greedy_eval import greedy_accuracy
 from addpatch.models.tiny_tokenizers import DigitGrouping, build_tokenizer
 from addpatch.models.train_checkpoint import (
     TrainingState,
@@ -38,7 +39,7 @@ from addpatch.models.train_checkpoint import (
     save_checkpoint,
 )
 from addpatch.models.weights import sha256_file
-from addpatch.task.templates import TWO_ADDEND_TEMPLATE, answer_text, parse_answer, render_prompt
+from addpatch.task.templates import TWO_ADDEND_TEMPLATE, answer_text, render_prompt
 
 NumberInit = Literal["random", "digits", "orthogonal", "fourier"]
 
@@ -139,35 +140,6 @@ def answer_batch(
         mask[i, : len(row)] = 1
         labels[i, start : len(row)] = torch.tensor(row[start:])
     return ids, mask, labels
-
-
-def greedy_accuracy(
-    model: LlamaForCausalLM,
-    tokenizer: PreTrainedTokenizerFast,
-    pairs: list[tuple[int, int]],
-    batch_size: int = 500,
-) -> float:
-    """Share of pairs whose greedy continuation starts with the correct sum."""
-    model.eval()
-    correct = 0
-    max_new = len(tokenizer(answer_text(10**7), add_special_tokens=False)["input_ids"]) + 1
-    with torch.no_grad():
-        for start in range(0, len(pairs), batch_size):
-            chunk = pairs[start : start + batch_size]
-            prompts = [render_prompt(TWO_ADDEND_TEMPLATE, [a, b]) for a, b in chunk]
-            enc = tokenizer(prompts, return_tensors="pt", padding=True).to(model.device)
-            out = model.generate(  # type: ignore[misc]  # transformers types self oddly
-                **enc,
-                max_new_tokens=max_new,
-                do_sample=False,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-            )
-            texts = tokenizer.batch_decode(
-                out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True
-            )
-            correct += sum(parse_answer(t) == a + b for t, (a, b) in zip(texts, chunk, strict=True))
-    return correct / len(pairs)
 
 
 def warmup_cosine_rate(
@@ -386,7 +358,8 @@ def train_tiny_adder(
         done = step + 1
         if done % config.eval_every == 0 or done == last_step:
             accuracy = {
-                w: greedy_accuracy(model, tokenizer, held_out[w]) for w in config.eval_widths
+                w: greedy_accuracy(model, tokenizer, held_out[w], batch_size=500)
+                for w in config.eval_widths
             }
             history.append({"step": done, "loss": loss.item(), "accuracy": accuracy})
             state = TrainingState(done, history, time.perf_counter() - started)
