@@ -10,9 +10,6 @@ replaces an earlier build (a build of an older adapter is not loaded by name).
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +17,7 @@ from typing import Any
 import torch
 
 from addpatch.errors import BadInput
+from addpatch.models.checkpoint_dir import write_checkpoint_dir
 from addpatch.models.smollm2_wheel import imported_base, models_cache
 from addpatch.models.train_adapter import ADAPTER_WEIGHTS, require_peft
 from addpatch.models.weights import sha256_file
@@ -102,9 +100,8 @@ def build_adapted_model(
 
     merged = merge_adapter(base, adapter_dir)
     tokenizer = AutoTokenizer.from_pretrained(base)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+
+    def write(staging: Path) -> None:
         merged.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
         built = {
@@ -124,20 +121,7 @@ def build_adapted_model(
             "wall_time_s": round(time.perf_counter() - started, 1),
         }
         (staging / "card.json").write_text(json.dumps(built, indent=2) + "\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the checkpoint is not
-        if replaced:  # an earlier build (of this or an older adapter): the new one replaces it
-            old = out.with_name(f".{out.name}-old")
-            shutil.rmtree(old, ignore_errors=True)
-            out.rename(old)
-            staging.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            if out.exists():
-                out.rmdir()  # checked empty above
-            staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    # an earlier build (of this or an older adapter) is replaced once the new one is whole
+    write_checkpoint_dir(out, write, replace=replaced)
     return out

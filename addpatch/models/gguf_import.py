@@ -12,9 +12,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import json
-import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +21,7 @@ from unittest import mock
 import torch
 
 from addpatch.errors import BadInput
+from addpatch.models.checkpoint_dir import write_checkpoint_dir
 from addpatch.models.weights import sha256_file
 
 GGUF_MAGIC = b"GGUF"
@@ -98,34 +96,29 @@ def import_gguf(gguf_file: Path, out: Path, dtype: torch.dtype = torch.float32) 
     plain.eval()
     del loaded
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
-    try:
+    card: dict[str, Any] = {}
+
+    def write(staging: Path) -> None:
         plain.save_pretrained(staging, safe_serialization=True)
         tokenizer.save_pretrained(staging)
-        card = {
-            "source_file": gguf_file.name,
-            "source_sha256": source_sha256,
-            "source_bytes": gguf_file.stat().st_size,
-            "source_format": "gguf",
-            "architecture": type(plain).__name__,
-            "parameters": sum(p.numel() for p in plain.parameters()),
-            "dtype": str(dtype).removeprefix("torch."),
-            "num_layers": int(config.num_hidden_layers),
-            "hidden_size": int(config.hidden_size),
-            "vocab_size": int(config.vocab_size),
-            "chat_template": bool(getattr(tokenizer, "chat_template", None)),
-            "imported_with": "addpatch model import-gguf",
-            "wall_time_s": round(time.perf_counter() - started, 1),
-        }
+        card.update(
+            {
+                "source_file": gguf_file.name,
+                "source_sha256": source_sha256,
+                "source_bytes": gguf_file.stat().st_size,
+                "source_format": "gguf",
+                "architecture": type(plain).__name__,
+                "parameters": sum(p.numel() for p in plain.parameters()),
+                "dtype": str(dtype).removeprefix("torch."),
+                "num_layers": int(config.num_hidden_layers),
+                "hidden_size": int(config.hidden_size),
+                "vocab_size": int(config.vocab_size),
+                "chat_template": bool(getattr(tokenizer, "chat_template", None)),
+                "imported_with": "addpatch model import-gguf",
+                "wall_time_s": round(time.perf_counter() - started, 1),
+            }
+        )
         (staging / "card.json").write_text(json.dumps(card, indent=2) + "\n")
-        umask = os.umask(0)
-        os.umask(umask)
-        staging.chmod(0o777 & ~umask)  # mkdtemp makes it private; the checkpoint is not
-        if out.exists():
-            out.rmdir()  # checked empty above
-        staging.rename(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+
+    write_checkpoint_dir(out, write)
     return card
