@@ -155,7 +155,7 @@ def _validated(spec: RunSpec, executor: LocalExecutor) -> tuple[SweepSpec, str, 
 def attribution_outcome(outcome: RunOutcome, report_dir: Path | None) -> RunOutcome:
     """The best cells by mean estimate (by exact IIA with --screen) and the attribution report."""
     from addpatch.experiment.attribution import ranked_cells
-    from addpatch.report.attribution import agreement_table, attribution_report
+    from addpatch.report.attribution import attribution_report
 
     run_id = outcome.run_id
     if outcome.screened and outcome.screen is not None and outcome.screen.run_id is not None:
@@ -168,8 +168,8 @@ def attribution_outcome(outcome: RunOutcome, report_dir: Path | None) -> RunOutc
     else:
         outcome.best = ranked_cells(outcome.store, run_id, top=1)
     out_dir = report_dir or outcome.store.root / "reports" / f"run-{run_id}"
-    outcome.report = attribution_report(outcome.store, run_id, out_dir)
-    outcome.agreement = agreement_table(outcome.store, run_id)
+    report = attribution_report(outcome.store, run_id, out_dir)
+    outcome.report, outcome.agreement = report, report.agreement
     return outcome
 
 

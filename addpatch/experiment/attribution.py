@@ -130,6 +130,11 @@ class ScreenSelection:
     def cells(self) -> frozenset[Cell]:
         return frozenset(cell for _, cell, _, _ in self.ranked) | frozenset(self.sampled)
 
+    @property
+    def sample_record(self) -> dict[str, int]:
+        """What the exact run's config and provenance say of the validation sample."""
+        return {"validation_sample": self.sample_size} if self.sample_size else {}
+
 
 @dataclass(frozen=True)
 class ScreenPlan(RunPlan):
@@ -141,12 +146,11 @@ class ScreenPlan(RunPlan):
     def config(self) -> dict[str, Any]:
         assert self.screen is not None
         cells = sorted(self.screen.cells, key=_cell_order)
-        sample = {"validation_sample": self.screen.sample_size} if self.screen.sample_size else {}
         return {
             **super().config,
             "screened_from": self.screen.attribution_run_id,
             "cells": [list(c) for c in cells],
-            **sample,
+            **self.screen.sample_record,
         }
 
 
@@ -216,7 +220,7 @@ def open_screen_run(
             **provenance,
             "method": "patch",
             "screened_from": plan.screen.attribution_run_id,
-            **({"validation_sample": plan.screen.sample_size} if plan.screen.sample_size else {}),
+            **plan.screen.sample_record,
         },
     )
     with store.writer(), store.connect() as conn:
@@ -302,12 +306,13 @@ def screen_selection(
         counts = reads.examples_without_metric(conn, run_id)
         best = reads.best_by_estimate(conn, run_id, top) if top is not None else []
         sampled = sample_cells(reads.cells_of_run(conn, run_id), sample, seed) if sample else ()
-    if top is None:
-        required = None
+    screened_for = required if top is not None else None  # a sample alone needs no metric
     empty = [
         str(row["target"])
         for row in counts.iter_rows(named=True)
-        if row["examples"] == row["without_metric"] and required and row["target"] in required
+        if row["examples"] == row["without_metric"]
+        and screened_for
+        and row["target"] in screened_for
     ]
     if empty:
         raise BadInput(

@@ -10,7 +10,7 @@ rank correlation and the overlap of the two top-10 lists, and how many examples 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -80,11 +80,16 @@ def agreements(pairs: pl.DataFrame) -> list[Agreement]:
     return out
 
 
-def agreement_table(store: Store, attribution_run_id: int) -> pl.DataFrame:
+@dataclass(frozen=True)
+class AttributionReportFiles(ReportFiles):
+    """The report's files, and its agreement table (`agreement_table`)."""
+
+    agreement: pl.DataFrame = field(default_factory=pl.DataFrame)
+
+
+def agreement_table(found: list[Agreement]) -> pl.DataFrame:
     """Per target and component with exact results: cells with both, of them screened,
     Spearman's rho and the top-10 overlap (what the report's table shows)."""
-    with store.connect(read_only=True) as conn:
-        found = agreements(estimate_vs_exact(conn, attribution_run_id))
     schema = {
         "target": pl.String,
         "component": pl.String,
@@ -133,7 +138,9 @@ def _scatter(part: pl.DataFrame, title: str) -> dict[str, Any]:
     return spec
 
 
-def attribution_report(store: Store, attribution_run_id: int, out_dir: Path) -> ReportFiles:
+def attribution_report(
+    store: Store, attribution_run_id: int, out_dir: Path
+) -> AttributionReportFiles:
     """Write attribution.html and one scatter PNG/SVG per target and component with both."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for stale in [*out_dir.glob("attribution_*.png"), *out_dir.glob("attribution_*.svg")]:
@@ -202,7 +209,9 @@ def attribution_report(store: Store, attribution_run_id: int, out_dir: Path) -> 
     )
     html_path = out_dir / HTML_NAME
     html_path.write_text(html, encoding="utf-8")
-    return ReportFiles(html=html_path, pngs=pngs, svgs=svgs)
+    return AttributionReportFiles(
+        html=html_path, pngs=pngs, svgs=svgs, agreement=agreement_table(found)
+    )
 
 
 def _describe(item: Agreement) -> str:
